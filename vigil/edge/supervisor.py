@@ -1,0 +1,201 @@
+"""Device supervisor: owns one device's connection state, reconnection and technical conditions.
+
+States: CONNECTING → STREAMING ⇄ STALE; link loss → LOST → (backoff) → CONNECTING; STOPPED at close.
+Technical events: DEVICE_STALE while no data for `stale_after_s` (from the profile); DEVICE_DISCONNECTED
+while the link is down; LOW_BATTERY when a battery reading falls below the threshold (hysteresis +5 %);
+LEAD_OFF passes through from the parsers (the device said so). Everything reaches the consumer through
+one async iterator::
+
+    async with DeviceSupervisor(device_id, profile, factory, clock) as sup:
+        async for out in sup:   # SampleBlock | NumericReading | TechnicalEvent
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Protocol, Self
+
+from vigil.clock import Clock, SystemClock
+from vigil.edge.profiles import Profile
+from vigil.edge.transports.base import Gap, Output, Stamper, backoff_delay
+from vigil.errors import TransportError
+from vigil.model import DeviceState, Metric, NumericReading, TechnicalEvent, TechnicalKind
+
+log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    """What the supervisor needs of a transport (see vigil/edge/transports/base.py)."""
+
+    async def __aenter__(self) -> Transport: ...
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None: ...
+    def __aiter__(self) -> Transport: ...
+    async def __anext__(self) -> Output: ...
+
+
+TransportFactory = Callable[[Stamper], Transport]
+
+
+class DeviceSupervisor:
+    """Runs connect → stream → reconnect for one device and yields its outputs."""
+
+    def __init__(self, device_id: str, profile: Profile, factory: TransportFactory, clock: Clock | None = None,
+                 stale_after_s: float | None = None, low_battery_percent: float = 15.0,
+                 backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0, maxsize: int = 10_000) -> None:
+        self.device_id = device_id
+        self.profile = profile
+        self.factory = factory
+        self.clock = clock or SystemClock()
+        self.stale_after_s = stale_after_s or profile.stale_after_s
+        self.low_battery_percent = low_battery_percent
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.stamper = Stamper(device_id, profile, self.clock)
+        self.state = DeviceState.CONNECTING
+        self.connects = 0
+        self.failures = 0
+        self.dropped = 0
+        self._out: asyncio.Queue[Output | None] = asyncio.Queue(maxsize)
+        self._task: asyncio.Task[None] | None = None
+        self._active: dict[TechnicalKind, bool] = {}
+        self._ended = False
+        self._streamed = False
+
+    # -- public
+    @property
+    def gaps(self) -> list[Gap]:
+        """Gaps recorded so far (most recent last; bounded)."""
+        return list(self.stamper.gaps)
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run(), name=f"supervisor-{self.device_id}")
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop the device (disconnects) and end the iteration."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.state = DeviceState.STOPPED
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Output:
+        if self._ended and self._out.empty():
+            raise StopAsyncIteration
+        item = await self._out.get()
+        if item is None:
+            self._ended = True
+            raise StopAsyncIteration
+        return item
+
+    # -- internals
+    def _emit(self, out: Output) -> None:
+        try:
+            self._out.put_nowait(out)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    def _condition(self, kind: TechnicalKind, active: bool, detail: str = "") -> None:
+        if self._active.get(kind, False) == active:
+            return
+        self._active[kind] = active
+        self._emit(TechnicalEvent(kind, active, self.clock.monotonic(), self.device_id, detail))
+
+    def _set_state(self, state: DeviceState) -> None:
+        if state != self.state:
+            log.info("%s: %s -> %s", self.device_id, self.state.value, state.value)
+            self.state = state
+
+    def _forward(self, out: Output) -> None:
+        if isinstance(out, NumericReading) and out.metric is Metric.BATTERY and out.value == out.value:
+            if out.value < self.low_battery_percent:
+                self._condition(TechnicalKind.LOW_BATTERY, True, f"battery {out.value:.0f} %")
+            elif out.value >= self.low_battery_percent + 5:
+                self._condition(TechnicalKind.LOW_BATTERY, False)
+        if isinstance(out, TechnicalEvent):
+            if self._active.get(out.kind, False) == out.active:
+                return
+            self._active[out.kind] = out.active
+        self._emit(out)
+
+    async def _run(self) -> None:
+        attempt = 0
+        try:
+            while True:
+                self._set_state(DeviceState.CONNECTING)
+                clean_end = await self._session()
+                if clean_end:
+                    self._set_state(DeviceState.STOPPED)
+                    self._out.put_nowait(None) if not self._out.full() else None
+                    return
+                self.failures += 1
+                self._set_state(DeviceState.LOST)
+                self._condition(TechnicalKind.DEVICE_DISCONNECTED, True, "link lost")
+                self._condition(TechnicalKind.DEVICE_STALE, False)
+                self.stamper.mark_gap()
+                attempt = 0 if self._streamed else attempt + 1
+                delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)
+                log.info("%s: reconnecting in %.2f s (attempt %d)", self.device_id, delay, attempt + 1)
+                await asyncio.sleep(delay)
+        finally:
+            self._set_state(DeviceState.STOPPED)
+
+    async def _session(self) -> bool:
+        """One connection; True when the source ended cleanly, False when the link failed."""
+        self._streamed = False
+        inbox: asyncio.Queue[Output | BaseException | None] = asyncio.Queue()
+
+        async def pump(transport: Transport) -> None:
+            try:
+                async for out in transport:
+                    inbox.put_nowait(out)
+                inbox.put_nowait(None)
+            except (TransportError, OSError) as exc:
+                inbox.put_nowait(exc)
+
+        try:
+            async with self.factory(self.stamper) as transport:
+                self.connects += 1
+                pump_task = asyncio.create_task(pump(transport))
+                try:
+                    while True:
+                        try:
+                            item = await asyncio.wait_for(inbox.get(), self.stale_after_s)
+                        except TimeoutError:
+                            if self.state is DeviceState.STREAMING or self.state is DeviceState.CONNECTING:
+                                self._set_state(DeviceState.STALE)
+                                self._condition(TechnicalKind.DEVICE_STALE, True,
+                                                f"no data for {self.stale_after_s:g} s")
+                            continue
+                        if item is None:
+                            return True
+                        if isinstance(item, BaseException):
+                            log.info("%s: link lost: %s", self.device_id, item)
+                            return False
+                        if self.state is not DeviceState.STREAMING:
+                            self._set_state(DeviceState.STREAMING)
+                            self._condition(TechnicalKind.DEVICE_STALE, False)
+                            self._condition(TechnicalKind.DEVICE_DISCONNECTED, False)
+                            self._streamed = True
+                        self._forward(item)
+                finally:
+                    pump_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pump_task
+        except (TransportError, OSError) as exc:
+            log.info("%s: connect failed: %s", self.device_id, exc)
+            return False
