@@ -66,6 +66,7 @@ class VirtualAir:
         self.peripherals: dict[str, VirtualPeripheral] = {}
         self._scanners = 0
         self._scan_lock = asyncio.Lock()
+        self.connect_lock = asyncio.Lock()  # one pending LE Create Connection per controller, as in HCI
 
     def _device(self, address: str, name: str) -> Device:
         controller = Controller(name, link=self.link, public_address=address)
@@ -206,7 +207,8 @@ class BumbleClient(BaseBleakClient):
         if self.address.upper() not in self._air.peripherals:
             raise BleakDeviceNotFoundError(self.address, f"device {self.address} not found")
         try:
-            conn = await asyncio.wait_for(self._air.central.connect(Address(self.address)), self._timeout)
+            async with self._air.connect_lock:
+                conn = await asyncio.wait_for(self._air.central.connect(Address(self.address)), self._timeout)
         except (TimeoutError, Exception) as exc:
             raise BleakError(f"connect to {self.address} failed: {exc}") from None
         self._conn = conn
@@ -482,6 +484,7 @@ class PolarEcgPeripheral(VirtualPeripheral):
         self.charging = False
         self.k = 0
         self.t0_ns = time.time_ns()
+        self._mono0 = time.monotonic()
         self.control = Characteristic(polar_pmd.PMD_CONTROL, Characteristic.Properties.READ | Characteristic.Properties.WRITE
                                       | Characteristic.Properties.INDICATE, Characteristic.READABLE | Characteristic.WRITEABLE,
                                       CharacteristicValue(read=lambda _c: b"\x0f\x05\x00", write=self._on_control))
@@ -521,15 +524,26 @@ class PolarEcgPeripheral(VirtualPeripheral):
         return int(1200 * math.exp(-((phase - 0.3) / 0.015) ** 2) + 150 * math.exp(-((phase - 0.6) / 0.06) ** 2)
                    + 30 * math.sin(2 * math.pi * 0.25 * t))
 
+    def device_index(self) -> int:
+        """Index of the sample the (free-running) device clock is at now."""
+        return int((time.monotonic() - self._mono0) * self.speed * 130.0)
+
     async def stream(self) -> None:
-        """While started: one 73-sample frame every 73/130 s; one HRM per second regardless."""
+        """While started: 73-sample frames as the device clock advances; one HRM per second regardless.
+
+        The device clock keeps running while disconnected, so samples of a dropped link are lost (a gap).
+        """
         frame_s = self.SAMPLES_PER_FRAME / 130.0
         next_hr = 0.0
         elapsed = 0.0
+        self.k = self.device_index()
         while True:
             await self.tick(frame_s)
             elapsed += frame_s
-            if self.streaming:
+            target = self.device_index()
+            if not self.streaming:
+                self.k = target
+            while self.streaming and target - self.k >= self.SAMPLES_PER_FRAME:
                 samples = [self.ecg(self.k + i) for i in range(self.SAMPLES_PER_FRAME)]
                 self.k += self.SAMPLES_PER_FRAME
                 last_ns = self.t0_ns + round((self.k - 1) * 1e9 / 130.0)
