@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from vigil.cli import main
+from vigil.config import parse_config
 from vigil.edge.profiles import get_profile, load_profile, load_profiles, parse_profile, profiles_dir
 from vigil.errors import ConfigError
 
@@ -85,3 +88,55 @@ def test_cli_devices_profiles_lists_all() -> None:
     for name in REQUIRED:
         assert name in out
     assert "polar_pmd_ecg" in out
+
+
+# --------------------------------------------------------------------------- vigil devices pair / scan
+
+CONFIG = """# my room
+[site]
+name = "Room"  # keep me
+room = "r1"
+
+[[devices]]
+id = "ecg1"
+profile = "polar-h10"
+address = "AA:BB:CC:DD:EE:01"
+
+[[guests]]
+mat = "m1"
+name = "Guest One"
+devices = ["ecg1"]  # straps
+
+[[guests]]
+mat = "m2"
+name = "Guest Two"
+"""
+
+
+def test_pair_adds_device_and_keeps_comments(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG)
+    assert main(["devices", "pair", "m2", "ox2", "--profile", "contec-cms50d-plus", "--port", "usb:10c4:ea60",
+                 "--config", str(cfg)]) == 0
+    assert main(["devices", "pair", "m1", "ecg1", "--profile", "generic-heart-rate", "--address", "AA:BB:CC:DD:EE:09",
+                 "--config", str(cfg)]) == 0
+    text = cfg.read_text()
+    assert "# my room" in text and "# keep me" in text and "# straps" in text
+    data = tomllib.loads(text)
+    assert data["devices"][0] == {"id": "ecg1", "profile": "generic-heart-rate", "address": "AA:BB:CC:DD:EE:09"}
+    assert data["devices"][1] == {"id": "ox2", "profile": "contec-cms50d-plus", "port": "usb:10c4:ea60"}
+    assert data["guests"][1]["devices"] == ["ox2"] and data["guests"][0]["devices"] == ["ecg1"]
+    parse_config(text)
+
+
+def test_pair_refuses_unknown_guest_and_profile(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG)
+    assert main(["devices", "pair", "m9", "x", "--profile", "polar-h10", "--address", "A", "--config", str(cfg)]) == 2
+    assert main(["devices", "pair", "m2", "x", "--profile", "nope", "--address", "A", "--config", str(cfg)]) == 2
+    assert cfg.read_text() == CONFIG
+
+
+def test_scan_without_adapter_says_so(capsys) -> None:
+    assert main(["devices", "scan", "--timeout", "0.5"]) == 2
+    assert "no usable Bluetooth adapter" in capsys.readouterr().err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 
 HELP = "list profiles, scan BLE, watch a device, pair a device to a guest"
 
@@ -50,18 +52,157 @@ def _profiles(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from vigil.commands.devices_impl import scan
+    import asyncio
 
-    return scan(args)
+    from vigil.edge.transports.ble import scan
+
+    try:
+        found = asyncio.run(scan(args.timeout))
+    except Exception as exc:  # noqa: BLE001 - bleak raises many kinds when there is no adapter
+        print(f"vigil devices scan: no usable Bluetooth adapter ({type(exc).__name__}: {exc}).\n"
+              "Check: bluetoothd running, an adapter present (hciconfig / bluetoothctl list), kernel Bluetooth support.",
+              file=sys.stderr)
+        return 2
+    print(f"{'ADDRESS':<19} {'RSSI':>5}  {'PROFILE':<24} NAME")
+    for d in found:
+        print(f"{d['address']:<19} {d['rssi']:>5}  {d['profile'] or '-':<24} {d['name'] or ''}")
+    return 0
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from vigil.commands.devices_impl import watch
+    import asyncio
+    import time
 
-    return watch(args)
+    from vigil.clock import SystemClock
+    from vigil.edge.profiles import get_profile
+    from vigil.edge.supervisor import DeviceSupervisor
+    from vigil.edge.transports.base import Stamper
+    from vigil.model import NumericReading, SampleBlock, TechnicalEvent
+
+    profile = get_profile(args.profile)
+    line: dict[str, object] = {}
+    for item in args.line:
+        key, _, value = item.partition("=")
+        line[key] = int(value) if value.isdigit() else value
+    if profile.transport == "serial":
+        from vigil.edge.transports.serial import SerialTransport
+
+        def factory(st: Stamper) -> SerialTransport:
+            return SerialTransport("watch", profile, args.where, st, line=line)
+    elif profile.transport == "ble":
+        from vigil.edge.transports.ble import BleTransport
+
+        def factory(st: Stamper) -> BleTransport:  # type: ignore[misc]
+            return BleTransport("watch", profile, args.where, st)
+    else:
+        print(f"vigil devices watch: profile {profile.name} is a {profile.transport} source; use `vigil replay`",
+              file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        t0 = time.monotonic()
+        async with DeviceSupervisor("watch", profile, factory, SystemClock()) as sup:
+            async for out in sup:
+                t = out.t_mono - t0
+                if isinstance(out, NumericReading):
+                    flags = f" [{','.join(out.flags)}]" if out.flags else ""
+                    print(f"{t:8.2f}  {out.metric.value:<14} {out.value:8.1f} {out.metric.unit}{flags}", flush=True)
+                elif isinstance(out, SampleBlock):
+                    print(f"{t:8.2f}  {out.channel:<14} seq {out.seq:>8} +{len(out.samples):<4} "
+                          f"min {int(out.samples.min())} max {int(out.samples.max())} {out.unit}", flush=True)
+                elif isinstance(out, TechnicalEvent):
+                    print(f"{t:8.2f}  {out.kind.value:<14} {'ON ' if out.active else 'off'} {out.detail}", flush=True)
+                if args.seconds is not None and time.monotonic() - t0 >= args.seconds:
+                    return
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0
 
 
 def _pair(args: argparse.Namespace) -> int:
-    from vigil.commands.devices_impl import pair
+    from pathlib import Path
 
-    return pair(args)
+    from vigil.config import parse_config
+    from vigil.edge.profiles import get_profile
+
+    get_profile(args.profile)  # must exist
+    path = Path(args.config)
+    text = path.read_text(encoding="utf-8")
+    cfg = parse_config(text, path)
+    if cfg.guest(args.guest) is None:
+        print(f"vigil devices pair: no guest on mat {args.guest!r} in {path}", file=sys.stderr)
+        return 2
+    new = edit_pairing(text, args.guest, args.device_id, args.profile,
+                       ("address", args.address) if args.address else ("port", args.port))
+    parse_config(new, path)  # validate before writing
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(new, encoding="utf-8")
+    tmp.replace(path)
+    print(f"paired {args.device_id} ({args.profile}) to mat {args.guest} in {path}")
+    return 0
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def edit_pairing(text: str, mat: str, device_id: str, profile: str, where: tuple[str, str]) -> str:
+    """Minimal TOML edit: add or update the [[devices]] entry and add it to the guest's `devices` list."""
+    import re
+    import tomllib
+
+    data = tomllib.loads(text)
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    # drop the device from any other guest, then add it to this guest
+    for g in data.get("guests", []):
+        if g.get("mat") != mat and device_id in g.get("devices", []):
+            raise ValueError(f"device {device_id!r} is already assigned to mat {g.get('mat')!r}; unpair it first")
+    # 1) the [[devices]] table
+    headers = [i for i, ln in enumerate(lines) if re.match(r"^\s*\[\[?", ln)]
+    dev_starts = [i for i, ln in enumerate(lines) if re.match(r"^\s*\[\[devices\]\]", ln)]
+    target = None
+    for _k, start in enumerate(dev_starts):
+        end = next((h for h in headers if h > start), len(lines))
+        if any(re.match(rf"^\s*id\s*=\s*[\"']{re.escape(device_id)}[\"']", lines[j]) for j in range(start + 1, end)):
+            target = (start, end)
+            break
+    key, value = where
+    if target is None:
+        block = ["\n", "[[devices]]\n", f"id = {_toml_str(device_id)}\n", f"profile = {_toml_str(profile)}\n",
+                 f"{key} = {_toml_str(value)}\n"]
+        insert_at = dev_starts and next((h for h in headers if h > dev_starts[-1]), len(lines)) or len(lines)
+        lines[insert_at:insert_at] = block
+    else:
+        start, end = target
+        for name, val in (("profile", profile), (key, value)):
+            idx = next((j for j in range(start + 1, end) if re.match(rf"^\s*{name}\s*=", lines[j])), None)
+            if idx is None:
+                lines.insert(end, f"{name} = {_toml_str(val)}\n")
+                end += 1
+            else:
+                lines[idx] = f"{name} = {_toml_str(val)}\n"
+    # 2) the guest's devices list
+    headers = [i for i, ln in enumerate(lines) if re.match(r"^\s*\[\[?", ln)]
+    for start in [i for i, ln in enumerate(lines) if re.match(r"^\s*\[\[guests\]\]", ln)]:
+        end = next((h for h in headers if h > start), len(lines))
+        if not any(re.match(rf"^\s*mat\s*=\s*[\"']{re.escape(mat)}[\"']", lines[j]) for j in range(start + 1, end)):
+            continue
+        idx = next((j for j in range(start + 1, end) if re.match(r"^\s*devices\s*=", lines[j])), None)
+        guest = next(g for g in data["guests"] if g.get("mat") == mat)
+        devices = list(guest.get("devices", []))
+        if device_id not in devices:
+            devices.append(device_id)
+        rendered = "devices = [" + ", ".join(_toml_str(d) for d in devices) + "]\n"
+        if idx is None:
+            last = max(j for j in range(start, end) if lines[j].strip() and not lines[j].lstrip().startswith("#"))
+            lines.insert(last + 1, rendered)
+        elif lines[idx].count("[") == lines[idx].count("]"):
+            comment = re.search(r"\]\s*(#.*)$", lines[idx])
+            lines[idx] = rendered.rstrip("\n") + (f"  {comment.group(1)}" if comment else "") + "\n"
+        else:
+            raise ValueError("the guest's devices list spans several lines; edit it by hand")
+        break
+    return "".join(lines)
