@@ -331,6 +331,10 @@ class RecordStore:
         """Statements waiting for the next commit (plus channels with buffered samples)."""
         return len(self._pending) + sum(1 for b in self._buffers.values() if b.n)
 
+    def seconds_until_commit(self) -> float:
+        """Seconds before maybe_commit() will commit (<= 0 when due)."""
+        return self.commit_interval_s - (self._clock() - self._last_commit)
+
     def maybe_commit(self) -> bool:
         """Commit the pending batch if commit_interval_s has elapsed since the last commit (attempt)."""
         if self._clock() - self._last_commit < self.commit_interval_s:
