@@ -7,14 +7,24 @@ import time
 
 import pytest
 
-from vigil.alarms.commands import sign
 from vigil.alarms.audit import MemoryAudit
+from vigil.alarms.commands import sign
 from vigil.alarms.engine import AlarmEngine
 from vigil.clock import SimulatedClock
 from vigil.config import parse_config
 from vigil.errors import ConfigError
-from vigil.model import (AlarmEvent, AlarmState, Measurement, Metric, NumericReading, Priority, QualityReport,
-                         RhythmEpisode, TechnicalEvent, TechnicalKind)
+from vigil.model import (
+    AlarmEvent,
+    AlarmState,
+    Measurement,
+    Metric,
+    NumericReading,
+    Priority,
+    QualityReport,
+    RhythmEpisode,
+    TechnicalEvent,
+    TechnicalKind,
+)
 
 BASE = """
 [site]
