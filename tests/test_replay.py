@@ -1,0 +1,165 @@
+"""Replayed and simulated monitors: units, timing, seq continuity, numerics, cuff readings, bad records."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from vigil.clock import SimulatedClock, SystemClock
+from vigil.edge.records import load_record
+from vigil.edge.transports.replay import ReplayTransport, replay_fast
+from vigil.errors import RecordError
+from vigil.model import Metric, NumericReading, SampleBlock
+
+
+def test_wfdb_ecg_is_microvolt_integers_matching_physical(vendored_records) -> None:
+    import wfdb
+
+    rec = load_record(vendored_records / "119")
+    ecg = rec.channel("ecg")
+    assert ecg is not None and ecg.source_name == "MLII" and ecg.fs == 360 and ecg.unit == "uV"
+    phys = wfdb.rdrecord(str(vendored_records / "119"), channels=[0], sampto=5000).p_signal[:, 0]
+    assert ecg.samples.dtype == np.int32
+    assert np.array_equal(ecg.samples[:5000], np.round(phys * 1000).astype(np.int32))
+
+
+def test_channel_selection_by_name_and_index(vendored_records) -> None:
+    by_name = load_record(vendored_records / "119", channel="V1").channel("ecg")
+    by_index = load_record(vendored_records / "119", channel=1).channel("ecg")
+    assert by_name is not None and by_index is not None
+    assert by_name.source_name == by_index.source_name == "V1"
+    assert np.array_equal(by_name.samples, by_index.samples)
+    with pytest.raises(RecordError, match=r"no signal named 'V5'.*MLII"):
+        load_record(vendored_records / "119", channel="V5")
+
+
+def test_mat_record_has_ecg_pleth_abp(vendored_records) -> None:
+    rec = load_record(vendored_records / "v221l")
+    assert [(c.name, c.source_name, c.fs) for c in rec.channels] == [
+        ("ecg", "II", 250.0), ("pleth", "PLETH", 250.0), ("abp", "ABP", 250.0)]
+    assert rec.duration_s == pytest.approx(330.0)
+
+
+async def test_speed_n_times_gives_the_right_sample_count(vendored_records) -> None:
+    rec = load_record(vendored_records / "119")
+    speed = 20.0
+    t = ReplayTransport("d1", rec, SystemClock(), speed=speed, loop=False)
+    n = 0
+    seqs: list[int] = []
+    async with t:
+        t0 = time.monotonic()
+
+        async def consume() -> None:
+            nonlocal n
+            async for out in t:
+                assert isinstance(out, SampleBlock)
+                seqs.append(out.seq)
+                n += len(out.samples)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(consume(), 1.5)
+        elapsed = time.monotonic() - t0
+    expected = elapsed * speed * 360
+    assert abs(n - expected) <= 3 * 90  # within a few 0.25-s blocks of 20× real time
+    assert seqs == list(range(0, 90 * len(seqs), 90))  # contiguous, device-like 0.25 s blocks
+
+
+def test_loop_keeps_seq_contiguous_and_restarts_the_signal(vendored_records) -> None:
+    rec = load_record(vendored_records / "bidmc_04", duration_s=20)
+    clock = SimulatedClock()
+    blocks = [o for o in replay_fast("b", rec, clock, loop=True, until_s=45) if isinstance(o, SampleBlock)]
+    for ch in ("ecg", "pleth", "abp"):
+        bs = [b for b in blocks if b.channel == ch]
+        assert all(a.end_seq == b.seq for a, b in zip(bs, bs[1:], strict=False))
+        joined = np.concatenate([b.samples for b in bs])
+        src = rec.channel(ch).samples  # type: ignore[union-attr]
+        assert np.array_equal(joined[len(src):2 * len(src)], src)  # second pass is the record again
+    assert clock.monotonic() == pytest.approx(45.0, abs=0.25)
+
+
+def test_bidmc_numerics_arrive_at_1_hz_with_the_recorded_values(vendored_records) -> None:
+    rec = load_record(vendored_records / "bidmc_04")
+    clock = SimulatedClock(start_mono=100.0)
+    spo2 = [o for o in replay_fast("b", rec, clock, until_s=60)
+            if isinstance(o, NumericReading) and o.metric is Metric.SPO2]
+    times = np.array([o.t_mono for o in spo2])
+    assert len(spo2) == 61 and np.allclose(np.diff(times), 1.0)
+    csv = np.genfromtxt(vendored_records / "bidmc_04_Numerics.csv", delimiter=",", skip_header=1)
+    assert [o.value for o in spo2] == list(csv[:61, 4])
+
+
+@pytest.mark.parametrize("name", ["v221l", "bidmc_04"])
+def test_cuff_readings_from_abp_are_plausible(vendored_records, name: str) -> None:
+    rec = load_record(vendored_records / name, cuff_interval_s=30)
+    abp = rec.channel("abp")
+    assert abp is not None
+    x = abp.physical()
+    cuff = {(n.t, n.metric): n.value for n in rec.numerics if n.metric in (Metric.SBP, Metric.DBP, Metric.MAP)}
+    times = sorted({t for t, _ in cuff})
+    assert len(times) >= int(rec.duration_s // 30) - 1
+    assert np.allclose(np.diff(times), 30.0)
+    for t in times:
+        seg = x[int((t - 8) * abp.fs):int(t * abp.fs)]
+        sbp, dbp, mean = cuff[(t, Metric.SBP)], cuff[(t, Metric.DBP)], cuff[(t, Metric.MAP)]
+        assert seg.min() - 1 <= dbp < mean < sbp <= seg.max() + 1
+        assert dbp <= np.median(seg) <= sbp and sbp - dbp >= 10
+        assert abs(sbp - np.percentile(seg, 95)) < 20, (t, sbp)  # beat maxima sit near the top
+        assert abs(dbp - np.percentile(seg, 5)) < 20, (t, dbp)
+        assert abs(mean - seg.mean()) < 1.0
+
+
+def test_pulse_rate_from_pleth_matches_the_monitor_and_the_arterial_line(vendored_records) -> None:
+    from vigil.edge.records import load_bidmc, pulse_rate_from_pleth
+
+    rec = load_bidmc(vendored_records / "bidmc_04")  # no derivation: the monitor's own PULSE numerics
+    pleth = rec.channel("pleth")
+    assert pleth is not None
+    ours = {n.t: n.value for n in pulse_rate_from_pleth(pleth.physical(), pleth.fs)}
+    monitor = {n.t: n.value for n in rec.numerics if n.metric is Metric.PULSE_RATE}
+    common = sorted(set(ours) & set(monitor))
+    assert len(common) > 250
+    assert np.median([abs(ours[t] - monitor[t]) for t in common]) < 2.0
+
+    vt = load_record(vendored_records / "v221l", duration_s=60)
+    abp = vt.channel("abp")
+    assert abp is not None
+    from_abp = np.median([n.value for n in pulse_rate_from_pleth(abp.physical(), abp.fs)])
+    from_pleth = np.median([n.value for n in vt.numerics if n.metric is Metric.PULSE_RATE])
+    assert abs(from_abp - from_pleth) < 3
+
+
+def test_unreadable_records_name_the_file_and_the_reason(tmp_path, vendored_records) -> None:
+    with pytest.raises(RecordError, match=r"nothere\.hea: header file not found"):
+        load_record(tmp_path / "nothere")
+    shutil.copy(vendored_records / "119.hea", tmp_path / "119.hea")
+    with pytest.raises(RecordError, match=r"119\.dat: signal file named in 119\.hea not found"):
+        load_record(tmp_path / "119")
+    (tmp_path / "119.dat").write_bytes((vendored_records / "119.dat").read_bytes()[:3000])
+    with pytest.raises(RecordError, match=r"119\.dat: truncated signal file: 3000 bytes"):
+        load_record(tmp_path / "119")
+    (tmp_path / "bad.hea").write_text("this is not a header\n")
+    with pytest.raises(RecordError, match=r"bad\.hea: unreadable WFDB header"):
+        load_record(tmp_path / "bad")
+    (tmp_path / "x_Signals.csv").write_text("hello,world\n1,2\n")
+    with pytest.raises(RecordError, match=r"x_Signals\.csv: not a BIDMC CSV"):
+        load_record(tmp_path / "x")
+    (tmp_path / "y_Signals.csv").write_text("Time [s], II\n0,0.1\n0.008,abc,7\n")
+    with pytest.raises(RecordError, match=r"y_Signals\.csv"):
+        load_record(tmp_path / "y")
+
+
+def test_simulated_ecg_runs_at_the_chosen_heart_rate() -> None:
+    import scipy.signal as sps
+
+    from vigil.edge.transports.simulated import simulated_record
+
+    rec = simulated_record(heart_rate=96, fs=250, duration_s=30)
+    ecg = rec.channel("ecg")
+    assert ecg is not None and ecg.unit == "uV" and len(ecg.samples) == 30 * 250
+    y = ecg.physical()
+    peaks, _ = sps.find_peaks(y, distance=int(0.3 * 250), height=0.5 * y.max())
+    rate = 60.0 * 250 / np.median(np.diff(peaks))
+    assert abs(rate - 96) < 4
