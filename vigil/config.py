@@ -2,50 +2,90 @@
 
 Secrets are never written inline: every secret field ends in ``_file`` and names a file, looked
 up in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``) first, then relative to the config
-file's folder. See ``config.toml`` at the top of the repository for a complete commented example.
+file's folder. A key such as ``password = "..."`` is an unknown key, and the error says which
+``*_file`` key to use instead. See ``config.toml`` at the top of the repository for a complete
+commented example, and ``vigil check-config FILE`` for the command that reports every problem.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import shlex
 import stat
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vigil.errors import ConfigError, SecretError
 
+Loc = tuple[str | int, ...]
+Problem = tuple[str, int | None, str]  # (key path, 1-based line or None, message)
+
+
+class KeyedValueError(ValueError):
+    """A validation failure that names the exact keys at fault, relative to the model raising it."""
+
+    def __init__(self, problems: list[tuple[Loc, str]]) -> None:
+        super().__init__("; ".join(f"{_format_loc(loc)}: {msg}" for loc, msg in problems))
+        self.problems = problems
+
 
 class Strict(BaseModel):
-    """Base model: unknown keys are errors."""
+    """Base model: unknown keys are errors, values are not coerced across types ("50" is not 50)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, strict=True)
 
 
 # --------------------------------------------------------------------------- thresholds
 
+_BAND_FIELDS = ("warning_low", "warning_high", "critical_low", "critical_high")
+
+
+def band_problems(values: dict[str, float | None], blame: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """Contradictions in one band as (field, message); the field blamed is one in `blame` when possible."""
+    wl, wh = values.get("warning_low"), values.get("warning_high")
+    cl, ch = values.get("critical_low"), values.get("critical_high")
+
+    def pick(first: str, second: str) -> str:
+        return first if first in blame or second not in blame else second
+
+    out: list[tuple[str, str]] = []
+    if wl is not None and wh is not None and wl >= wh:
+        out.append((pick("warning_low", "warning_high"),
+                    f"warning_low ({wl:g}) must be below warning_high ({wh:g})"))
+    if cl is not None and ch is not None and cl >= ch:
+        out.append((pick("critical_low", "critical_high"),
+                    f"critical_low ({cl:g}) must be below critical_high ({ch:g})"))
+    if cl is not None and wl is not None and cl > wl:
+        out.append((pick("warning_low", "critical_low"),
+                    f"warning_low ({wl:g}) is below critical_low ({cl:g}): the warning limit must lie "
+                    "between normal and the critical limit (warning_low >= critical_low)"))
+    if ch is not None and wh is not None and ch < wh:
+        out.append((pick("warning_high", "critical_high"),
+                    f"warning_high ({wh:g}) is above critical_high ({ch:g}): the warning limit must lie "
+                    "between normal and the critical limit (warning_high <= critical_high)"))
+    return out
+
+
 class Band(Strict):
     """Warning (medium) and critical (high) limits of one metric; None = no limit on that side."""
 
-    warning_low: float | None = None
-    warning_high: float | None = None
-    critical_low: float | None = None
-    critical_high: float | None = None
+    warning_low: float | None = Field(None, ge=0)
+    warning_high: float | None = Field(None, ge=0)
+    critical_low: float | None = Field(None, ge=0)
+    critical_high: float | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> Band:
-        wl, wh, cl, ch = self.warning_low, self.warning_high, self.critical_low, self.critical_high
-        if wl is not None and wh is not None and wl >= wh:
-            raise ValueError(f"warning_low ({wl}) must be below warning_high ({wh})")
-        if cl is not None and ch is not None and cl >= ch:
-            raise ValueError(f"critical_low ({cl}) must be below critical_high ({ch})")
-        if cl is not None and wl is not None and cl > wl:
-            raise ValueError(f"critical_low ({cl}) must not be above warning_low ({wl}): the critical limit lies beyond the warning one")
-        if ch is not None and wh is not None and ch < wh:
-            raise ValueError(f"critical_high ({ch}) must not be below warning_high ({wh}): the critical limit lies beyond the warning one")
+        problems = band_problems(self.model_dump(), set(self.model_fields_set))
+        if problems:
+            raise KeyedValueError([((f,), m) for f, m in problems])
         return self
 
     def merged(self, override: Band | None) -> Band:
@@ -57,14 +97,42 @@ class Band(Strict):
         return Band.model_validate(data)
 
 
+# Seed table of DESIGN §6 (+ SpO2). A band written in config.toml replaces only the keys it names.
+SEED_BANDS: dict[str, dict[str, float | None]] = {
+    "hr": {"warning_low": 50, "warning_high": 100, "critical_low": 40, "critical_high": 120},
+    "qtc": {"warning_low": None, "warning_high": 450, "critical_low": None, "critical_high": 500},
+    "sbp": {"warning_low": 90, "warning_high": 150, "critical_low": 80, "critical_high": 180},
+    "spo2": {"warning_low": 90, "warning_high": None, "critical_low": 85, "critical_high": None},
+}
+_METRICS = tuple(SEED_BANDS)
+
+
 class Thresholds(Strict):
-    """Alarm limits. Defaults are the seed table of DESIGN §6."""
+    """Alarm limits. Defaults are the seed table of DESIGN §6; keys left out keep the seed value."""
 
     hr: Band = Band(warning_low=50, warning_high=100, critical_low=40, critical_high=120)
     qtc: Band = Band(warning_high=450, critical_high=500)
     sbp: Band = Band(warning_low=90, warning_high=150, critical_low=80, critical_high=180)
     spo2: Band = Band(warning_low=90, critical_low=85)
     qtc_rise_ms: float = Field(60.0, gt=0, description="rise of QTc over the guest's baseline that raises a high alarm")
+
+    @model_validator(mode="after")
+    def _over_seed(self) -> Thresholds:
+        problems: list[tuple[Loc, str]] = []
+        for metric in _METRICS:
+            band: Band = getattr(self, metric)
+            given = band.model_dump(exclude_unset=True)
+            if set(given) == set(_BAND_FIELDS):
+                continue
+            merged = dict(SEED_BANDS[metric]) | given
+            found = band_problems(merged, set(given))
+            if found:
+                problems += [((metric, f), f"{m} (keys not given keep the seed value)") for f, m in found]
+            else:
+                setattr(self, metric, Band.model_validate(merged))
+        if problems:
+            raise KeyedValueError(problems)
+        return self
 
     def merged(self, override: ThresholdOverrides | None) -> Thresholds:
         """Apply a guest's overrides field by field."""
@@ -113,13 +181,22 @@ class AlarmSettings(Strict):
 
 # --------------------------------------------------------------------------- people, devices
 
+E164 = r"^\+[1-9]\d{6,14}$"
+
+
 class Contact(Strict):
     """Someone who may be messaged (PHI-free identifiers only in logs)."""
 
     name: str
     role: Literal["on_call", "backup", "clinician"] = "on_call"
-    phone: str | None = Field(None, pattern=r"^\+[1-9]\d{6,14}$", description="E.164")
+    phone: str | None = Field(None, pattern=E164, description="E.164")
     email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Contact:
+        if self.phone is None and self.email is None:
+            raise KeyedValueError([(("phone",), "a contact needs a phone (E.164) or an email")])
+        return self
 
 
 class LadderStep(Strict):
@@ -132,7 +209,8 @@ class LadderStep(Strict):
     def _ordered(self) -> LadderStep:
         if (self.on_call_after_s is not None and self.backup_after_s is not None
                 and self.backup_after_s < self.on_call_after_s):
-            raise ValueError("backup_after_s must not be before on_call_after_s")
+            raise KeyedValueError([(("backup_after_s",), f"backup_after_s ({self.backup_after_s:g}) must not be "
+                                    f"before on_call_after_s ({self.on_call_after_s:g})")])
         return self
 
 
@@ -141,7 +219,7 @@ class TwilioSettings(Strict):
 
     base_url: str = "https://api.twilio.com"
     account_sid: str
-    from_number: str = Field(pattern=r"^\+[1-9]\d{6,14}$")
+    from_number: str = Field(pattern=E164)
     auth_token_file: str
     timeout_s: float = Field(5.0, gt=0)
     ca_file: str | None = None
@@ -190,7 +268,8 @@ class DeviceConfig(Strict):
     @model_validator(mode="after")
     def _where(self) -> DeviceConfig:
         if self.profile.startswith("replay") and not self.record:
-            raise ValueError("a replay device needs `record`")
+            raise KeyedValueError([(("record",), "a replay device needs `record` (path of a WFDB record "
+                                    "without extension, or of a BIDMC CSV)")])
         return self
 
 
@@ -298,30 +377,11 @@ class VigilConfig(Strict):
     # path of the file this was loaded from (not part of the TOML)
     source_path: Path | None = Field(None, exclude=True)
 
-    @field_validator("guests")
-    @classmethod
-    def _unique_mats(cls, guests: list[GuestConfig]) -> list[GuestConfig]:
-        seen: set[str] = set()
-        for g in guests:
-            if g.mat in seen:
-                raise ValueError(f"mat {g.mat!r} is used by two guests")
-            seen.add(g.mat)
-        return guests
-
     @model_validator(mode="after")
     def _references(self) -> VigilConfig:
-        ids = [d.id for d in self.devices]
-        dup = {i for i in ids if ids.count(i) > 1}
-        if dup:
-            raise ValueError(f"device ids used twice: {sorted(dup)}")
-        owner: dict[str, str] = {}
-        for g in self.guests:
-            for dev in g.devices:
-                if dev not in ids:
-                    raise ValueError(f"guest on mat {g.mat!r} names unknown device {dev!r}")
-                if dev in owner:
-                    raise ValueError(f"device {dev!r} is assigned to mats {owner[dev]!r} and {g.mat!r}")
-                owner[dev] = g.mat
+        problems = cross_problems(self)
+        if problems:
+            raise KeyedValueError(problems)
         return self
 
     def thresholds_for(self, mat: str) -> Thresholds:
@@ -345,48 +405,256 @@ class VigilConfig(Strict):
         return p
 
 
-# --------------------------------------------------------------------------- loading
+def _first_index(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i, item in enumerate(items):
+        out.setdefault(item, i)
+    return out
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEYLINE = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.\-" ]+?)\s*=""")
+
+def cross_problems(cfg: VigilConfig) -> list[tuple[Loc, str]]:
+    """Problems that span several tables: duplicate names, dangling references, merged thresholds."""
+    problems: list[tuple[Loc, str]] = []
+    for field, items, what in (("guests", [g.mat for g in cfg.guests], "mat"),
+                               ("devices", [d.id for d in cfg.devices], "id"),
+                               ("operators", [o.name for o in cfg.operators], "name")):
+        first = _first_index(items)
+        for i, item in enumerate(items):
+            if first[item] != i:
+                problems.append(((field, i, what), f"{what} {item!r} is already used by {field}[{first[item]}]"))
+    ids = {d.id for d in cfg.devices}
+    owner: dict[str, int] = {}
+    for i, g in enumerate(cfg.guests):
+        for j, dev in enumerate(g.devices):
+            if dev not in ids:
+                known = ", ".join(sorted(ids)) or "none"
+                problems.append((("guests", i, "devices", j), f"unknown device {dev!r} (declared [[devices]] ids: {known})"))
+            elif dev in owner:
+                problems.append((("guests", i, "devices", j),
+                                 f"device {dev!r} is already assigned to guests[{owner[dev]}] (one device, one mat)"))
+            else:
+                owner[dev] = i
+        if g.thresholds is not None:
+            for metric in _METRICS:
+                override: Band | None = getattr(g.thresholds, metric)
+                if override is None:
+                    continue
+                given = override.model_dump(exclude_unset=True)
+                merged = getattr(cfg.alarms.thresholds, metric).model_dump() | given
+                for f, m in band_problems(merged, set(given)):
+                    problems.append((("guests", i, "thresholds", metric, f),
+                                     f"{m} (after merging with [alarms.thresholds.{metric}])"))
+    return problems
 
 
-def _split_key(text: str) -> list[str]:
-    parts = re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', text)
-    return [p.strip().strip("\"'") for p in parts if p.strip()]
+# --------------------------------------------------------------------------- key -> line mapping
+
+class _Stop(Exception):
+    """The line scanner met something it does not understand; keep what was mapped so far."""
+
+
+_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+class _LineScanner:
+    """A small TOML reader that records the line of every key, table and array element."""
+
+    def __init__(self, text: str) -> None:
+        self.s = text
+        self.n = len(text)
+        self.i = 0
+        self.line = 1
+        self.lines: dict[Loc, int] = {}
+
+    # -- characters
+    def peek(self, k: int = 0) -> str:
+        j = self.i + k
+        return self.s[j] if j < self.n else ""
+
+    def adv(self, k: int = 1) -> None:
+        for _ in range(k):
+            if self.i < self.n and self.s[self.i] == "\n":
+                self.line += 1
+            self.i += 1
+
+    def ws(self) -> None:
+        while self.peek() in (" ", "\t") and self.i < self.n:
+            self.adv()
+
+    def comment(self) -> None:
+        if self.peek() == "#":
+            while self.i < self.n and self.peek() != "\n":
+                self.adv()
+
+    def ws_nl(self) -> None:
+        while self.i < self.n:
+            self.ws()
+            self.comment()
+            if self.peek() in ("\n", "\r") and self.i < self.n:
+                self.adv()
+            else:
+                return
+
+    def expect(self, c: str) -> None:
+        if self.peek() != c:
+            raise _Stop
+        self.adv()
+
+    # -- pieces
+    def record(self, loc: Loc, line: int) -> None:
+        self.lines.setdefault(loc, line)
+
+    def string(self) -> str:
+        q = self.peek()
+        multi = self.s.startswith(q * 3, self.i)
+        self.adv(3 if multi else 1)
+        out: list[str] = []
+        while self.i < self.n:
+            c = self.peek()
+            if multi and self.s.startswith(q * 3, self.i):
+                self.adv(3)
+                while self.peek() == q:  # up to two quotes may close the content
+                    out.append(q)
+                    self.adv()
+                return "".join(out)
+            if not multi and c == q:
+                self.adv()
+                return "".join(out)
+            if not multi and c == "\n":
+                raise _Stop
+            if q == '"' and c == "\\":
+                out.append(self.peek(1))
+                self.adv(2)
+                continue
+            out.append(c)
+            self.adv()
+        raise _Stop
+
+    def key(self) -> list[str]:
+        parts: list[str] = []
+        while True:
+            self.ws()
+            c = self.peek()
+            if c in ('"', "'"):
+                parts.append(self.string())
+            else:
+                start = self.i
+                while self.peek() in _BARE and self.i < self.n:
+                    self.adv()
+                if self.i == start:
+                    raise _Stop
+                parts.append(self.s[start:self.i])
+            self.ws()
+            if self.peek() == ".":
+                self.adv()
+                continue
+            return parts
+
+    def keyval(self, table: Loc) -> None:
+        line = self.line
+        parts = self.key()
+        for j in range(1, len(parts) + 1):
+            self.record(table + tuple(parts[:j]), line)
+        self.ws()
+        self.expect("=")
+        self.value(table + tuple(parts))
+
+    def value(self, loc: Loc) -> None:
+        self.ws()
+        c = self.peek()
+        if c == "[":
+            self.adv()
+            index = 0
+            while True:
+                self.ws_nl()
+                if self.peek() == "]":
+                    self.adv()
+                    return
+                self.record(loc + (index,), self.line)
+                self.value(loc + (index,))
+                index += 1
+                self.ws_nl()
+                if self.peek() == ",":
+                    self.adv()
+                elif self.peek() == "]":
+                    self.adv()
+                    return
+                else:
+                    raise _Stop
+        elif c == "{":
+            self.adv()
+            while True:
+                self.ws_nl()
+                if self.peek() == "}":
+                    self.adv()
+                    return
+                self.keyval(loc)
+                self.ws_nl()
+                if self.peek() == ",":
+                    self.adv()
+                elif self.peek() == "}":
+                    self.adv()
+                    return
+                else:
+                    raise _Stop
+        elif c in ('"', "'"):
+            self.string()
+        else:
+            start = self.i
+            while self.i < self.n and self.peek() not in (",", "]", "}", "#", "\n", "\r"):
+                self.adv()
+            if self.i == start:
+                raise _Stop
+
+    def document(self) -> dict[Loc, int]:
+        table: Loc = ()
+        arrays: dict[Loc, int] = {}  # array-of-tables path (with parent indices) -> current index
+        try:
+            while True:
+                self.ws_nl()
+                if self.i >= self.n:
+                    break
+                line = self.line
+                if self.peek() == "[":
+                    aot = self.peek(1) == "["
+                    self.adv(2 if aot else 1)
+                    names = self.key()
+                    self.expect("]")
+                    if aot:
+                        self.expect("]")
+                    path: list[str | int] = []
+                    for k, name in enumerate(names):
+                        path.append(name)
+                        last = k == len(names) - 1
+                        if aot and last:
+                            self.record(tuple(path), line)
+                            arrays[tuple(path)] = arrays.get(tuple(path), -1) + 1
+                            path.append(arrays[tuple(path)])
+                        elif tuple(path) in arrays:
+                            path.append(arrays[tuple(path)])
+                        self.record(tuple(path), line)
+                    table = tuple(path)
+                else:
+                    self.keyval(table)
+                self.ws()
+                self.comment()
+        except _Stop:
+            pass
+        return self.lines
 
 
 def key_lines(text: str) -> dict[tuple[str | int, ...], int]:
-    """Map every key path in a TOML document to its 1-based line number (best effort)."""
-    lines: dict[tuple[str | int, ...], int] = {}
-    counters: dict[tuple[str | int, ...], int] = {}
-    table: tuple[str | int, ...] = ()
-    for no, raw in enumerate(text.splitlines(), start=1):
-        m = _HEADER.match(raw)
-        if m and not raw.lstrip().startswith("#"):
-            names = _split_key(m.group(2))
-            # resolve parent arrays-of-tables to their current index
-            path: list[str | int] = []
-            for name in names:
-                path.append(name)
-                idx = counters.get(tuple(path))
-                if idx is not None and (len(path) < len(names) or m.group(1) != "[["):
-                    path.append(idx)
-            if m.group(1) == "[[":
-                key = tuple(path)
-                counters[key] = counters.get(key, -1) + 1
-                path.append(counters[key])
-            table = tuple(path)
-            lines.setdefault(table, no)
-            continue
-        k = _KEYLINE.match(raw)
-        if k and not raw.lstrip().startswith("#"):
-            full = table + tuple(_split_key(k.group(1)))
-            lines.setdefault(full, no)
-    return lines
+    """Map every key path in a TOML document to its 1-based line number.
+
+    Handles ``[tables]``, ``[[arrays.of.tables]]`` (paths carry the element index), tables nested
+    under an array element (``[guests.thresholds]`` after ``[[guests]]``), dotted keys, inline tables
+    and arrays (each element gets its index). Stops quietly at anything it cannot read.
+    """
+    return _LineScanner(text).document()
 
 
 def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int | None:
+    """Line of `loc`, or of its closest enclosing key/table that appears in the file."""
     for n in range(len(loc), 0, -1):
         if loc[:n] in lines:
             return lines[loc[:n]]
@@ -394,11 +662,164 @@ def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
+    """("guests", 1, "thresholds", "hr") -> "guests[1].thresholds.hr"."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (("." if out else "") + str(part))
     return out or "(top level)"
 
+
+def parse_loc(key: str) -> Loc:
+    """Inverse of `_format_loc`: "guests[1].thresholds.hr" -> ("guests", 1, "thresholds", "hr")."""
+    out: list[str | int] = []
+    for m in re.finditer(r"\[(\d+)\]|([^.\[\]]+)", key):
+        out.append(int(m.group(1)) if m.group(1) is not None else m.group(2))
+    return tuple(out)
+
+
+def line_of(text: str, key: str) -> int | None:
+    """Line of a formatted key path (e.g. "guests[1].devices[0]") in TOML text, or of its parent."""
+    return _line_for(parse_loc(key), key_lines(text))
+
+
+# --------------------------------------------------------------------------- error messages
+
+_SECRET_WORD = re.compile(r"pass(word|wd|phrase)?|token|secret|api_?key|^key$|_key$|^pin$|credential", re.I)
+
+_PATTERN_HINTS: dict[str, str] = {
+    "phone": "must be an E.164 number such as +14155550123 (a plus sign, country code, no spaces)",
+    "from_number": "must be an E.164 number such as +14155550123 (a plus sign, country code, no spaces)",
+    "email": "must be an email address such as ops@example.org",
+    "mat": "must be 1-16 letters, digits, '_' or '-'",
+    "room": "must be 1-32 lower-case letters, digits, '_' or '-', starting with a letter or digit",
+    "id": "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+    "name": "must be 1-32 letters, digits, '_', '.' or '-'",
+}
+
+_TOML_TYPE = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
+
+
+def _unwrap_models(annotation: Any) -> list[type[BaseModel]]:
+    """Pydantic models reachable from an annotation (through Optional, list, dict, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return []
+    out: list[type[BaseModel]] = []
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        args = args[:1]
+    elif origin is dict:
+        args = args[1:]
+    elif origin not in (list, typing.Union, types.UnionType):
+        return []
+    for a in args:
+        out += _unwrap_models(a)
+    return out
+
+
+def _model_at(root: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The model class that holds the last element of `loc` (indices and dict keys are skipped)."""
+    model: type[BaseModel] | None = root
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        if isinstance(part, int) or part not in model.model_fields:
+            continue  # list index, or a dict key (conditions.<id>)
+        found = _unwrap_models(model.model_fields[part].annotation)
+        model = found[0] if found else None
+    return model
+
+
+def _unknown_key_message(root: type[BaseModel], loc: Loc) -> str:
+    name = str(loc[-1])
+    model = _model_at(root, loc)
+    fields = [f for f in model.model_fields if f != "source_path"] if model else []
+    if f"{name}_file" in fields:
+        return (f"unknown key {name!r}: secrets go in files: use {name}_file = \"<file name>\" (read from "
+                "$CREDENTIALS_DIRECTORY, else relative to this config file; chmod 600)")
+    if _SECRET_WORD.search(name) and not name.endswith("_file"):
+        secret_keys = [f for f in fields if f.endswith("_file") and not f.endswith("ca_file")]
+        table = _format_loc(loc[:-1]) if loc[:-1] else "the top level"
+        where = (f"use {' or '.join(secret_keys)}" if secret_keys
+                 else f"no secret belongs in {table}; secret keys end in _file")
+        return f"unknown key {name!r}: secrets never go inline, secrets go in files: {where}"
+    close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else (f"; allowed keys: {', '.join(fields)}" if fields else "")
+    return f"unknown key {name!r}{hint}"
+
+
+def _value_at(data: Any, loc: Loc) -> tuple[int, Any]:
+    """How many leading parts of `loc` exist in `data`, and the value there."""
+    cur = data
+    for n, part in enumerate(loc):
+        if isinstance(cur, dict) and isinstance(part, str) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            cur = cur[part]
+        else:
+            return n, cur
+    return len(loc), cur
+
+
+def _describe(value: Any) -> str:
+    kind = _TOML_TYPE.get(type(value), type(value).__name__)
+    if isinstance(value, (dict, list)):
+        return kind
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def validation_problems(exc: ValidationError, data: Any, text: str,
+                        root: type[BaseModel] = BaseModel) -> list[Problem]:
+    """Turn a pydantic ValidationError into (key path, line, message) triples, one per distinct problem."""
+    lines = key_lines(text)
+    merged: dict[Loc, list[str]] = {}
+    got: dict[Loc, str] = {}
+    for err in exc.errors():
+        loc: Loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, KeyedValueError):
+            for sub, msg in ctx_error.problems:
+                merged.setdefault(loc + sub, []).append(msg)
+            continue
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = _unknown_key_message(root, loc) if root is not BaseModel else f"unknown key {loc[-1]!r}"
+        elif kind == "missing":
+            msg = "required key is missing"
+        else:
+            # union members add their type name to loc: cut loc back to what exists in the file
+            found, value = _value_at(data, loc)
+            if found:
+                loc = loc[:found]
+                got[loc] = _describe(value)
+            msg = err["msg"].removeprefix("Value error, ")
+            if kind == "string_pattern_mismatch" and loc and str(loc[-1]) in _PATTERN_HINTS:
+                msg = f"{loc[-1]} {_PATTERN_HINTS[str(loc[-1])]}"
+        bucket = merged.setdefault(loc, [])
+        if msg not in bucket:
+            bucket.append(msg)
+    out: list[Problem] = []
+    for loc, msgs in merged.items():
+        if len(msgs) > 1 and all(m.startswith("Input should be ") for m in msgs):
+            text_ = "Input should be " + " or ".join(m.removeprefix("Input should be ") for m in msgs)
+        else:
+            text_ = "; ".join(msgs)
+        if loc in got:
+            text_ += f" (got {got[loc]})"
+        out.append((_format_loc(loc), _line_for(loc, lines), text_))
+    return sorted(out, key=lambda p: (p[1] is None, p[1] or 0))
+
+
+def format_problem(source: str, problem: Problem) -> str:
+    """One error line: `config.toml:42: guests[1].thresholds.hr.warning_low: message`."""
+    key, line, msg = problem
+    return f"{source}:{line}: {key}: {msg}" if line else f"{source}: {key}: {msg}"
+
+
+# --------------------------------------------------------------------------- loading
 
 def parse_config(text: str, source: Path | None = None) -> VigilConfig:
     """Validate TOML text; raise ConfigError listing (key path, line, message) for every problem."""
@@ -408,22 +829,14 @@ def parse_config(text: str, source: Path | None = None) -> VigilConfig:
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
         line = int(m.group(1)) if m else None
-        raise ConfigError(f"{name}: not valid TOML: {exc}", [("(syntax)", line, str(exc))]) from exc
+        problem: Problem = ("(syntax)", line, f"not valid TOML: {exc}")
+        raise ConfigError(format_problem(name, problem), [problem]) from None
     try:
         cfg = VigilConfig.model_validate(data)
     except ValidationError as exc:
-        lines = key_lines(text)
-        problems: list[tuple[str, int | None, str]] = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown key {loc[-1]!r}"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            problems.append((_format_loc(loc), _line_for(loc, lines), msg))
-        summary = "; ".join(f"{k} (line {ln}): {m}" if ln else f"{k}: {m}" for k, ln, m in problems)
-        raise ConfigError(f"{name}: {len(problems)} error(s): {summary}", problems) from None
+        problems = validation_problems(exc, data, text, VigilConfig)
+        summary = "\n".join(format_problem(name, p) for p in problems)
+        raise ConfigError(f"{name}: {len(problems)} error(s):\n{summary}", problems) from None
     cfg.source_path = source.resolve() if source else None
     return cfg
 
@@ -434,31 +847,73 @@ def load_config(path: str | os.PathLike[str]) -> VigilConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {p}", [("(file)", None, f"not found: {p}")]) from None
+        raise ConfigError(f"config file not found: {p}", [("(file)", None, f"config file not found: {p}")]) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p} is a directory, not a config file", [("(file)", None, "is a directory")]) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc}", [("(file)", None, str(exc))]) from None
+        raise ConfigError(f"cannot read config file {p}: {exc}", [("(file)", None, f"cannot read: {exc}")]) from None
     return parse_config(text, p)
 
 
-def read_secret(cfg: VigilConfig | None, filename: str, *, what: str, check_permissions: bool = True) -> bytes:
-    """Read a secret file from $CREDENTIALS_DIRECTORY or next to the config; refuse world/group-readable files."""
+# --------------------------------------------------------------------------- secrets
+
+def secret_files(cfg: VigilConfig) -> list[tuple[str, str, bool]]:
+    """Every `*_file` value in the config as (key path, file name, is_secret); CA bundles are not secret."""
+    out: list[tuple[str, str, bool]] = []
+
+    def walk(obj: Any, loc: Loc) -> None:
+        if isinstance(obj, BaseModel):
+            for fname in type(obj).model_fields:
+                value = getattr(obj, fname)
+                if fname.endswith("_file") and isinstance(value, str):
+                    out.append((_format_loc(loc + (fname,)), value, not fname.endswith("ca_file")))
+                else:
+                    walk(value, loc + (fname,))
+        elif isinstance(obj, list):
+            for i, item in enumerate(obj):
+                walk(item, loc + (i,))
+        elif isinstance(obj, dict):
+            for k, item in obj.items():
+                walk(item, loc + (str(k),))
+
+    walk(cfg, ())
+    return out
+
+
+def secret_candidates(cfg: VigilConfig | None, filename: str) -> list[Path]:
+    """Where `filename` is looked for: $CREDENTIALS_DIRECTORY first, then relative to the config."""
     candidates: list[Path] = []
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if cred_dir and not os.path.isabs(filename):
         candidates.append(Path(cred_dir) / filename)
     candidates.append(cfg.resolve_path(filename) if cfg else Path(filename))
+    return candidates
+
+
+def check_secret_permissions(path: Path, what: str) -> None:
+    """Refuse a secret file that group or others may read or write; the error carries the chmod fix."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise SecretError(f"{what}: secret file {path} is accessible by group/others (mode {mode:04o}); "
+                          f"run: chmod 600 {shlex.quote(str(path))}")
+
+
+def read_secret(cfg: VigilConfig | None, filename: str, *, what: str, check_permissions: bool = True) -> bytes:
+    """Read a secret file from $CREDENTIALS_DIRECTORY or next to the config; refuse world/group-readable files."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    candidates = secret_candidates(cfg, filename)
     for path in candidates:
         if path.is_file():
             if check_permissions and not cred_dir_path(path, cred_dir):
-                mode = stat.S_IMODE(path.stat().st_mode)
-                if mode & 0o077:
-                    raise SecretError(f"{what}: secret file {path} is readable by group/others "
-                                      f"(mode {mode:o}); run: chmod 600 {path}")
-            return path.read_bytes().strip()
+                check_secret_permissions(path, what)
+            try:
+                return path.read_bytes().strip()
+            except OSError as exc:
+                raise SecretError(f"{what}: cannot read secret file {path}: {exc.strerror or exc}") from None
     raise SecretError(f"{what}: secret file {filename!r} not found (looked in: "
                       + ", ".join(str(c) for c in candidates) + ")")
 
 
 def cred_dir_path(path: Path, cred_dir: str | None) -> bool:
     """True when `path` lies in systemd's credentials directory (already protected by systemd)."""
-    return bool(cred_dir) and Path(cred_dir).resolve() in path.resolve().parents
+    return bool(cred_dir) and Path(str(cred_dir)).resolve() in path.resolve().parents
