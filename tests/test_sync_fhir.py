@@ -1,0 +1,142 @@
+"""FHIR R4 delivery against a real server (sekmet-fhir 0.1.1) behind an OAuth2 + TLS gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from vigil.clock import SimulatedClock, SystemClock
+from vigil.store import RecordStore
+from vigil.sync import fhir_mapping as fm
+from vigil.sync.fhir import FhirDestination
+from vigil.sync.oauth import ClientCredentials
+from vigil.sync.outcome import make_session
+from vigil.sync.worker import SyncWorker
+from vigil.testing.fhir_server import SekmetProcess, fhir_gateway
+from vigil.testing.tls import TlsFiles, make_ca_and_server
+
+pytestmark = pytest.mark.timeout(120)
+WALL = 1_700_000_000.0
+
+
+@pytest.fixture(scope="module")
+def sekmet() -> Iterator[SekmetProcess]:
+    with SekmetProcess() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_ca_and_server(tmp_path_factory.mktemp("tls"))
+
+
+def _payloads(session: str, guests: list[str]) -> list[dict]:
+    out = []
+    for g in guests:
+        guest = {"id": g, "display_name": f"Guest {g}"}
+        base = {"session_id": session, "guest": guest, "session_start": WALL}
+        for k in range(3):
+            out.append({**base, "kind": "vitals", "wall": WALL + 5 * k,
+                        "metrics": {"hr": 70 + k, "spo2": 97, "sbp": 120, "dbp": 80, "qtc": 440, "sdnn": 45}})
+        out.append({**base, "kind": "ecg_strip", "start_wall": WALL + 20, "fs": 130.0, "lead": "II",
+                    "samples_uV": [int(100 * ((i % 130) == 0)) for i in range(1300)], "reason": "alarm hr_high"})
+        out.append({**base, "kind": "summary", "session_end": WALL + 3600, "conclusion": "no alarms"})
+    return out
+
+
+def _enqueue(store: RecordStore, payloads: list[dict], tag: str) -> None:
+    for i, p in enumerate(payloads):
+        store.enqueue("fhir", p["kind"], p, f"{tag}-{i}")
+    store.flush()
+
+
+def _total(sekmet: SekmetProcess, rtype: str, query: str = "") -> int:
+    r = requests.get(f"{sekmet.base_url}/{rtype}?_count=1{query}", timeout=10)
+    return int(r.json()["total"])
+
+
+def test_mapping_is_valid_r4b_and_uses_the_right_codes() -> None:
+    bundle = fm.bundle_for_payloads(_payloads("S0", ["G1"]))
+    fm.validate_bundle(bundle)
+    res = [e["resource"] for e in bundle["entry"]]
+    kinds = [r["resourceType"] for r in res]
+    assert kinds.count("Patient") == 1 and kinds.count("Encounter") == 1  # deduplicated
+    codes = {c["code"] for r in res if r["resourceType"] == "Observation" for c in r["code"]["coding"]}
+    assert {"8867-4", "2708-6", "59408-5", "85354-9", "8636-3", "80404-7", "131330"} <= codes
+    bp = next(r for r in res if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] == "85354-9")
+    assert [c["code"]["coding"][0]["code"] for c in bp["component"]] == ["8480-6", "8462-4"]
+    assert bp["component"][0]["valueQuantity"]["code"] == "mm[Hg]"
+    assert bp["meta"]["profile"] == ["http://hl7.org/fhir/StructureDefinition/bp"]
+    ecg = next(r for r in res if "valueSampledData" in r)
+    sd = ecg["valueSampledData"]
+    assert ecg["code"]["coding"][0]["system"] == "urn:iso:std:iso:11073:10101"
+    assert sd["period"] == pytest.approx(1000 / 130, rel=1e-6) and sd["dimensions"] == 1
+    assert len(sd["data"].split()) == 1300
+    for e in bundle["entry"]:
+        system, value = fm.identifier_of(e["resource"])
+        assert e["fullUrl"] != value and value not in e["fullUrl"]
+        assert e["request"]["ifNoneExist"] == f"identifier={system}|{value}"
+    with pytest.raises(ValueError, match="Observation"):
+        fm.validate_resource({**res[2], "status": 5})
+
+
+def test_transactions_replay_creates_nothing_twice(sekmet: SekmetProcess, tls: TlsFiles, tmp_path: Path) -> None:
+    store = RecordStore.open(tmp_path / "v.db")
+    with fhir_gateway(sekmet.base_url, ssl_context=tls.server_context(), token_ttl_s=45.0) as gw:
+        session = make_session(str(tls.ca_cert))
+        auth = ClientCredentials(gw.base_url + "/oauth/token", "vigil", "s3cret", session=session)
+        dest = FhirDestination(gw.base_url + "/fhir", session=session, auth=auth, batch_size=4)
+        worker = SyncWorker(store, [dest], clock=SystemClock(), idle_poll_s=0.05)
+        before = _total(sekmet, "Observation")
+        payloads = _payloads("S1", ["G1", "G2"])
+        _enqueue(store, payloads, "first")
+        assert asyncio.run(worker.drain(60))
+        created = _total(sekmet, "Observation") - before
+        assert created == 2 * (3 * 5 + 1)  # per guest: 3 × (hr, spo2, qtc, sdnn, bp) + 1 ECG strip
+        assert _total(sekmet, "Patient", f"&identifier={fm.PATIENT_SYSTEM}|G1") == 1
+        assert _total(sekmet, "DiagnosticReport", f"&identifier={fm.REPORT_SYSTEM}|S1.G2.summary") == 1
+        # replay everything as new outbox rows (a crash after sending, a re-sent export ...)
+        gw.app.revoke_all()  # and the token was revoked meanwhile: 401 → new token → success
+        issued = gw.app.tokens_issued
+        _enqueue(store, payloads, "again")
+        assert asyncio.run(worker.drain(60))
+        assert _total(sekmet, "Observation") - before == created
+        assert _total(sekmet, "Patient", f"&identifier={fm.PATIENT_SYSTEM}|G1") == 1
+        assert _total(sekmet, "Encounter", f"&identifier={fm.ENCOUNTER_SYSTEM}|S1.G1") == 1
+        assert gw.app.unauthorized >= 1 and gw.app.tokens_issued == issued + 1
+        assert store.outbox_stats()["fhir"].delivered == 2 * len(payloads)
+    store.close()
+
+
+def test_wrong_ca_is_refused_and_invalid_records_dead_letter(sekmet: SekmetProcess, tls: TlsFiles,
+                                                             tmp_path: Path) -> None:
+    other = make_ca_and_server(tmp_path / "other")
+    store = RecordStore.open(tmp_path / "v.db")
+    with fhir_gateway(sekmet.base_url, ssl_context=tls.server_context()) as gw:
+        bad_session = make_session(str(other.ca_cert))
+        auth = ClientCredentials(gw.base_url + "/oauth/token", "vigil", "s3cret", session=bad_session)
+        dest = FhirDestination(gw.base_url + "/fhir", session=bad_session, auth=auth)
+        worker = SyncWorker(store, [dest], clock=SystemClock())
+        _enqueue(store, _payloads("S2", ["G9"])[:1], "tls")
+        assert worker.step("fhir") == -1
+        st = store.outbox_stats()["fhir"]
+        assert st.delivered == 0 and st.pending == 1 and gw.app.tokens_issued == 0
+        assert "unreachable" in (st.last_error or "") or "SSL" in (st.last_error or "")
+        # right CA: delivered; a record that cannot be valid FHIR goes to the dead letters with the reason
+        good = make_session(str(tls.ca_cert))
+        dest2 = FhirDestination(gw.base_url + "/fhir", session=good,
+                                auth=ClientCredentials(gw.base_url + "/oauth/token", "vigil", "s3cret", session=good))
+        later = SimulatedClock(start_wall=time.time() + 600)  # past the first failure's backoff
+        worker2 = SyncWorker(store, [dest2], clock=later)
+        broken = {**_payloads("S2", ["G9"])[0], "wall": WALL + 99, "metrics": {"hr": "fast"}}
+        _enqueue(store, [broken], "broken")
+        assert worker2.step("fhir") == 2
+        st = store.outbox_stats()["fhir"]
+        assert st.delivered == 1 and st.dead == 1
+        assert "cannot map to valid FHIR" in store.dead_letters("fhir")[0][4]
+    store.close()
