@@ -29,6 +29,7 @@ import math
 import os
 import sqlite3
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -208,6 +209,54 @@ class _ChunkBuffer:
         return self.seq + self.n
 
 
+def _fs_readonly(p: Path) -> bool:
+    """True when the folder of `p` lies on a read-only mounted file system."""
+    try:
+        return bool(os.statvfs(p.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _connect(p: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    """Connect read-write; on read-only storage fall back to a read-only connection (data stays readable)."""
+    try:
+        return _connect_rw(p, busy_timeout_s)
+    except sqlite3.Error:
+        if not (p.exists() and _fs_readonly(p)):
+            raise
+    wal = p.with_name(p.name + "-wal")
+    # without a WAL to read, `immutable` lets SQLite read without creating the -shm file it cannot write
+    immutable = not (wal.exists() and wal.stat().st_size > 0)
+    uri = "file:" + urllib.parse.quote(str(p)) + "?mode=ro" + ("&immutable=1" if immutable else "")
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+    if migrations.current_version(conn) != migrations.LATEST:
+        conn.close()
+        raise StoreWriteError(f"record store {p} is on read-only storage and needs a schema migration", "readonly")
+    log.warning("record store %s is on read-only storage: opened read-only, writes will fail", p)
+    return conn
+
+
+def _connect_rw(p: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    """Connect with WAL, synchronous=FULL and busy_timeout; migrate when the schema is behind."""
+    conn = sqlite3.connect(str(p), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"record store {p}: cannot switch to WAL mode (got {mode!r}); "
+                             "put it on a local filesystem")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA journal_size_limit=67108864")
+        if migrations.current_version(conn) != migrations.LATEST:
+            applied = migrations.migrate(conn)
+            if applied:
+                log.info("record store %s migrated to schema version %d", p, applied[-1])
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class RecordStore:
     """The SQLite record store; see the module docstring for durability and batching."""
 
@@ -228,6 +277,8 @@ class RecordStore:
         self.dropped_chunks = 0
         self.encrypted_store = False
         self._closed = False
+        self._busy_timeout_s = 10.0
+        self._reopen = False  # reconnect before the next commit (after a read-only or I/O failure)
 
     # ------------------------------------------------------------------ opening
 
@@ -240,22 +291,13 @@ class RecordStore:
         if not p.parent.is_dir():
             raise StoreError(f"record store folder {p.parent} does not exist (create it: mkdir -p {p.parent})")
         try:
-            conn = sqlite3.connect(str(p), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+            conn = _connect(p, busy_timeout_s)
         except sqlite3.Error as exc:
-            raise StoreWriteError(f"cannot open record store {p}: {exc}", classify(exc)) from exc
+            kind = classify(exc)
+            raise StoreWriteError(f"cannot open record store {p}: {_KIND_TEXT[kind]} ({exc})", kind) from exc
         try:
-            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"record store {p}: cannot switch to WAL mode (got {mode!r}); "
-                                 "put it on a local filesystem")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA journal_size_limit=67108864")
-            if migrations.current_version(conn) != migrations.LATEST:
-                applied = migrations.migrate(conn)
-                if applied:
-                    log.info("record store %s migrated to schema version %d", p, applied[-1])
             store = cls(conn, p, key, commit_interval_s, chunk_seconds, clock, max_pending_bytes)
+            store._busy_timeout_s = busy_timeout_s
             store._check_key()
         except StoreError:
             conn.close()
@@ -356,8 +398,10 @@ class RecordStore:
         if not self._pending:
             return
         batch = self._pending
-        conn = self._conn
         try:
+            if self._reopen:
+                self._reconnect()
+            conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             i = 0
             while i < len(batch):
@@ -373,15 +417,24 @@ class RecordStore:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
             kind = classify(exc)
+            self._reopen = kind in ("readonly", "io")
             raise StoreWriteError(f"record store {self.path}: commit of {len(batch)} rows failed: "
                                   f"{_KIND_TEXT[kind]} ({exc}); the batch stays queued and earlier data is intact",
                                   kind) from exc
         self._pending = []
         self._pending_bytes = 0
         self.commits += 1
+
+    def _reconnect(self) -> None:
+        """Replace the connection (a connection opened on read-only storage stays read-only)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._conn = _connect(self.path, self._busy_timeout_s)
+        self._reopen = False
+        log.info("record store %s reconnected", self.path)
 
     def close(self) -> None:
         """Commit what is pending and close; the connection is closed even if the commit fails."""
