@@ -642,7 +642,8 @@ class RecordStore:
                     from_wall: float | None = None, to_wall: float | None = None, *,
                     device_id: str | None = None, batch: int = 64) -> Iterator[SampleBlock]:
         """Stream a session's waveform chunks in (device, channel, seq) order, decoding one batch at a time."""
-        where, args = ["session_id=?"], [sid]
+        where: list[str] = ["session_id=?"]
+        args: list[Any] = [sid]
         for col, val in (("mat", mat), ("channel", channel), ("device_id", device_id)):
             if val is not None:
                 where.append(f"{col}=?")
@@ -682,7 +683,8 @@ class RecordStore:
     def readings(self, sid: str, mat: str | None = None, metric: Metric | str | None = None,
                  from_wall: float | None = None, to_wall: float | None = None) -> Iterator[tuple[str | None, NumericReading]]:
         """Stream (mat, reading) in time order."""
-        where, args = ["session_id=?"], [sid]
+        where: list[str] = ["session_id=?"]
+        args: list[Any] = [sid]
         if mat is not None:
             where.append("mat=?")
             args.append(mat)
@@ -703,7 +705,8 @@ class RecordStore:
 
     def beats(self, sid: str, mat: str | None = None, channel: str | None = None) -> Iterator[tuple[str | None, Beat]]:
         """Stream (mat, beat) in sample order."""
-        where, args = ["session_id=?"], [sid]
+        where: list[str] = ["session_id=?"]
+        args: list[Any] = [sid]
         if mat is not None:
             where.append("mat=?")
             args.append(mat)
@@ -718,7 +721,8 @@ class RecordStore:
     def measurements(self, sid: str, mat: str | None = None,
                      metric: Metric | str | None = None) -> Iterator[tuple[str | None, Measurement]]:
         """Stream (mat, measurement) in sample order."""
-        where, args = ["session_id=?"], [sid]
+        where: list[str] = ["session_id=?"]
+        args: list[Any] = [sid]
         if mat is not None:
             where.append("mat=?")
             args.append(mat)
@@ -733,7 +737,8 @@ class RecordStore:
 
     def episodes(self, sid: str, mat: str | None = None) -> list[tuple[str, RhythmEpisode]]:
         """(mat, episode) of a session; ongoing episodes have end=None."""
-        where, args = ["session_id=?"], [sid]
+        where: list[str] = ["session_id=?"]
+        args: list[Any] = [sid]
         if mat is not None:
             where.append("mat=?")
             args.append(mat)
@@ -743,7 +748,8 @@ class RecordStore:
 
     def alarm_events(self, sid: str, guest: str | None = None) -> Iterator[AlarmEvent]:
         """Stream alarm transitions of a session in the order they were recorded."""
-        where, args = ["session_id=?"], [sid]
+        where: list[str] = ["session_id=?"]
+        args: list[Any] = [sid]
         if guest is not None:
             where.append("guest=?")
             args.append(guest)
