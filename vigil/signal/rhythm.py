@@ -1,0 +1,326 @@
+"""Streaming rhythm classification from labelled beats, the band-passed ECG and signal quality.
+
+Labels and definitions (DESIGN.md §6; extreme brady/tachy and VT as in the PhysioNet/CinC
+Challenge 2015, Clifford et al., Physiol. Meas. 37 (2016) 1245):
+
+* base rhythm (mutually exclusive): SINUS, BRADY (< 50 bpm), TACHY (> 100 bpm) from the median of
+  the last 8 RR intervals with ±3 bpm hysteresis; AF (see `vigil.signal.af`, vetoed by P waves
+  when the signal shows them, `vigil.signal.pwave`);
+* overlays: VT (≥ 5 consecutive V beats, mean rate > 100 bpm), COUPLET (exactly 2 V), BIGEMINY
+  (3 cycles of non-V/V), TRIGEMINY (3 cycles of 2 non-V then V), BRADY_EXTREME (5 beats < 40
+  bpm), TACHY_EXTREME (17 beats > 140 bpm), PAUSE (RR > 3 s);
+* VF (signal organisation, `vigil.signal.vf`, independent of the beats);
+* ASYSTOLE: no beat for ≥ 4 s, on a lead not flagged lead_off/flatline, and no QRS-sized
+  deflection in the signal since the last beat (so never while complexes are present);
+* NOISE: poor signal quality; suppresses beat-based calls.  Lead-off/flatline never yields
+  ASYSTOLE or VF (it is a technical condition).
+
+Open episodes (end=None) are emitted as soon as the criterion is met; the closed episode follows.
+Memory is bounded (fixed-size deques).  No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import numpy as np
+
+from vigil.model import Beat, QualityReport, RhythmEpisode, RhythmLabel
+from vigil.signal.af import AfDetector
+from vigil.signal.pwave import PR_FROM_S, PR_TO_S, p_wave_present
+from vigil.signal.vf import VfDetector
+
+log = logging.getLogger(__name__)
+
+BASE_LABELS: tuple[RhythmLabel, ...] = ("SINUS", "BRADY", "TACHY", "AF")
+BEAT_OVERLAYS: tuple[RhythmLabel, ...] = ("VT", "BIGEMINY", "TRIGEMINY", "BRADY_EXTREME", "TACHY_EXTREME", "PAUSE")
+TECHNICAL_FLAGS = frozenset({"lead_off", "flatline"})
+POOR_FLAGS = frozenset({"lead_off", "flatline", "saturation", "noise"})
+POOR_QUALITY = 0.5
+ASYSTOLE_S = 4.0
+PAUSE_S = 3.0
+BUFFER_S = 12.0
+UNLEARNED_QRS_UV = 200.0  # largest deflection (µV) accepted as "no QRS" before any QRS size is known
+ECTOPIC = frozenset({"V", "F", "Q"})  # intervals touching these are not used for AF
+
+
+class RhythmTracker:
+    """Per-channel rhythm state machine; `update` once per analyser feed."""
+
+    def __init__(self, fs: float, channel: str = "ecg") -> None:
+        """Create a tracker for a channel sampled at `fs` Hz."""
+        self.fs = float(fs)
+        self.channel = channel
+        self._af = AfDetector(self.fs)
+        self._vf = VfDetector(self.fs)
+        self._open: dict[str, int] = {}
+        self._beats: deque[Beat] = deque(maxlen=20)
+        self._v_run: list[int] = []
+        self._hr_rr: deque[float] = deque(maxlen=8)
+        self._base_rate: RhythmLabel | None = None
+        # signal ring buffer (band-passed), absolute index of its first sample
+        self._sig: deque[float] = deque(maxlen=int(BUFFER_S * self.fs))
+        self._sig_end: int | None = None
+        self._signal_seen = False
+        self._first_sample: int | None = None
+        self._pr_segments: deque[np.ndarray] = deque(maxlen=12)
+        self._qrs_amp: deque[float] = deque(maxlen=12)
+        self._p_present: bool | None = None
+        self._poor_run = 0
+        self._good_run = 0
+        self._last_technical_end = -1
+        self._out: list[RhythmEpisode] = []
+
+    # ------------------------------------------------------------------ public
+    def update(self, *, beats: list[Beat], upto: int, signal: np.ndarray | None, signal_start: int,
+               quality: list[QualityReport]) -> list[RhythmEpisode]:
+        """Consume new beats/signal/quality; return episode updates (open ones have end=None)."""
+        self._out = []
+        for q in quality:
+            self._on_quality(q)
+        if signal is not None and len(signal):
+            self._on_signal(np.asarray(signal, dtype=float), signal_start)
+        for b in beats:
+            self._on_beat(b)
+        self._on_time(upto)
+        return self._out
+
+    def close(self, upto: int) -> list[RhythmEpisode]:
+        """Close every open episode at `upto` (end of stream)."""
+        self._out = []
+        for label in list(self._open):
+            self._close(label, upto)  # type: ignore[arg-type]
+        return self._out
+
+    @property
+    def open_labels(self) -> set[str]:
+        """Labels of the episodes currently open."""
+        return set(self._open)
+
+    # ------------------------------------------------------------------ episodes
+    def _emit_open(self, label: RhythmLabel, start: int) -> None:
+        if label in self._open:
+            return
+        self._open[label] = start
+        self._out.append(RhythmEpisode(label, start, None, self.channel))
+
+    def _close(self, label: RhythmLabel, end: int) -> None:
+        start = self._open.pop(label, None)
+        if start is None:
+            return
+        self._out.append(RhythmEpisode(label, start, max(end, start + 1), self.channel))
+
+    def _close_beat_rhythms(self, end: int) -> None:
+        for label in BASE_LABELS + BEAT_OVERLAYS:
+            self._close(label, end)
+        self._base_rate = None
+        self._v_run = []
+
+    def _suppressed(self) -> bool:
+        return any(k in self._open for k in ("VF", "ASYSTOLE", "NOISE"))
+
+    # ------------------------------------------------------------------ quality
+    def _on_quality(self, q: QualityReport) -> None:
+        flags = set(q.flags)
+        if flags & TECHNICAL_FLAGS:
+            self._last_technical_end = max(self._last_technical_end, q.sample)
+            self._close("ASYSTOLE", q.sample - int(self.fs))
+            if "VF" in self._open:
+                self._close("VF", q.sample - int(self.fs))
+        poor = bool(flags & POOR_FLAGS) or q.quality < POOR_QUALITY
+        if poor:
+            self._poor_run += 1
+            self._good_run = 0
+            if self._poor_run >= 2 and "NOISE" not in self._open and "VF" not in self._open:
+                start = q.sample - 2 * int(self.fs)
+                self._close_beat_rhythms(start)
+                self._emit_open("NOISE", start)
+                self._af.reset()
+        else:
+            self._good_run += 1
+            self._poor_run = 0
+            if self._good_run >= 3 and "NOISE" in self._open:
+                self._close("NOISE", q.sample - 3 * int(self.fs))
+                self._beats.clear()
+                self._hr_rr.clear()
+
+    # ------------------------------------------------------------------ signal
+    def _on_signal(self, x: np.ndarray, start: int) -> None:
+        if self._first_sample is None:
+            self._first_sample = start
+        if self._sig_end is not None and start != self._sig_end:
+            self._sig.clear()
+        self._sig.extend(x.tolist())
+        self._sig_end = start + len(x)
+        self._signal_seen = True
+        for d in self._vf.feed(x, start):
+            technical = self._last_technical_end > d.sample
+            if d.active and not technical:
+                self._close_beat_rhythms(d.sample)
+                self._close("ASYSTOLE", d.sample)
+                self._close("NOISE", d.sample)
+                self._emit_open("VF", d.sample)
+                self._af.reset()
+            elif not d.active:
+                self._close("VF", d.sample)
+                self._beats.clear()
+                self._hr_rr.clear()
+
+    def _segment(self, lo: int, hi: int) -> np.ndarray | None:
+        """Buffered signal [lo, hi) or None when not (fully) buffered."""
+        if self._sig_end is None:
+            return None
+        first = self._sig_end - len(self._sig)
+        if lo < first or hi > self._sig_end or hi <= lo:
+            return None
+        buf = np.fromiter(self._sig, dtype=float, count=len(self._sig))
+        return buf[lo - first:hi - first]
+
+    def _collect_beat_shape(self, b: Beat, prev: Beat | None) -> None:
+        """Keep the QRS amplitude of every beat and the PR region of normal beats (P-wave check)."""
+        w = int(0.06 * self.fs)
+        qrs = self._segment(b.sample - w, b.sample + w)
+        if qrs is not None:
+            self._qrs_amp.append(float(np.ptp(qrs)))
+        if b.label not in ("N", "S") or prev is None or b.sample - prev.sample < 0.5 * self.fs:
+            return
+        lo = b.sample - int(PR_FROM_S * self.fs)
+        hi = b.sample - int(PR_TO_S * self.fs)
+        seg = self._segment(lo, hi)
+        if seg is None or not self._qrs_amp:
+            return
+        self._pr_segments.append(seg.copy())
+        if len(self._pr_segments) >= 8:
+            self._p_present = p_wave_present(np.vstack(list(self._pr_segments)), float(np.median(self._qrs_amp)))
+
+    # ------------------------------------------------------------------ beats
+    def _on_beat(self, b: Beat) -> None:
+        prev = self._beats[-1] if self._beats else None
+        if prev is not None and b.sample <= prev.sample:
+            return
+        self._close("ASYSTOLE", b.sample)
+        if prev is not None and b.sample - prev.sample > PAUSE_S * self.fs and "VF" not in self._open:
+            if "PAUSE" not in self._open:
+                self._open["PAUSE"] = prev.sample
+            self._close("PAUSE", b.sample)
+        self._collect_beat_shape(b, prev)
+        self._beats.append(b)
+        if prev is None or self._suppressed():
+            return
+        rr = (b.sample - prev.sample) / self.fs
+        self._hr_rr.append(rr)
+        self._ventricular(b)
+        self._patterns(b)
+        self._extremes(b)
+        if prev.label not in ECTOPIC and b.label not in ECTOPIC:
+            d = self._af.add_interval(rr, b.sample)
+            if d is not None and d.active and self._p_present:
+                d = None  # clear P waves: not AF (keep irregularity state)
+                self._af.active = False
+            if d is not None:
+                if d.active:
+                    for label in ("SINUS", "BRADY", "TACHY"):
+                        self._close(label, d.sample)  # type: ignore[arg-type]
+                    self._base_rate = None
+                    self._emit_open("AF", d.sample)
+                else:
+                    self._close("AF", d.sample)
+        if self._af.active and self._p_present and "AF" in self._open:
+            self._close("AF", b.sample)
+            self._af.active = False
+        if not self._af.active:
+            self._rate_base(b)
+
+    def _rate_base(self, b: Beat) -> None:
+        if len(self._hr_rr) < 4:
+            return
+        hr = 60.0 / float(np.median(self._hr_rr))
+        cur = self._base_rate
+        if cur == "BRADY":
+            new: RhythmLabel = "BRADY" if hr < 53 else ("TACHY" if hr > 100 else "SINUS")
+        elif cur == "TACHY":
+            new = "TACHY" if hr > 97 else ("BRADY" if hr < 50 else "SINUS")
+        else:
+            new = "BRADY" if hr < 50 else ("TACHY" if hr > 100 else "SINUS")
+        if new != cur or new not in self._open:
+            start = self._beats[max(0, len(self._beats) - 1 - len(self._hr_rr) // 2)].sample
+            if cur is not None:
+                self._close(cur, start)
+            self._base_rate = new
+            self._emit_open(new, start)
+
+    def _ventricular(self, b: Beat) -> None:
+        if b.label == "V":
+            self._v_run.append(b.sample)
+            run = self._v_run
+            if len(run) >= 5 and "VT" not in self._open:
+                rate = 60.0 * (len(run) - 1) * self.fs / (run[-1] - run[0])
+                if rate > 100.0:
+                    self._emit_open("VT", run[0])
+            return
+        run = self._v_run
+        if "VT" in self._open and run:
+            self._close("VT", run[-1])
+        if len(run) == 2:
+            self._open["COUPLET"] = run[0]
+            self._close("COUPLET", run[1])
+        self._v_run = []
+
+    def _patterns(self, b: Beat) -> None:
+        labels = "".join("V" if x.label == "V" else ("Q" if x.label == "Q" else "N") for x in self._beats)
+        for name, unit, n in (("BIGEMINY", "NV", 6), ("TRIGEMINY", "NNV", 9)):
+            tail = labels[-n:]
+            ok = len(tail) == n and any(tail == (unit * 4)[k:k + n] for k in range(len(unit)))
+            if ok and name not in self._open:
+                self._emit_open(name, self._beats[-n].sample)  # type: ignore[arg-type]
+            elif not ok and name in self._open:
+                self._close(name, self._beats[-2].sample)  # type: ignore[arg-type]
+
+    def _extremes(self, b: Beat) -> None:
+        beats = self._beats
+        for name, n, test in (("BRADY_EXTREME", 5, lambda hr: hr < 40.0), ("TACHY_EXTREME", 17, lambda hr: hr > 140.0)):
+            if len(beats) < n:
+                continue
+            first = beats[-n].sample
+            hr = 60.0 * (n - 1) * self.fs / (b.sample - first)
+            if test(hr):
+                self._emit_open(name, first)  # type: ignore[arg-type]
+            elif name in self._open:
+                self._close(name, beats[-2].sample)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ time
+    def _on_time(self, upto: int) -> None:
+        last = self._beats[-1].sample if self._beats else None
+        if "VF" in self._open or "ASYSTOLE" in self._open:
+            return
+        if last is not None and upto - last > PAUSE_S * self.fs and "NOISE" not in self._open:
+            self._emit_open("PAUSE", last)
+        if not self._signal_seen:
+            return  # without the signal a connected, non-flat lead cannot be confirmed
+        if last is None:
+            if self._first_sample is None:
+                return
+            ref = self._first_sample + int(ASYSTOLE_S * self.fs)  # allow the detector to learn first
+        else:
+            ref = last
+        if upto - ref < ASYSTOLE_S * self.fs or self._last_technical_end > ref:
+            return
+        if not self._quiet_since(ref, upto):
+            return
+        self._close_beat_rhythms(ref)
+        self._close("NOISE", ref)
+        self._emit_open("ASYSTOLE", ref)
+        self._af.reset()
+
+    def _quiet_since(self, ref: int, upto: int) -> bool:
+        """True when no QRS-sized deflection is in the signal between `ref` (+200 ms) and `upto`."""
+        lo = ref + int(0.2 * self.fs)
+        hi = min(upto, self._sig_end or upto)
+        seg = self._segment(max(lo, (self._sig_end or hi) - len(self._sig)), hi)
+        if seg is None or len(seg) < int(self.fs):
+            return False
+        ref_amp = float(np.median(self._qrs_amp)) if self._qrs_amp else None
+        if ref_amp is None or ref_amp <= 0:
+            return bool(np.ptp(seg) < UNLEARNED_QRS_UV)  # no learned QRS size: absolute floor
+        return bool(np.ptp(seg) < 0.3 * ref_amp)
