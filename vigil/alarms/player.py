@@ -170,4 +170,4 @@ class AlarmPlayer:
             with self._cv:
                 if self._stop:
                     return
-                self._cv.wait_for(lambda: self._stop or self._priority != p, timeout=wait)
+                self._cv.wait_for(lambda cur=p: self._stop or self._priority != cur, timeout=wait)
