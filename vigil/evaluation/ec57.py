@@ -1,0 +1,145 @@
+"""Beat-by-beat comparison in the manner of PhysioNet's ``bxb`` (ANSI/AAMI EC57:2012).
+
+* Reference and test beats match when they are within the match window (150 ms, |Δt| ≤ window);
+  each beat matches at most once, closest pairs first.
+* On MIT-BIH the first 5 minutes are excluded from the statistics (EC57 §5.2.14, learning period).
+* MIT-BIH beat symbols map to AAMI classes: N = N L R e j, S = A a J S, V = V E, F = F, Q = / f Q ?;
+  the ventricular flutter wave ``!`` is scored as Q.  Non-beat annotations are ignored.
+* QRS: Se = TP / (TP + FN), +P = TP / (TP + FP).
+* VEB (EC57 §4.2.3.1): Se = Vv / (Vv + Vn + Vs + Vq + Vo); +P = Vv / (Vv + Nv + Sv + Ov) — fusion (Fv)
+  and unclassifiable (Qv) reference beats detected as V are not counted against +P.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+AAMI: dict[str, str] = {
+    **{s: "N" for s in "NLRej"},
+    **{s: "S" for s in "AaJS"},
+    **{s: "V" for s in "VE"},
+    "F": "F",
+    **{s: "Q" for s in "/fQ?!"},
+}
+PACED_RECORDS = frozenset({"102", "104", "107", "217"})
+MATCH_WINDOW_S = 0.150
+SKIP_MITDB_S = 300.0
+
+
+def aami_class(symbol: str) -> str | None:
+    """AAMI class of a MIT-BIH beat symbol, or None for non-beat annotations."""
+    return AAMI.get(symbol)
+
+
+def match(ref: Sequence[int], test: Sequence[int], window: int) -> list[tuple[int, int]]:
+    """Pairs (i_ref, i_test) matched within `window` samples, closest first, one-to-one."""
+    r = np.asarray(ref, dtype=np.int64)
+    t = np.asarray(test, dtype=np.int64)
+    if len(r) == 0 or len(t) == 0:
+        return []
+    cands: list[tuple[int, int, int]] = []
+    j0 = np.searchsorted(t, r - window, side="left")
+    j1 = np.searchsorted(t, r + window, side="right")
+    for i in range(len(r)):
+        for j in range(int(j0[i]), int(j1[i])):
+            cands.append((abs(int(t[j] - r[i])), i, j))
+    cands.sort()
+    used_r: set[int] = set()
+    used_t: set[int] = set()
+    pairs: list[tuple[int, int]] = []
+    for _, i, j in cands:
+        if i not in used_r and j not in used_t:
+            used_r.add(i)
+            used_t.add(j)
+            pairs.append((i, j))
+    pairs.sort()
+    return pairs
+
+
+@dataclass
+class BeatScore:
+    """Counts of one record (or a sum): QRS TP/FN/FP and the reference × test class matrix."""
+
+    tp: int = 0
+    fn: int = 0
+    fp: int = 0
+    matrix: Counter[tuple[str, str]] = field(default_factory=Counter)  # (ref class|"O", test class|"O")
+
+    def __add__(self, other: BeatScore) -> BeatScore:
+        """Sum two scores (gross statistics)."""
+        return BeatScore(self.tp + other.tp, self.fn + other.fn, self.fp + other.fp,
+                         self.matrix + other.matrix)
+
+    @property
+    def se(self) -> float:
+        """QRS sensitivity."""
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def ppv(self) -> float:
+        """QRS positive predictivity."""
+        return _ratio(self.tp, self.tp + self.fp)
+
+    def veb_counts(self) -> tuple[int, int, int]:
+        """(Vv, reference V not called V, test V that are false) per EC57."""
+        m = self.matrix
+        vv = m["V", "V"]
+        missed = sum(m["V", c] for c in ("N", "S", "F", "Q", "O"))
+        false = sum(m[c, "V"] for c in ("N", "S", "O"))
+        return vv, missed, false
+
+    @property
+    def veb_se(self) -> float:
+        """VEB sensitivity."""
+        vv, missed, _ = self.veb_counts()
+        return _ratio(vv, vv + missed)
+
+    @property
+    def veb_ppv(self) -> float:
+        """VEB positive predictivity."""
+        vv, _, false = self.veb_counts()
+        return _ratio(vv, vv + false)
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else float("nan")
+
+
+def score(ref: Iterable[tuple[int, str]], test: Iterable[tuple[int, str]], fs: float,
+          start: int = 0, end: int | None = None, window_s: float = MATCH_WINDOW_S) -> BeatScore:
+    """Score test beats (sample, AAMI class) against reference beats within [start, end)."""
+    ref_l = sorted((s, c) for s, c in ref)
+    test_l = sorted((s, c) for s, c in test)
+    w = int(round(window_s * fs))
+    pairs = match([s for s, _ in ref_l], [s for s, _ in test_l], w)
+    hi = end if end is not None else 1 << 62
+    sc = BeatScore()
+    matched_r = {i for i, _ in pairs}
+    matched_t = {j for _, j in pairs}
+    for i, j in pairs:
+        if start <= ref_l[i][0] < hi:
+            sc.tp += 1
+            sc.matrix[ref_l[i][1], test_l[j][1]] += 1
+    for i, (s, c) in enumerate(ref_l):
+        if i not in matched_r and start <= s < hi:
+            sc.fn += 1
+            sc.matrix[c, "O"] += 1
+    for j, (s, c) in enumerate(test_l):
+        if j not in matched_t and start <= s < hi:
+            sc.fp += 1
+            sc.matrix["O", c] += 1
+    return sc
+
+
+def read_reference(path_without_ext: str, extension: str = "atr") -> tuple[list[tuple[int, str]], float]:
+    """Reference beats (sample, AAMI class) of a WFDB annotation file and the record's fs."""
+    import wfdb
+
+    ann = wfdb.rdann(path_without_ext, extension)
+    beats = [(int(s), c) for s, sym in zip(ann.sample, ann.symbol, strict=True)
+             if (c := aami_class(sym)) is not None]
+    return beats, float(ann.fs or 0.0)

@@ -1,0 +1,155 @@
+"""EC57-style QRS and VEB tables on mitdb and nstdb for Vigil's streaming analyser, neurokit2's
+default detector (``nk.ecg_peaks``) and wfdb's XQRS, side by side.
+
+Usage: ``python -m vigil.evaluation.eval_qrs [--records 101,106] [--no-baselines] [--workers 2]``.
+Progress goes to stderr, tables to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from vigil.datasets import data_root
+from vigil.evaluation.ec57 import PACED_RECORDS, SKIP_MITDB_S, BeatScore, read_reference, score
+
+log = logging.getLogger(__name__)
+
+NSTDB = ("118e24", "118e12", "118e00")
+BLOCK = 250  # samples per feed when streaming a record
+METHODS = ("vigil-2lead", "vigil-lead1", "neurokit2", "xqrs")
+
+
+def stream_record(path: Path, n_leads: int, block: int = BLOCK, channel: int = 0) -> tuple[list[tuple[int, str]], float]:
+    """Run the streaming analyser over a WFDB record; return its beats (sample, label) and fs."""
+    import wfdb
+
+    from vigil.model import Beat
+    from vigil.signal.analyzer import EcgAnalyzer
+
+    rec = wfdb.rdrecord(str(path))
+    sig = rec.p_signal * 1000.0  # mV -> µV
+    sig = np.nan_to_num(sig)
+    cols = [channel] if n_leads == 1 else list(range(min(n_leads, sig.shape[1])))
+    x = sig[:, cols]
+    an = EcgAnalyzer(float(rec.fs), n_leads=len(cols), rhythm=False, qt=False)
+    beats: list[tuple[int, str]] = []
+    for i in range(0, len(x), block):
+        for o in an.feed(x[i:i + block], i):
+            if isinstance(o, Beat):
+                beats.append((o.sample, o.label))
+    for o in an.flush():
+        if isinstance(o, Beat):
+            beats.append((o.sample, o.label))
+    return beats, float(rec.fs)
+
+
+def baseline_record(path: Path, method: str) -> list[tuple[int, str]]:
+    """Beats of a baseline detector on lead 1 (all labelled N: no classification)."""
+    import wfdb
+
+    rec = wfdb.rdrecord(str(path), channels=[0])
+    x = np.nan_to_num(rec.p_signal[:, 0])
+    if method == "neurokit2":
+        import neurokit2 as nk
+
+        _, info = nk.ecg_peaks(x, sampling_rate=int(rec.fs))
+        peaks = info["ECG_R_Peaks"]
+    else:
+        import wfdb.processing as wp
+
+        peaks = wp.xqrs_detect(sig=x, fs=rec.fs, verbose=False)
+    return [(int(p), "N") for p in peaks]
+
+
+def _job(args: tuple[str, str, str]) -> tuple[str, str, str, BeatScore, float]:
+    db, rec, method = args
+    path = data_root() / db / rec
+    t0 = time.perf_counter()
+    if method.startswith("vigil"):
+        beats, _ = stream_record(path, 2 if method == "vigil-2lead" else 1)
+    else:
+        beats = baseline_record(path, method)
+    ref, fs = read_reference(str(path), "atr")
+    if not fs:
+        import wfdb
+
+        fs = float(wfdb.rdheader(str(path)).fs)
+    sc = score(ref, beats, fs, start=int(SKIP_MITDB_S * fs))
+    return db, rec, method, sc, time.perf_counter() - t0
+
+
+def _pct(v: float) -> str:
+    return "   n/a" if v != v else f"{100 * v:6.2f}"
+
+
+def _table(title: str, rows: list[tuple[str, BeatScore]], veb: bool) -> str:
+    lines = [title, f"{'record':>8} {'TP':>6} {'FN':>5} {'FP':>5} {'Se%':>6} {'+P%':>6}"
+             + (f" {'Vv':>5} {'Vmiss':>5} {'Vfalse':>6} {'VSe%':>6} {'V+P%':>6}" if veb else "")]
+    for name, s in rows:
+        line = f"{name:>8} {s.tp:6d} {s.fn:5d} {s.fp:5d} {_pct(s.se)} {_pct(s.ppv)}"
+        if veb:
+            vv, vm, vf = s.veb_counts()
+            line += f" {vv:5d} {vm:5d} {vf:6d} {_pct(s.veb_se)} {_pct(s.veb_ppv)}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    """Print the QRS/VEB tables (see module docstring)."""
+    p = argparse.ArgumentParser(prog="eval_qrs")
+    p.add_argument("--records", default="", help="comma-separated mitdb records (default: all present)")
+    p.add_argument("--no-baselines", action="store_true", help="skip neurokit2 and XQRS")
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    root = data_root()
+    mit = sorted(f.stem for f in (root / "mitdb").glob("*.hea"))
+    if args.records:
+        mit = [r for r in args.records.split(",") if r in mit]
+    nst = [r for r in NSTDB if (root / "nstdb" / f"{r}.hea").exists()]
+    methods = METHODS[:2] if args.no_baselines else METHODS
+    jobs = [(db, r, m) for m in methods for db, recs in (("mitdb", mit), ("nstdb", nst)) for r in recs]
+    if not jobs:
+        print(f"no mitdb/nstdb records under {root}")
+        return 1
+    results: dict[tuple[str, str, str], BeatScore] = {}
+    with get_context("fork").Pool(max(1, min(2, args.workers))) as pool:
+        for k, (db, rec, m, sc, dt) in enumerate(pool.imap_unordered(_job, jobs), 1):
+            results[db, rec, m] = sc
+            print(f"[{k}/{len(jobs)}] {m} {db}/{rec} Se={_pct(sc.se)} +P={_pct(sc.ppv)} ({dt:.1f}s)",
+                  file=sys.stderr, flush=True)
+    print("EC57 beat-by-beat: 150 ms match window, first 5 min excluded; VEB excludes paced records "
+          f"({', '.join(sorted(PACED_RECORDS))}). Records: {root}")
+    summary = []
+    for m in methods:
+        rows = [(r, results["mitdb", r, m]) for r in mit]
+        gross = sum((s for _, s in rows), BeatScore())
+        veb_gross = sum((s for r, s in rows if r not in PACED_RECORDS), BeatScore())
+        veb = m.startswith("vigil")
+        print()
+        print(_table(f"--- {m}: mitdb ---", rows + [("gross", gross)], veb))
+        if veb:
+            vv, vm, vf = veb_gross.veb_counts()
+            print(f"VEB gross (non-paced): Vv={vv} missed={vm} false={vf} "
+                  f"Se={_pct(veb_gross.veb_se)}% +P={_pct(veb_gross.veb_ppv)}%")
+        nrows = [(r, results["nstdb", r, m]) for r in nst]
+        if nrows:
+            print(_table(f"--- {m}: nstdb ---", nrows, veb))
+        summary.append((m, gross, veb_gross, dict(nrows)))
+    print("\nSummary (gross mitdb QRS Se/+P, VEB Se/+P, nstdb 118e12 Se/+P)")
+    for m, g, vg, nr in summary:
+        n12 = nr.get("118e12")
+        veb = f"{_pct(vg.veb_se)} {_pct(vg.veb_ppv)}" if m.startswith("vigil") else "   n/a    n/a"
+        e12 = f"{_pct(n12.se)} {_pct(n12.ppv)}" if n12 else "   n/a    n/a"
+        print(f"{m:>12}  QRS {_pct(g.se)} {_pct(g.ppv)}   VEB {veb}   118e12 {e12}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

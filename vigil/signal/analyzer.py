@@ -1,0 +1,180 @@
+"""The streaming ECG analyser: one instance per ECG channel, fed sample blocks of any size.
+
+Pipeline per block: baseline removal (0.5 Hz high-pass) → 40 Hz low-pass (the "band-passed" ECG)
+→ Pan–Tompkins QRS detection over one or two leads (``vigil.signal.qrs``) → R-peak localisation
+on the band-passed primary lead → beat class (``beats``) → RR/HR (``hr``), HRV (``hrv``), signal
+quality per second (``quality``) → rhythm (``rhythm.RhythmTracker``) and QT (``qt.QtMeasurer``).
+
+Memory is bounded (ring buffers of a few seconds); no I/O, no clock.  Sample indices are the
+stream's own numbering (``seq``); a jump in ``seq`` is a gap: every stage re-learns from the new
+position and nothing is interpolated across it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vigil.model import AnalysisOutput, Beat, BeatLabel, QualityReport
+from vigil.signal import filters
+from vigil.signal.beats import BeatClassifier
+from vigil.signal.hr import HrEstimator
+from vigil.signal.hrv import HrvEstimator
+from vigil.signal.qrs import QrsDetector, Ring
+from vigil.signal.quality import QualityAssessor
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+LOC_FROM_S = 0.25  # R is searched in [peak - 250 ms, peak - 40 ms] of the integrator peak
+LOC_TO_S = 0.04
+MAX_QUALITY_LAG_S = 4.0
+
+try:  # hooks implemented by the rhythm/QT work; the analyser runs without them until they land
+    from vigil.signal.rhythm import RhythmTracker as _RhythmTracker
+except (ImportError, AttributeError):  # pragma: no cover - depends on the other part's progress
+    _RhythmTracker = None  # type: ignore[assignment,misc]
+try:
+    from vigil.signal.qt import QtMeasurer as _QtMeasurer
+except (ImportError, AttributeError):  # pragma: no cover
+    _QtMeasurer = None  # type: ignore[assignment,misc]
+
+
+class EcgAnalyzer:
+    """Streaming analysis of one ECG channel (one or two leads); see the module docstring."""
+
+    def __init__(self, fs: float, channel: str = "ecg", n_leads: int = 1, *,
+                 rhythm: bool = True, qt: bool = True) -> None:
+        """Create an analyser for `n_leads` leads at `fs` Hz; `rhythm`/`qt` enable those hooks."""
+        if not 100.0 <= fs <= 2000.0:
+            raise ValueError(f"unsupported sampling rate {fs} Hz")
+        self.fs = float(fs)
+        self.channel = channel
+        self.n_leads = n_leads
+        self._hp = [filters.baseline_filter(fs) for _ in range(n_leads)]
+        self._lp = filters.lowpass_filter(fs)
+        self.lp_delay = int(round(filters.lowpass_delay(fs)))
+        self.detector = QrsDetector(fs, n_leads)
+        self.classifier = BeatClassifier(fs)
+        self.hr = HrEstimator(fs, channel)
+        self.hrv = HrvEstimator(fs, channel)
+        self.quality = QualityAssessor(fs, channel)
+        cap = int(8.0 * fs)
+        self.raw = Ring(cap)
+        self.hp = Ring(cap)
+        self.bp = Ring(cap)
+        self.loc_from = int(round(LOC_FROM_S * fs))
+        self.loc_to = int(round(LOC_TO_S * fs))
+        self.rhythm: Any = _RhythmTracker(fs, channel) if (rhythm and _RhythmTracker is not None) else None
+        self.qt: Any = _QtMeasurer(fs, channel) if (qt and _QtMeasurer is not None) else None
+        self.next_seq: int | None = None
+        self._recent_beats: deque[int] = deque(maxlen=64)
+        self._last_r: int | None = None
+        self._pending: list[Beat] = []  # beats waiting for their window to be complete
+        self._start(0)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _start(self, seq: int) -> None:
+        for f in self._hp:
+            f.reset()
+        self._lp.reset()
+        self.detector.reset(seq)
+        self.classifier.reset()
+        self.hr.reset(seq)
+        self.hrv.reset(seq)
+        self.quality.reset(seq)
+        self.raw.reset(seq)
+        self.hp.reset(seq)
+        self.bp.reset(seq)
+        self._recent_beats.clear()
+        self._last_r = None
+        self._upto = seq
+
+    def feed(self, samples_uV: npt.ArrayLike, seq: int) -> list[AnalysisOutput]:
+        """Analyse one block starting at stream index `seq`; return the outputs it completes."""
+        x = np.asarray(samples_uV, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[:, None]
+        if x.shape[1] < self.n_leads:
+            raise ValueError(f"expected {self.n_leads} lead(s), got {x.shape[1]}")
+        x = x[:, :self.n_leads]
+        if self.next_seq is not None and seq != self.next_seq:
+            log.info("ECG gap on %s: expected seq %d, got %d; re-learning", self.channel, self.next_seq, seq)
+            self._start(seq)
+        elif self.next_seq is None:
+            self._start(seq)
+        self.next_seq = seq + len(x)
+        if len(x) == 0:
+            return []
+        hp_all = np.column_stack([self._hp[k](x[:, k]) for k in range(self.n_leads)])
+        hp0 = hp_all[:, 0]
+        bp0 = self._lp(hp0)
+        self.raw.append(x[:, 0])
+        self.hp.append(hp0)
+        self.bp.append(bp0)
+        detections = self.detector.process(x)
+        out: list[AnalysisOutput] = []
+        beats: list[Beat] = []
+        for d in detections:
+            beats.append(self._beat(d.peak_index))
+        upto = max(self._upto, self.detector.final_upto - self.loc_from - self.lp_delay)
+        self._upto = upto
+        out.extend(beats)
+        for b in beats:
+            self._recent_beats.append(b.sample)
+        quality = self._assess(upto)
+        out.extend(quality)
+        out.extend(self.hr.update(beats, upto))
+        out.extend(self.hrv.update(beats, upto))
+        if self.rhythm is not None:
+            out.extend(self.rhythm.update(beats=beats, upto=upto, signal=bp0, signal_start=seq, quality=quality))
+        if self.qt is not None:
+            out.extend(self.qt.update(beats=beats, raw=hp0, raw_start=seq, upto=upto, quality=quality))
+        return out
+
+    def flush(self) -> list[AnalysisOutput]:
+        """Finish the stream: nothing more will come (outputs still pending are emitted if final)."""
+        return []
+
+    # ------------------------------------------------------------------ beats
+    def _beat(self, peak: int) -> Beat:
+        a = peak - self.loc_from
+        if self._last_r is not None:
+            a = max(a, self._last_r + self.lp_delay + self.detector.refractory // 2)
+        b = max(a + 1, peak - self.loc_to)
+        seg = self.bp.get(a, b)
+        if seg.size:
+            r_bp = a + int(np.argmax(np.abs(seg - np.median(seg))))
+        else:
+            r_bp = peak - (self.loc_from + self.loc_to) // 2
+        r = r_bp - self.lp_delay
+        self._last_r = r
+        w = self.classifier.window
+        win = self.bp.get(r_bp - w, r_bp + w + 1)
+        label: BeatLabel = "N"
+        if len(win) == 2 * w + 1:
+            label, _ = self.classifier.classify(win, r)
+        return Beat(sample=int(r), label=label, channel=self.channel)
+
+    # ------------------------------------------------------------------ quality
+    def _assess(self, upto: int) -> list[QualityReport]:
+        reports: list[QualityReport] = []
+        limit = max(upto, self.raw.end - int(MAX_QUALITY_LAG_S * self.fs))
+        p = self.quality.period
+        t1, _ = self.detector.thresholds
+        noise_ratio = self.detector.npk / self.detector.spk if self.detector.spk > 0 else 0.0
+        while self.quality.next_end <= min(limit, self.raw.end):
+            end = self.quality.next_end
+            a = end - p
+            n_beats = sum(1 for s in self._recent_beats if a <= s < end)
+            reports.append(self.quality.assess(end, self.raw.get(a, end), self.hp.get(a, end),
+                                               self.bp.get(a, end), self.detector.slope.get(a, end),
+                                               n_beats, noise_ratio))
+            self.quality.next_end = end + p
+        del t1
+        return reports

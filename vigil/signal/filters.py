@@ -1,0 +1,158 @@
+"""Causal IIR/FIR filters with kept state, so that a stream cut into blocks of any size gives
+exactly the output of one pass over the whole stream.
+
+All filters are designed with SciPy (Butterworth, second-order sections) and run with
+``sosfilt``/``lfilter`` carrying their ``zi`` state between blocks.  On the first sample (and
+after ``reset``) the state is set to the steady state for that sample, so a DC offset does not ring.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import scipy.signal as sps
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class SosFilter:
+    """A causal second-order-sections filter that keeps its state between blocks."""
+
+    def __init__(self, sos: FloatArray) -> None:
+        """Wrap `sos` (shape (n_sections, 6))."""
+        self.sos = np.asarray(sos, dtype=np.float64)
+        self._zi_unit = sps.sosfilt_zi(self.sos)
+        self._zi: FloatArray | None = None
+
+    def reset(self) -> None:
+        """Forget the state; the next sample re-initialises it (steady state)."""
+        self._zi = None
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        """Filter one block (1-D) and keep the state."""
+        if x.size == 0:
+            return x.astype(np.float64)
+        if self._zi is None:
+            self._zi = self._zi_unit * float(x[0])
+        y, self._zi = sps.sosfilt(self.sos, x, zi=self._zi)
+        return np.asarray(y, dtype=np.float64)
+
+
+class FirFilter:
+    """A causal FIR filter (``lfilter(b, 1)``) that keeps its state; starts from zero state."""
+
+    def __init__(self, b: FloatArray) -> None:
+        """Wrap taps `b`."""
+        self.b = np.asarray(b, dtype=np.float64)
+        self._zi = np.zeros(len(self.b) - 1)
+
+    def reset(self) -> None:
+        """Zero the state."""
+        self._zi = np.zeros(len(self.b) - 1)
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        """Filter one block (1-D) and keep the state."""
+        if x.size == 0:
+            return x.astype(np.float64)
+        y, self._zi = sps.lfilter(self.b, [1.0], x, zi=self._zi)
+        return np.asarray(y, dtype=np.float64)
+
+
+def _clip_hz(f: float, fs: float) -> float:
+    return min(f, 0.45 * fs)
+
+
+def baseline_filter(fs: float) -> SosFilter:
+    """First-order 0.5 Hz Butterworth high-pass: removes baseline wander only (monitoring mode)."""
+    return SosFilter(sps.butter(1, 0.5, btype="highpass", fs=fs, output="sos"))
+
+
+def lowpass_filter(fs: float, cutoff: float = 40.0) -> SosFilter:
+    """Second-order Butterworth low-pass (40 Hz, or 0.45·fs at low rates)."""
+    return SosFilter(sps.butter(2, _clip_hz(cutoff, fs), btype="lowpass", fs=fs, output="sos"))
+
+
+def lowpass_delay(fs: float, cutoff: float = 40.0) -> float:
+    """Low-frequency group delay (samples) of `lowpass_filter`: √2/(2π·fc) for 2nd-order Butterworth."""
+    return float(np.sqrt(2.0) / (2 * np.pi * _clip_hz(cutoff, fs)) * fs)
+
+
+def qrs_bandpass(fs: float) -> SosFilter:
+    """5–15 Hz Butterworth band-pass of the QRS detector (Pan & Tompkins 1985 pass band)."""
+    return SosFilter(sps.butter(2, [5.0, _clip_hz(15.0, fs)], btype="bandpass", fs=fs, output="sos"))
+
+
+def derivative_taps(fs: float) -> FloatArray:
+    """Five-point derivative of Pan & Tompkins (1985), scaled to units per second."""
+    return np.array([2.0, 1.0, 0.0, -1.0, -2.0]) * fs / 8.0
+
+
+def moving_average_taps(fs: float, seconds: float = 0.150) -> FloatArray:
+    """Moving-window integrator taps (150 ms, Pan & Tompkins 1985)."""
+    n = max(1, int(round(seconds * fs)))
+    return np.full(n, 1.0 / n)
+
+
+def one_pole_lowpass(fs: float, tau_s: float) -> tuple[FloatArray, FloatArray]:
+    """(b, a) of an exponential smoother with time constant `tau_s`."""
+    alpha = 1.0 - float(np.exp(-1.0 / (tau_s * fs)))
+    return np.array([alpha]), np.array([1.0, alpha - 1.0])
+
+
+class OnePole:
+    """Exponential smoother with kept state (first sample initialises it)."""
+
+    def __init__(self, fs: float, tau_s: float) -> None:
+        """Create with time constant `tau_s` seconds."""
+        self.b, self.a = one_pole_lowpass(fs, tau_s)
+        self._zi: FloatArray | None = None
+
+    def reset(self) -> None:
+        """Forget the state."""
+        self._zi = None
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        """Smooth one block."""
+        if x.size == 0:
+            return x.astype(np.float64)
+        if self._zi is None:
+            self._zi = sps.lfilter_zi(self.b, self.a) * float(x[0])
+        y, self._zi = sps.lfilter(self.b, self.a, x, zi=self._zi)
+        return np.asarray(y, dtype=np.float64)
+
+
+class RunningMean:
+    """Running mean energy: the cumulative mean over the first `tau_s`, then an exponential average.
+
+    The warm-up by cumulative mean avoids the start-up transient of a plain exponential smoother.
+    """
+
+    def __init__(self, fs: float, tau_s: float) -> None:
+        """Create with time constant `tau_s` seconds."""
+        self.n_warm = max(1, int(tau_s * fs))
+        self.b, self.a = one_pole_lowpass(fs, tau_s)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the state."""
+        self._count = 0
+        self._sum = 0.0
+        self._zi: FloatArray | None = None
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        """Return the running mean at every sample of the block."""
+        out = np.empty(len(x))
+        k = 0
+        if self._count < self.n_warm:
+            k = min(len(x), self.n_warm - self._count)
+            cs = self._sum + np.cumsum(x[:k])
+            out[:k] = cs / (self._count + np.arange(1, k + 1))
+            self._count += k
+            self._sum = float(cs[-1]) if k else self._sum
+            if self._count >= self.n_warm:
+                self._zi = sps.lfilter_zi(self.b, self.a) * float(out[k - 1])
+        if k < len(x):
+            assert self._zi is not None
+            y, self._zi = sps.lfilter(self.b, self.a, x[k:], zi=self._zi)
+            out[k:] = y
+        return out

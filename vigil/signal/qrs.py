@@ -1,0 +1,266 @@
+"""Streaming QRS detector: Pan–Tompkins with adaptive thresholds, searchback, refractory period
+and T-wave discrimination by slope, fusing one or two leads.
+
+References
+----------
+J. Pan, W. J. Tompkins, "A real-time QRS detection algorithm", IEEE Trans. Biomed. Eng. 32(3)
+(1985) 230-236 — band-pass 5–15 Hz, five-point derivative, squaring, 150 ms moving-window
+integration, signal/noise peak estimates SPKI/NPKI, THRESHOLD1 = NPKI + 0.25 (SPKI − NPKI),
+searchback at 166 % of the mean RR with THRESHOLD2 = THRESHOLD1 / 2, 200 ms refractory period,
+T-wave test (slope < ½ of the previous QRS within 360 ms).
+P. S. Hamilton, W. J. Tompkins, "Quantitative investigation of QRS detection rules using the
+MIT/BIH arrhythmia database", IEEE Trans. Biomed. Eng. 33(12) (1986) 1157-1165 — median RR for the
+searchback interval.
+
+Streaming design
+----------------
+Every stage is causal and keeps its state (``vigil.signal.filters``), so any block split gives the
+same detections.  Candidate peaks of the integrated signal are local maxima over ±100 ms (decided
+100 ms after the sample arrives); each candidate is then classified in index order.  A searchback
+is run when the next candidate (or the decided horizon) passes its deadline, which depends only on
+sample indices — never on where a block ended.  Two leads are fused by normalising each lead's
+squared derivative by its own running mean energy (4 s) and summing, so a noisy lead weighs less.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.ndimage import maximum_filter1d
+
+from vigil.signal import filters
+
+FloatArray = npt.NDArray[np.float64]
+
+LEARN_S = 2.0  # initial learning period (Pan-Tompkins)
+REFRACTORY_S = 0.200
+TWAVE_S = 0.360
+NEIGHBOUR_S = 0.100  # a candidate is the maximum within ±100 ms
+SEARCHBACK_RR = 1.66
+BUFFER_S = 6.0  # ring-buffer length of the detection signals
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One detected QRS: R-peak sample, integrator peak index, peak height and slope."""
+
+    sample: int  # R-peak (fiducial) in stream numbering
+    peak_index: int  # index of the integrator maximum
+    height: float
+    slope: float
+    searchback: bool
+
+
+class Ring:
+    """A bounded float buffer addressed by absolute sample index."""
+
+    def __init__(self, capacity: int) -> None:
+        """Create an empty ring holding at most `capacity` samples (trimmed lazily)."""
+        self.capacity = capacity
+        self.data = np.zeros(0)
+        self.start = 0  # absolute index of data[0]
+
+    @property
+    def end(self) -> int:
+        """Absolute index one past the last sample."""
+        return self.start + len(self.data)
+
+    def reset(self, start: int) -> None:
+        """Empty the buffer; the next sample will have index `start`."""
+        self.data = np.zeros(0)
+        self.start = start
+
+    def append(self, x: FloatArray) -> None:
+        """Append samples, dropping the oldest beyond twice the capacity."""
+        self.data = np.concatenate((self.data, x)) if len(self.data) else np.asarray(x, dtype=np.float64)
+        if len(self.data) > 2 * self.capacity:
+            drop = len(self.data) - self.capacity
+            self.data = self.data[drop:]
+            self.start += drop
+
+    def get(self, a: int, b: int) -> FloatArray:
+        """Samples with absolute indices [a, b), clipped to what is held."""
+        a = max(a, self.start)
+        b = min(b, self.end)
+        if b <= a:
+            return np.zeros(0)
+        return self.data[a - self.start:b - self.start]
+
+
+class QrsDetector:
+    """Streaming Pan–Tompkins detector over one or two leads (see module docstring)."""
+
+    def __init__(self, fs: float, n_leads: int = 1) -> None:
+        """Create a detector for `n_leads` leads sampled at `fs` Hz."""
+        self.fs = float(fs)
+        self.n_leads = n_leads
+        self._bpf = [filters.qrs_bandpass(fs) for _ in range(n_leads)]
+        self._der = [filters.FirFilter(filters.derivative_taps(fs)) for _ in range(n_leads)]
+        self._norm = [filters.RunningMean(fs, 4.0) for _ in range(n_leads)] if n_leads > 1 else []
+        self._mwi = filters.FirFilter(filters.moving_average_taps(fs))
+        self.mwi_len = len(self._mwi.b)
+        cap = int(BUFFER_S * fs)
+        self.mwi = Ring(cap)
+        self.slope = Ring(cap)
+        self.w = max(1, int(round(NEIGHBOUR_S * fs)))
+        self.refractory = int(round(REFRACTORY_S * fs))
+        self.twave = int(round(TWAVE_S * fs))
+        self.learn = int(round(LEARN_S * fs))
+        self._begin(0)
+
+    # ------------------------------------------------------------------ state
+    def _begin(self, start: int) -> None:
+        for f in (*self._bpf, *self._der, *self._norm, self._mwi):
+            f.reset()
+        self.mwi.reset(start)
+        self.slope.reset(start)
+        self.origin = start
+        self.scanned = start  # candidates with index < scanned have been found
+        self.decided = start  # candidates with index < decided have been classified
+        self.learning = True
+        self.spk = 0.0
+        self.npk = 0.0
+        self.last_qrs: int | None = None
+        self.last_slope = 0.0
+        self.searched_to = start  # searchback has already examined indices < searched_to
+        self.rr: deque[int] = deque(maxlen=8)
+        self.pending: list[tuple[int, float]] = []  # candidates not yet classified
+        self.noise: list[tuple[int, float]] = []  # rejected candidates since the last QRS (searchback pool)
+
+    def reset(self, start: int) -> None:
+        """Forget everything (after a gap); the next sample has index `start`."""
+        self._begin(start)
+
+    @property
+    def final_upto(self) -> int:
+        """Every QRS before this index has been emitted (none will be added before it)."""
+        if self.learning:
+            return self.origin
+        last = self.last_qrs + 1 if self.last_qrs is not None else self.origin
+        return min(max(last, self.searched_to), self.decided)
+
+    @property
+    def rr_mean(self) -> float:
+        """Median of the last 8 RR intervals (samples), or 0.8 s before two beats."""
+        return float(np.median(self.rr)) if self.rr else 0.8 * self.fs
+
+    @property
+    def thresholds(self) -> tuple[float, float]:
+        """(THRESHOLD1, THRESHOLD2) on the integrated signal."""
+        t1 = self.npk + 0.25 * (self.spk - self.npk)
+        return t1, 0.5 * t1
+
+    # ------------------------------------------------------------------ signal path
+    def energy(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Integrated energy and slope signals of a block `x` (n, n_leads)."""
+        e_sum = np.zeros(len(x))
+        s_sum = np.zeros(len(x))
+        for k in range(self.n_leads):
+            d = self._der[k](self._bpf[k](x[:, k]))
+            e = d * d
+            if self._norm:
+                scale = self._norm[k](e) + 1e-9
+                e = e / scale
+                s_sum += np.abs(d) / np.sqrt(scale)
+            else:
+                s_sum += np.abs(d)
+            e_sum += e
+        return self._mwi(e_sum), s_sum
+
+    def process(self, x: FloatArray) -> list[Detection]:
+        """Feed a block (n, n_leads) continuing the current index; return new detections in order."""
+        mwi, slope = self.energy(x)
+        self.mwi.append(mwi)
+        self.slope.append(slope)
+        self._scan()
+        out: list[Detection] = []
+        if self.learning:
+            if self.mwi.end - self.origin < self.learn:
+                return out
+            seg = self.mwi.get(self.origin, self.origin + self.learn)
+            self.spk = 0.5 * float(np.max(seg))
+            self.npk = 0.5 * float(np.mean(seg))
+            self.learning = False
+        horizon = self.scanned  # every candidate below this index is known
+        while self.pending:
+            idx, h = self.pending[0]
+            self._maybe_searchback(idx, out)
+            self.pending.pop(0)
+            self._classify(idx, h, out)
+            self.decided = idx + 1
+        self._maybe_searchback(horizon, out)
+        self.decided = max(self.decided, horizon)
+        return out
+
+    def _scan(self) -> None:
+        """Find new candidate peaks whose ±w neighbourhood is complete."""
+        end = self.mwi.end - self.w  # indices < end have their right neighbourhood
+        a = max(self.scanned, self.mwi.start)
+        if end <= a:
+            return
+        lo = max(a - self.w, self.mwi.start)
+        seg = self.mwi.get(lo, end + self.w)
+        mx = maximum_filter1d(seg, size=2 * self.w + 1, mode="nearest")
+        i0 = a - lo
+        core = seg[i0:i0 + (end - a)]
+        prev = seg[i0 - 1:i0 - 1 + (end - a)] if i0 > 0 else np.concatenate(([np.inf], core[:-1]))
+        is_peak = (core >= mx[i0:i0 + (end - a)]) & (core > prev) & (core > 0)
+        for j in np.flatnonzero(is_peak):
+            self.pending.append((a + int(j), float(core[j])))
+        self.scanned = end
+
+    def _slope_at(self, idx: int) -> float:
+        seg = self.slope.get(idx - self.mwi_len - 2, idx + 1)
+        return float(np.max(seg)) if seg.size else 0.0
+
+    def _accept(self, idx: int, h: float, out: list[Detection], searchback: bool) -> None:
+        w = 0.25 if searchback else 0.125
+        self.spk = w * min(h, 3.0 * self.spk) + (1 - w) * self.spk
+        if self.last_qrs is not None:
+            self.rr.append(idx - self.last_qrs)
+        self.last_qrs = idx
+        self.last_slope = self._slope_at(idx)
+        self.searched_to = idx + 1
+        self.noise.clear()
+        out.append(Detection(sample=idx, peak_index=idx, height=h, slope=self.last_slope, searchback=searchback))
+
+    def _is_twave(self, idx: int) -> bool:
+        if self.last_qrs is None or idx - self.last_qrs >= self.twave:
+            return False
+        return self._slope_at(idx) < 0.5 * self.last_slope
+
+    def _classify(self, idx: int, h: float, out: list[Detection]) -> None:
+        if self.last_qrs is not None and idx - self.last_qrs < self.refractory:
+            return
+        t1, _ = self.thresholds
+        if h > t1 and not self._is_twave(idx):
+            self._accept(idx, h, out, searchback=False)
+            return
+        self.npk = 0.125 * h + 0.875 * self.npk
+        self.noise.append((idx, h))
+
+    def _maybe_searchback(self, now: int, out: list[Detection]) -> None:
+        """Run searchbacks whose deadline lies before `now` (all candidates before it are decided)."""
+        while True:
+            base = self.last_qrs if self.last_qrs is not None else self.origin
+            start = max(base, self.searched_to)
+            deadline = start + int(SEARCHBACK_RR * self.rr_mean)
+            if now <= deadline or self.last_qrs is None:
+                return
+            _, t2 = self.thresholds
+            best: tuple[int, float] | None = None
+            for idx, h in self.noise:
+                if idx <= deadline and idx - self.last_qrs >= self.refractory and h > t2 \
+                        and not self._is_twave(idx) and (best is None or h > best[1]):
+                    best = (idx, h)
+            if best is None:
+                self.searched_to = deadline + 1
+                self.noise = [c for c in self.noise if c[0] > deadline]
+                continue
+            self.noise = [c for c in self.noise if c[0] > best[0]]
+            rest = self.noise
+            self._accept(best[0], best[1], out, searchback=True)
+            self.noise = rest

@@ -1,0 +1,93 @@
+"""Per-second ECG signal quality: flatline, saturation, lead-off, noise and detector disagreement.
+
+Each second of stream is assessed once all beats in it are final:
+
+* flatline — peak-to-peak of the raw lead < 20 µV;
+* saturation — ≥ 5 % of the samples sit exactly on the second's extreme value (clipping at a rail);
+* lead_off — flat and away from zero (> 5 mV), or saturated over more than half of the second;
+* noise — high-frequency content (raw minus the 40 Hz low-passed lead) above 15 % of the band-passed
+  peak-to-peak, or baseline (< 0.5 Hz) moving more than 2 mV within the second, or the QRS
+  detector's noise-peak level above 40 % of its signal-peak level;
+* detector_disagreement — over the last 5 s the Pan–Tompkins beats and a second, simpler slope
+  detector (peaks of |d/dt| above 40 % of the 4 s maximum, ≥ 250 ms apart) differ by ≥ 2 beats and
+  ≥ 25 %.
+
+quality = 1 − penalties (flatline/lead-off/saturation → 0, noise → 0.3, disagreement → 0.5).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import numpy.typing as npt
+
+from vigil.model import QualityReport
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _slope_beats(slope: FloatArray, ref_max: float, fs: float) -> int:
+    import scipy.signal as sps
+
+    if slope.size < 3 or ref_max <= 0:
+        return 0
+    peaks, _ = sps.find_peaks(slope, height=0.4 * ref_max, distance=max(1, int(0.25 * fs)))
+    return int(len(peaks))
+
+
+class QualityAssessor:
+    """Assesses each complete second of stream (see module docstring)."""
+
+    def __init__(self, fs: float, channel: str = "ecg") -> None:
+        """Create an assessor for a stream at `fs` Hz."""
+        self.fs = fs
+        self.channel = channel
+        self.period = max(1, int(round(fs)))
+        self.reset(0)
+
+    def reset(self, start: int) -> None:
+        """Start again at sample `start` (after a gap)."""
+        self.next_end = start + self.period
+        self.counts: deque[tuple[int, int]] = deque(maxlen=5)
+        self.slope_max: deque[float] = deque(maxlen=4)
+
+    def assess(self, end: int, raw: FloatArray, hp: FloatArray, bp: FloatArray, slope: FloatArray,
+               n_beats: int, noise_ratio: float) -> QualityReport:
+        """Assess the second ending at `end` from its raw, high-passed, band-passed and slope samples."""
+        flags: list[str] = []
+        q = 1.0
+        p2p = float(np.ptp(raw)) if raw.size else 0.0
+        flat = p2p < 20.0
+        sat_frac = 0.0
+        if raw.size and not flat:
+            sat_frac = max(float(np.mean(raw == raw.max())), float(np.mean(raw == raw.min())))
+        saturated = sat_frac >= 0.05
+        lead_off = (flat and abs(float(np.mean(raw))) > 5000.0) or sat_frac > 0.5
+        if lead_off:
+            flags.append("lead_off")
+        elif flat:
+            flags.append("flatline")
+        if saturated and not lead_off:
+            flags.append("saturation")
+        if flags:
+            q = 0.0
+        noisy = False
+        if not flat and bp.size:
+            hf = float(np.sqrt(np.mean((hp - bp) ** 2)))
+            bp_p2p = float(np.ptp(bp)) or 1e-9
+            baseline = raw - hp
+            noisy = hf > 0.15 * bp_p2p or float(np.ptp(baseline)) > 2000.0 or noise_ratio > 0.4
+        if noisy:
+            flags.append("noise")
+            q = min(q, 0.3)
+        self.slope_max.append(float(np.max(slope)) if slope.size else 0.0)
+        n2 = _slope_beats(slope, max(self.slope_max), self.fs)
+        self.counts.append((n_beats, n2))
+        if len(self.counts) == self.counts.maxlen and not flat:
+            a = sum(c[0] for c in self.counts)
+            b = sum(c[1] for c in self.counts)
+            if abs(a - b) >= 2 and abs(a - b) >= 0.25 * max(a, b):
+                flags.append("detector_disagreement")
+                q = min(q, 0.5)
+        return QualityReport(sample=end, quality=round(q, 2), flags=tuple(flags), channel=self.channel)
