@@ -76,10 +76,10 @@ def band_problems(values: dict[str, float | None], blame: set[str] | frozenset[s
 class Band(Strict):
     """Warning (medium) and critical (high) limits of one metric; None = no limit on that side."""
 
-    warning_low: float | None = Field(None, ge=0)
-    warning_high: float | None = Field(None, ge=0)
-    critical_low: float | None = Field(None, ge=0)
-    critical_high: float | None = Field(None, ge=0)
+    warning_low: float | None = Field(default=None, ge=0)
+    warning_high: float | None = Field(default=None, ge=0)
+    critical_low: float | None = Field(default=None, ge=0)
+    critical_high: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> Band:
@@ -114,7 +114,7 @@ class Thresholds(Strict):
     qtc: Band = Band(warning_high=450, critical_high=500)
     sbp: Band = Band(warning_low=90, warning_high=150, critical_low=80, critical_high=180)
     spo2: Band = Band(warning_low=90, critical_low=85)
-    qtc_rise_ms: float = Field(60.0, gt=0, description="rise of QTc over the guest's baseline that raises a high alarm")
+    qtc_rise_ms: float = Field(default=60.0, gt=0, description="rise of QTc over the guest's baseline that raises a high alarm")
 
     @model_validator(mode="after")
     def _over_seed(self) -> Thresholds:
@@ -151,7 +151,7 @@ class ThresholdOverrides(Strict):
     qtc: Band | None = None
     sbp: Band | None = None
     spo2: Band | None = None
-    qtc_rise_ms: float | None = Field(None, gt=0)
+    qtc_rise_ms: float | None = Field(default=None, gt=0)
 
 
 class ConditionSettings(Strict):
@@ -159,7 +159,7 @@ class ConditionSettings(Strict):
 
     enabled: bool = True
     priority: Literal["high", "medium", "low"] | None = None
-    delay_s: float | None = Field(None, ge=0, le=600)
+    delay_s: float | None = Field(default=None, ge=0, le=600)
     latching: bool | None = None
 
 
@@ -167,13 +167,13 @@ class AlarmSettings(Strict):
     """Alarm engine defaults."""
 
     thresholds: Thresholds = Thresholds()
-    audio_pause_s: float = Field(120.0, gt=0, le=900)
-    alarm_off_reminder_s: float = Field(600.0, gt=0)
-    hr_delay_s: float = Field(4.0, ge=0, le=10)
-    spo2_delay_s: float = Field(6.0, ge=0, le=30)
-    qtc_delay_s: float = Field(60.0, ge=0)
-    stale_after_s: float = Field(5.0, gt=0)
-    low_battery_percent: float = Field(15.0, ge=0, le=100)
+    audio_pause_s: float = Field(default=120.0, gt=0, le=900)
+    alarm_off_reminder_s: float = Field(default=600.0, gt=0)
+    hr_delay_s: float = Field(default=4.0, ge=0, le=10)
+    spo2_delay_s: float = Field(default=6.0, ge=0, le=30)
+    qtc_delay_s: float = Field(default=60.0, ge=0)
+    stale_after_s: float = Field(default=5.0, gt=0)
+    low_battery_percent: float = Field(default=15.0, ge=0, le=100)
     conditions: dict[str, ConditionSettings] = {}
     sound_device: str = "default"
     sound_enabled: bool = True
@@ -189,8 +189,8 @@ class Contact(Strict):
 
     name: str
     role: Literal["on_call", "backup", "clinician"] = "on_call"
-    phone: str | None = Field(None, pattern=E164, description="E.164")
-    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    phone: str | None = Field(default=None, pattern=E164, description="E.164")
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
     @model_validator(mode="after")
     def _reachable(self) -> Contact:
@@ -202,8 +202,8 @@ class Contact(Strict):
 class LadderStep(Strict):
     """Escalation timers for one priority, in seconds unacknowledged."""
 
-    on_call_after_s: float | None = Field(None, ge=0)
-    backup_after_s: float | None = Field(None, ge=0)
+    on_call_after_s: float | None = Field(default=None, ge=0)
+    backup_after_s: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> LadderStep:
@@ -221,7 +221,7 @@ class TwilioSettings(Strict):
     account_sid: str
     from_number: str = Field(pattern=E164)
     auth_token_file: str
-    timeout_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
     ca_file: str | None = None
 
 
@@ -232,7 +232,7 @@ class ModemSettings(Strict):
     baudrate: int = 115200
     parity: Literal["N", "E", "O"] = "N"
     pin_file: str | None = None
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
 
 
 class EscalationSettings(Strict):
@@ -242,7 +242,7 @@ class EscalationSettings(Strict):
     high: LadderStep = LadderStep(on_call_after_s=30, backup_after_s=90)
     medium: LadderStep = LadderStep(on_call_after_s=120, backup_after_s=300)
     low: LadderStep = LadderStep()
-    min_interval_per_contact_s: float = Field(60.0, ge=0)
+    min_interval_per_contact_s: float = Field(default=60.0, ge=0)
     twilio: TwilioSettings | None = None
     modem: ModemSettings | None = None
 
@@ -259,10 +259,10 @@ class DeviceConfig(Strict):
     port: str | None = None  # serial port path, pyserial URL, or "usb:VID:PID"
     record: str | None = None  # replay: path to a WFDB record (no extension) or BIDMC CSV
     channel: int | str | None = None  # replay: which signal (index or name)
-    speed: float = Field(1.0, gt=0, le=1000)  # replay speed (× real time)
+    speed: float = Field(default=1.0, gt=0, le=1000)  # replay speed (× real time)
     loop: bool = True  # replay: start again at the end
-    start_s: float = Field(0.0, ge=0)  # replay: offset into the record
-    heart_rate: float | None = Field(None, gt=10, lt=300)  # simulated ECG
+    start_s: float = Field(default=0.0, ge=0)  # replay: offset into the record
+    heart_rate: float | None = Field(default=None, gt=10, lt=300)  # simulated ECG
     line: dict[str, Any] = {}  # serial line settings override (baudrate, parity, ...)
 
     @model_validator(mode="after")
@@ -279,7 +279,7 @@ class GuestConfig(Strict):
     mat: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,16}$")]
     name: str = Field(min_length=1, max_length=80)
     devices: list[str] = []
-    baseline_qtc_ms: float | None = Field(None, gt=250, lt=700)
+    baseline_qtc_ms: float | None = Field(default=None, gt=250, lt=700)
     thresholds: ThresholdOverrides | None = None
     conditions: dict[str, ConditionSettings] = {}
 
@@ -306,20 +306,20 @@ class StoreConfig(Strict):
 
     path: str = "/var/lib/vigil/vigil.db"
     key_file: str | None = None  # 32-byte AES-256 key (raw or hex); encrypts waveforms and PHI
-    commit_interval_s: float = Field(1.0, gt=0, le=10)
-    chunk_seconds: float = Field(2.0, ge=1, le=10)
-    min_free_mb: float = Field(200.0, ge=0)
+    commit_interval_s: float = Field(default=1.0, gt=0, le=10)
+    chunk_seconds: float = Field(default=2.0, ge=1, le=10)
+    min_free_mb: float = Field(default=200.0, ge=0)
 
 
 class MqttConfig(Strict):
     """The room's broker."""
 
     host: str = "127.0.0.1"
-    port: int = Field(1883, gt=0, lt=65536)
+    port: int = Field(default=1883, gt=0, lt=65536)
     username: str | None = None
     password_file: str | None = None
     tls_ca_file: str | None = None
-    keepalive_s: int = Field(10, ge=2, le=600)
+    keepalive_s: int = Field(default=10, ge=2, le=600)
 
 
 class BookingSync(Strict):
@@ -328,7 +328,7 @@ class BookingSync(Strict):
     url: str
     secret_file: str  # HMAC signing secret
     roster_url: str | None = None
-    batch_size: int = Field(100, ge=1, le=1000)
+    batch_size: int = Field(default=100, ge=1, le=1000)
     ca_file: str | None = None
 
 
@@ -358,7 +358,7 @@ class SyncConfig(Strict):
     fhir: FhirSync | None = None
     sendgrid: SendgridSettings | None = None
     probe_url: str | None = None
-    max_backoff_s: float = Field(300.0, gt=0)
+    max_backoff_s: float = Field(default=300.0, gt=0)
 
 
 class VigilConfig(Strict):
@@ -375,7 +375,7 @@ class VigilConfig(Strict):
     sync: SyncConfig = SyncConfig()
 
     # path of the file this was loaded from (not part of the TOML)
-    source_path: Path | None = Field(None, exclude=True)
+    source_path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _references(self) -> VigilConfig:
@@ -754,9 +754,9 @@ def _value_at(data: Any, loc: Loc) -> tuple[int, Any]:
     """How many leading parts of `loc` exist in `data`, and the value there."""
     cur = data
     for n, part in enumerate(loc):
-        if isinstance(cur, dict) and isinstance(part, str) and part in cur:
-            cur = cur[part]
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+        in_dict = isinstance(cur, dict) and isinstance(part, str) and part in cur
+        in_list = isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)
+        if in_dict or in_list:
             cur = cur[part]
         else:
             return n, cur
