@@ -165,3 +165,51 @@ def test_key_parsing_and_loading(tmp_path: Path) -> None:
     keyfile.chmod(0o644)
     with pytest.raises(SecretError, match="chmod 600"):
         load_key(cfg, "store.key")
+
+
+def test_forged_clear_rows_and_edited_metadata_raise(tmp_path: Path) -> None:
+    from vigil.store import codec
+
+    key = os.urandom(32)
+    st = _store(tmp_path / "v.db", key)
+    sid = st.start_session("r", 1.7e9)
+    st.upsert_guest(sid, GuestInfo("A1", "Alice"))
+    for i in range(3):
+        st.add_block(sid, "A1", _block(i * 1000))
+    st.close()
+    (id0, _, _), (id1, _, _), _ = _chunk_rows(tmp_path / "v.db")
+    with sqlite3.connect(tmp_path / "v.db") as c:
+        # a forger without the key writes a valid clear chunk and flags it unencrypted
+        c.execute("UPDATE waveform_chunks SET data=?, encrypted=0 WHERE id=?",
+                  (codec.encode(np.zeros(1000, np.int32)), id0))
+        c.execute("UPDATE waveform_chunks SET gain=10.0 WHERE id=?", (id1,))  # metadata edit
+        c.execute("UPDATE guests SET display_name=? WHERE mat='A1'", (b"Mallory",))
+    st = _store(tmp_path / "v.db", key)
+    with pytest.raises(IntegrityError, match="stored in clear in an encrypted store"):
+        list(st.iter_chunks(sid))
+    with pytest.raises(IntegrityError, match="failed authentication"):
+        list(st.iter_chunks(sid, from_wall=1.7e9 + 1.5, to_wall=1.7e9 + 2.5))  # only the gain-edited chunk
+    assert [b.seq for b in st.iter_chunks(sid, from_wall=1.7e9 + 3.5)] == [2000]  # the untouched one reads
+    with pytest.raises(IntegrityError, match="guest name on mat A1 is stored in clear"):
+        st.guests(sid)
+    st.close()
+
+
+def test_key_added_to_a_clear_store(tmp_path: Path) -> None:
+    st = _store(tmp_path / "v.db", None)
+    sid = st.start_session("r", 1.7e9)
+    old = _block(0)
+    st.add_block(sid, "A1", old)
+    st.close()
+    key = os.urandom(32)
+    st = _store(tmp_path / "v.db", key)
+    new = _block(1000)
+    st.add_block(sid, "A1", new)
+    st.close()
+    st = _store(tmp_path / "v.db", key)
+    got = list(st.iter_chunks(sid))
+    assert [b.seq for b in got] == [0, 1000]  # older clear rows stay readable, newer ones are sealed
+    assert np.array_equal(got[1].samples, new.samples)
+    st.close()
+    with sqlite3.connect(tmp_path / "v.db") as c:
+        assert c.execute("SELECT encrypted FROM waveform_chunks ORDER BY seq").fetchall() == [(0,), (1,)]

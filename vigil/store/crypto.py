@@ -87,9 +87,18 @@ def is_sealed(blob: bytes) -> bool:
     return blob[:len(PREFIX)] == PREFIX
 
 
-def chunk_aad(session_id: str, device_id: str, channel: str, seq: int) -> bytes:
-    """Associated data of a waveform chunk: its identity (session, device, channel, first seq)."""
-    return b"vigil-chunk/1\x00" + "\x00".join((session_id, device_id, channel, str(int(seq)))).encode()
+def chunk_aad(session_id: str, device_id: str, channel: str, seq: int, layout: str = "") -> bytes:
+    """Associated data of a waveform chunk: its identity (session, device, channel, first seq) and layout.
+
+    `layout` (kind, fs, unit, gain, sample count; see `chunk_layout`) binds the row's metadata too, so
+    editing the gain or rate of a sealed chunk is detected like editing its samples.
+    """
+    return b"vigil-chunk/1\x00" + "\x00".join((session_id, device_id, channel, str(int(seq)), layout)).encode()
+
+
+def chunk_layout(kind: str, fs: float, unit: str, gain: float, n: int) -> str:
+    """Canonical text of a chunk's metadata for `chunk_aad`."""
+    return f"{kind}|{float(fs)!r}|{unit}|{float(gain)!r}|{int(n)}"
 
 
 def phi_aad(kind: str, *identity: str) -> bytes:

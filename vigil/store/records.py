@@ -54,12 +54,13 @@ from vigil.model import (
     SampleBlock,
 )
 from vigil.store import codec, migrations
-from vigil.store.crypto import Sealer, chunk_aad, is_sealed, phi_aad
+from vigil.store.crypto import Sealer, chunk_aad, chunk_layout, is_sealed, phi_aad
 
 log = logging.getLogger(__name__)
 
 _KEY_CHECK_PLAINTEXT = b"vigil record store key check v1"
 _KEY_CHECK_AAD = b"vigil-keycheck/1"
+_SEALED_TABLES = ("waveform_chunks", "guests", "outbox")
 _CHUNK_SQL = ("INSERT INTO waveform_chunks (session_id, mat, device_id, channel, kind, fs, unit, gain, seq, n, "
               "t_mono, wall, wall_end, encrypted, data) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 
@@ -278,6 +279,7 @@ class RecordStore:
         self.encrypted_store = False
         self._closed = False
         self._busy_timeout_s = 10.0
+        self._sealed_from: dict[str, int] = {}
         self._reopen = False  # reconnect before the next commit (after a read-only or I/O failure)
 
     # ------------------------------------------------------------------ opening
@@ -299,6 +301,7 @@ class RecordStore:
             store = cls(conn, p, key, commit_interval_s, chunk_seconds, clock, max_pending_bytes)
             store._busy_timeout_s = busy_timeout_s
             store._check_key()
+            store._load_sealed_from()
         except StoreError:
             conn.close()
             raise
@@ -319,7 +322,13 @@ class RecordStore:
         if row is None:
             blob = self._sealer.seal(_KEY_CHECK_PLAINTEXT, _KEY_CHECK_AAD)
             self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('key_check', ?)", (blob,))
+            if self._conn.execute("SELECT 1 FROM meta WHERE key='key_check'").fetchone() is None:
+                # rows from here on must be sealed: a row in clear past these ids is a forgery
+                sealed_from = {t: (self._conn.execute(f"SELECT MAX(rowid) FROM {t}").fetchone()[0] or 0) + 1
+                               for t in _SEALED_TABLES}
+                self._conn.execute("INSERT INTO meta (key, value) VALUES ('key_check', ?)", (blob,))
+                self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sealed_from', ?)",
+                                   (dumps(sealed_from),))
             self._conn.execute("COMMIT")
             row = self._conn.execute("SELECT value FROM meta WHERE key='key_check'").fetchone()
             self.encrypted_store = True
@@ -330,6 +339,16 @@ class RecordStore:
         if not ok:
             raise IntegrityError(f"record store {self.path}: the configured store key is not the key this "
                                  "store was written with (wrong key file?)")
+
+    def _load_sealed_from(self) -> None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key='sealed_from'").fetchone()
+        self._sealed_from = json.loads(row[0]) if row else {}
+
+    def _check_clear(self, table: str, rowid: int, what: str) -> None:
+        """Refuse a row stored in clear where the store had already started sealing (a forged row)."""
+        start = self._sealed_from.get(table)
+        if start is not None and rowid >= start:
+            raise IntegrityError(f"{what} is stored in clear in an encrypted store: it was altered or forged")
 
     @property
     def schema_version(self) -> int:
@@ -532,7 +551,8 @@ class RecordStore:
             seq = buf.seq + start
             data = codec.encode(piece)
             if self._sealer is not None:
-                data = self._sealer.seal(data, chunk_aad(sid, device_id, channel, seq))
+                layout = chunk_layout(buf.kind, buf.fs, buf.unit, buf.gain, len(piece))
+                data = self._sealer.seal(data, chunk_aad(sid, device_id, channel, seq, layout))
             offset = start / buf.fs
             wall = buf.wall + offset if start else buf.wall
             wall_end = max(wall, min(buf.wall_end, buf.wall + (start + len(piece)) / buf.fs))
@@ -623,12 +643,15 @@ class RecordStore:
     def guests(self, sid: str) -> list[GuestInfo]:
         """Guests of a session with their names decrypted (IntegrityError if tampered)."""
         out = []
-        for mat, name, qtc, devices in self._conn.execute(
-                "SELECT mat, display_name, baseline_qtc_ms, devices FROM guests WHERE session_id=? ORDER BY mat",
-                (sid,)):
+        for rowid, mat, name, qtc, devices in self._conn.execute(
+                "SELECT rowid, mat, display_name, baseline_qtc_ms, devices FROM guests WHERE session_id=? "
+                "ORDER BY mat", (sid,)):
             raw = bytes(name)
+            what = f"guest name on mat {mat}"
             if is_sealed(raw):
-                raw = self._blob(raw, 1, phi_aad("guest.name", sid, mat), f"guest name on mat {mat}")
+                raw = self._blob(raw, 1, phi_aad("guest.name", sid, mat), what)
+            else:
+                self._check_clear("guests", rowid, what)
             out.append(GuestInfo(mat=mat, display_name=raw.decode("utf-8"), baseline_qtc_ms=qtc,
                                  devices=tuple(json.loads(devices))))
         return out
@@ -655,13 +678,16 @@ class RecordStore:
             where.append("wall<=?")
             args.append(to_wall)
         cur = self._conn.execute(
-            "SELECT device_id, channel, kind, fs, unit, gain, seq, n, t_mono, wall, encrypted, data "
+            "SELECT id, device_id, channel, kind, fs, unit, gain, seq, n, t_mono, wall, encrypted, data "
             f"FROM waveform_chunks WHERE {' AND '.join(where)} ORDER BY device_id, channel, seq, id", args)
         try:
             while rows := cur.fetchmany(batch):
-                for dev, ch, kind, fs, unit, gain, seq, n, t_mono, wall, enc, data in rows:
+                for rid, dev, ch, kind, fs, unit, gain, seq, n, t_mono, wall, enc, data in rows:
                     what = f"waveform chunk {dev}/{ch}@{seq}"
-                    blob = self._blob(bytes(data), enc, chunk_aad(sid, dev, ch, seq), what)
+                    if not enc:
+                        self._check_clear("waveform_chunks", rid, what)
+                    aad = chunk_aad(sid, dev, ch, seq, chunk_layout(kind, fs, unit, gain, n))
+                    blob = self._blob(bytes(data), enc, aad, what)
                     samples = codec.decode(blob)
                     if len(samples) != n:
                         raise IntegrityError(f"{what} holds {len(samples)} samples, its row says {n}")
@@ -821,6 +847,8 @@ class RecordStore:
             raw = bytes(payload)
             if is_sealed(raw):
                 raw = self._blob(raw, 1, phi_aad("outbox", destination, ikey), f"outbox event {rid}")
+            else:
+                self._check_clear("outbox", rid, f"outbox event {rid}")
             out.append(OutboxRow(rid, destination, etype, json.loads(raw), ikey, created, attempts, err))
         return out
 
