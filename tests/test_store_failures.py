@@ -150,6 +150,8 @@ def test_writer_reports_full_and_recovers_via_max_page_count(tmp_path: Path) -> 
 
 def test_read_only_storage(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "ro") as mnt:
+        if mnt is None and os.geteuid() == 0:
+            pytest.skip("root without mount permission: file modes do not bind root")
         base = mnt if mnt is not None else tmp_path / "ro"
         db = base / "v.db"
         st = RecordStore.open(db, commit_interval_s=0.05)
@@ -160,9 +162,11 @@ def test_read_only_storage(tmp_path: Path) -> None:
         if mnt is not None:  # the storage is mounted read-only (e.g. ext4 errors=remount-ro, then a restart)
             subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
             st = RecordStore.open(db, commit_interval_s=0.05)  # opens read-only: reading works
-        else:  # no root: the query_only pragma gives the same SQLITE_READONLY the code must handle
+        else:  # no root: the files and folder lose their write permission, then the daemon restarts
+            for f in base.iterdir():
+                f.chmod(0o444)
+            base.chmod(0o555)
             st = RecordStore.open(db, commit_interval_s=0.05)
-            st._conn.execute("PRAGMA query_only=1")
         assert [b.seq for b in st.iter_chunks(sid)] == [0]
         w = StoreWriter(st, events, min_free_mb=0).start()
         w.submit("add_block", sid, "A1", _noise_block(1000, 1000))
@@ -176,7 +180,9 @@ def test_read_only_storage(tmp_path: Path) -> None:
         if mnt is not None:
             subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
         else:
-            st._conn.execute("PRAGMA query_only=0")
+            base.chmod(0o755)
+            for f in base.iterdir():
+                f.chmod(0o644)
         events.wait_for(TechnicalKind.STORE_FAILED, False, timeout=15)  # reconnects and writes the batch
         w.stop()
         assert _committed_seqs(db, sid) == [0, 1000]
@@ -224,3 +230,65 @@ def test_store_error_from_a_call_reaches_the_caller(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="closed"):
         fut.result(timeout=5)
     w2.stop()
+
+
+async def test_writer_delivers_events_on_the_event_loop(tmp_path: Path) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[tuple[TechnicalEvent, bool]] = asyncio.Queue()
+    loop_thread = threading.get_ident()
+
+    def on_event(ev: TechnicalEvent) -> None:
+        got.put_nowait((ev, threading.get_ident() == loop_thread))
+
+    st = RecordStore.open(tmp_path / "v.db", commit_interval_s=0.05)
+    w = StoreWriter(st, on_event, loop=loop, min_free_mb=1e12).start()
+    sid = await asyncio.wrap_future(w.call("start_session", "r", 1.7e9))
+    ev, on_loop = await asyncio.wait_for(got.get(), 5)
+    assert ev.kind is TechnicalKind.DISK_LOW and ev.active and on_loop
+    w.submit("audit", "t", "x")
+    await asyncio.to_thread(w.stop)
+    st2 = RecordStore.open(tmp_path / "v.db")
+    assert [s.id for s in st2.sessions()] == [sid]
+    st2.close()
+
+
+def test_pending_batch_is_bounded_when_commits_keep_failing(tmp_path: Path) -> None:
+    db = tmp_path / "v.db"
+    st = RecordStore.open(db, chunk_seconds=10.0, max_pending_bytes=200_000)
+    sid = st.start_session("r", 1.7e9)
+    st.flush()
+    pages = st._conn.execute("PRAGMA page_count").fetchone()[0]
+    st._conn.execute(f"PRAGMA max_page_count={pages}")  # every commit fails: "disk full"
+    for i in range(40):  # 40 incompressible chunks of ~20 kB
+        st.add_block(sid, "A1", _noise_block(i * 5000, 5000))
+        st.audit("t", "tick", {"i": i})
+        with pytest.raises(StoreWriteError):
+            st.flush()
+    dropped = st.dropped_chunks
+    assert dropped > 20
+    assert st._pending_bytes <= 200_000
+    st._conn.execute("PRAGMA max_page_count=1073741823")
+    st.flush()
+    st.close()
+    st = RecordStore.open(db)
+    assert len(list(st.audit_entries())) == 40  # small rows are never shed, only the oldest waveform chunks
+    seqs = [b.seq for b in st.iter_chunks(sid)]
+    assert len(seqs) == 40 - dropped
+    assert seqs == list(range((40 - len(seqs)) * 5000, 40 * 5000, 5000))  # the newest chunks are kept
+    st.close()
+
+
+def test_open_store_from_config(tmp_path: Path) -> None:
+    from vigil.config import parse_config
+    from vigil.store.factory import open_store
+
+    key = tmp_path / "store.key"
+    key.write_text(os.urandom(32).hex())
+    key.chmod(0o600)
+    text = '[site]\nname = "x"\nroom = "r1"\n[store]\npath = "run/vigil.db"\nkey_file = "store.key"\n'
+    cfg = parse_config(text, tmp_path / "config.toml")
+    st = open_store(cfg)
+    assert st.encrypted and st.path == tmp_path / "run" / "vigil.db"
+    st.close()

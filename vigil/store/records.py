@@ -223,7 +223,7 @@ def _connect(p: Path, busy_timeout_s: float) -> sqlite3.Connection:
     try:
         return _connect_rw(p, busy_timeout_s)
     except sqlite3.Error:
-        if not (p.exists() and _fs_readonly(p)):
+        if not (p.exists() and (_fs_readonly(p) or not os.access(p.parent, os.W_OK) or not os.access(p, os.W_OK))):
             raise
     wal = p.with_name(p.name + "-wal")
     # without a WAL to read, `immutable` lets SQLite read without creating the -shm file it cannot write
