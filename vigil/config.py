@@ -20,7 +20,15 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from vigil.errors import ConfigError, SecretError
 
@@ -377,12 +385,25 @@ class VigilConfig(Strict):
     # path of the file this was loaded from (not part of the TOML)
     source_path: Path | None = Field(default=None, exclude=True)
 
-    @model_validator(mode="after")
-    def _references(self) -> VigilConfig:
-        problems = cross_problems(self)
-        if problems:
-            raise KeyedValueError(problems)
-        return self
+    # Cross-table checks are field validators so that they run (and report) even when another
+    # table has errors; each sees the tables declared before it that validated.
+    @field_validator("operators")
+    @classmethod
+    def _unique_operators(cls, operators: list[Operator]) -> list[Operator]:
+        _raise_relative("operators", _duplicates("operators", [o.name for o in operators], "name"))
+        return operators
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_devices(cls, devices: list[DeviceConfig]) -> list[DeviceConfig]:
+        _raise_relative("devices", _duplicates("devices", [d.id for d in devices], "id"))
+        return devices
+
+    @field_validator("guests")
+    @classmethod
+    def _guest_references(cls, guests: list[GuestConfig], info: ValidationInfo) -> list[GuestConfig]:
+        _raise_relative("guests", guest_problems(guests, info.data.get("alarms"), info.data.get("devices")))
+        return guests
 
     def thresholds_for(self, mat: str) -> Thresholds:
         """Effective thresholds of one guest."""
@@ -405,28 +426,32 @@ class VigilConfig(Strict):
         return p
 
 
-def _first_index(items: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _raise_relative(field: str, problems: list[tuple[Loc, str]]) -> None:
+    if problems:
+        raise KeyedValueError([(loc[1:] if loc[:1] == (field,) else loc, msg) for loc, msg in problems])
+
+
+def _duplicates(field: str, items: list[str], what: str) -> list[tuple[Loc, str]]:
+    first: dict[str, int] = {}
+    out: list[tuple[Loc, str]] = []
     for i, item in enumerate(items):
-        out.setdefault(item, i)
+        if item in first:
+            out.append(((field, i, what), f"{what} {item!r} is already used by {field}[{first[item]}]"))
+        else:
+            first[item] = i
     return out
 
 
-def cross_problems(cfg: VigilConfig) -> list[tuple[Loc, str]]:
-    """Problems that span several tables: duplicate names, dangling references, merged thresholds."""
-    problems: list[tuple[Loc, str]] = []
-    for field, items, what in (("guests", [g.mat for g in cfg.guests], "mat"),
-                               ("devices", [d.id for d in cfg.devices], "id"),
-                               ("operators", [o.name for o in cfg.operators], "name")):
-        first = _first_index(items)
-        for i, item in enumerate(items):
-            if first[item] != i:
-                problems.append(((field, i, what), f"{what} {item!r} is already used by {field}[{first[item]}]"))
-    ids = {d.id for d in cfg.devices}
+def guest_problems(guests: list[GuestConfig], alarms: AlarmSettings | None,
+                   devices: list[DeviceConfig] | None) -> list[tuple[Loc, str]]:
+    """Duplicate mats, dangling or shared device references, and per-guest thresholds that contradict
+    the global ones once merged. `alarms`/`devices` None (they had errors) skips those checks."""
+    problems = _duplicates("guests", [g.mat for g in guests], "mat")
+    ids = {d.id for d in devices} if devices is not None else None
     owner: dict[str, int] = {}
-    for i, g in enumerate(cfg.guests):
+    for i, g in enumerate(guests):
         for j, dev in enumerate(g.devices):
-            if dev not in ids:
+            if ids is not None and dev not in ids:
                 known = ", ".join(sorted(ids)) or "none"
                 problems.append((("guests", i, "devices", j), f"unknown device {dev!r} (declared [[devices]] ids: {known})"))
             elif dev in owner:
@@ -434,17 +459,25 @@ def cross_problems(cfg: VigilConfig) -> list[tuple[Loc, str]]:
                                  f"device {dev!r} is already assigned to guests[{owner[dev]}] (one device, one mat)"))
             else:
                 owner[dev] = i
-        if g.thresholds is not None:
-            for metric in _METRICS:
-                override: Band | None = getattr(g.thresholds, metric)
-                if override is None:
-                    continue
-                given = override.model_dump(exclude_unset=True)
-                merged = getattr(cfg.alarms.thresholds, metric).model_dump() | given
-                for f, m in band_problems(merged, set(given)):
-                    problems.append((("guests", i, "thresholds", metric, f),
-                                     f"{m} (after merging with [alarms.thresholds.{metric}])"))
+        if g.thresholds is None or alarms is None:
+            continue
+        for metric in _METRICS:
+            override: Band | None = getattr(g.thresholds, metric)
+            if override is None:
+                continue
+            given = override.model_dump(exclude_unset=True)
+            merged = getattr(alarms.thresholds, metric).model_dump() | given
+            for f, m in band_problems(merged, set(given)):
+                problems.append((("guests", i, "thresholds", metric, f),
+                                 f"{m} (after merging with [alarms.thresholds.{metric}])"))
     return problems
+
+
+def cross_problems(cfg: VigilConfig) -> list[tuple[Loc, str]]:
+    """Problems that span several tables: duplicate names, dangling references, merged thresholds."""
+    return (_duplicates("operators", [o.name for o in cfg.operators], "name")
+            + _duplicates("devices", [d.id for d in cfg.devices], "id")
+            + guest_problems(cfg.guests, cfg.alarms, cfg.devices))
 
 
 # --------------------------------------------------------------------------- key -> line mapping
@@ -686,6 +719,13 @@ def line_of(text: str, key: str) -> int | None:
 
 _SECRET_WORD = re.compile(r"pass(word|wd|phrase)?|token|secret|api_?key|^key$|_key$|^pin$|credential", re.I)
 
+
+
+def looks_secret(name: str) -> bool:
+    """True for key names that would hold a secret value (password, token, api_key, ...), not a file name."""
+    return bool(_SECRET_WORD.search(name)) and not name.endswith(("_file", "_url", "_id"))
+
+
 _PATTERN_HINTS: dict[str, str] = {
     "phone": "must be an E.164 number such as +14155550123 (a plus sign, country code, no spaces)",
     "from_number": "must be an E.164 number such as +14155550123 (a plus sign, country code, no spaces)",
@@ -739,7 +779,7 @@ def _unknown_key_message(root: type[BaseModel], loc: Loc) -> str:
     if f"{name}_file" in fields:
         return (f"unknown key {name!r}: secrets go in files: use {name}_file = \"<file name>\" (read from "
                 "$CREDENTIALS_DIRECTORY, else relative to this config file; chmod 600)")
-    if _SECRET_WORD.search(name) and not name.endswith("_file"):
+    if looks_secret(name):
         secret_keys = [f for f in fields if f.endswith("_file") and not f.endswith("ca_file")]
         table = _format_loc(loc[:-1]) if loc[:-1] else "the top level"
         where = (f"use {' or '.join(secret_keys)}" if secret_keys
