@@ -377,3 +377,12 @@ def test_tick_cost_many_guests(setup):
         clock.advance(0.1)
         eng.tick()
     assert (time.perf_counter() - t0) / 100 < 0.002
+
+
+def test_episode_reported_only_when_closed_still_alarms(setup):
+    eng, clock, events, _ = setup
+    eng.on_analysis("m01", RhythmEpisode("PAUSE", 100, 900), 0.0)
+    assert names(events) == [("pause", "raised"), ("pause", "cleared")]
+    events.clear()
+    eng.on_analysis("m01", RhythmEpisode("VT", 100, 900), 0.0)  # latching: stays latched for ack
+    assert names(events) == [("vt", "raised"), ("vt", "cleared"), ("vt", "latched")]

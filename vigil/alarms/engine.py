@@ -266,6 +266,10 @@ class AlarmEngine:
         elif isinstance(output, RhythmEpisode):
             cid = RHYTHM_CONDITIONS.get(output.label)
             if cid is not None:
+                c = self._cond(mat, cid)
+                if output.end is not None and not c.present and c.spec.delay_s == 0:
+                    # an episode reported only once it ended (couplet, pause): it was present meanwhile
+                    self._set_present(mat, cid, True, reason=f"rhythm {output.label}")
                 self._set_present(mat, cid, output.end is None, reason=f"rhythm {output.label}")
         elif isinstance(output, QualityReport):
             self._on_quality(mat, output, now)
