@@ -450,3 +450,13 @@ def test_config_path_is_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         C.load_config(tmp_path)
     assert ei.value.problems == [("(file)", None, "is a directory")]
+
+
+def test_thresholds_survive_a_dump_and_revalidate_round_trip() -> None:
+    """Tools rebuild configs from model_dump() (None for keys not given): a guest keeps the global limits."""
+    cfg = C.load_config(EXAMPLE)
+    again = C.VigilConfig.model_validate(cfg.model_dump(exclude={"source_path"}))
+    for g in cfg.guests:
+        assert again.thresholds_for(g.mat) == cfg.thresholds_for(g.mat)
+    hr = again.thresholds_for("A2").hr
+    assert (hr.warning_low, hr.warning_high, hr.critical_low, hr.critical_high) == (50, 110, 40, 130)

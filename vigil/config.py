@@ -97,11 +97,11 @@ class Band(Strict):
         return self
 
     def merged(self, override: Band | None) -> Band:
-        """This band with the fields set in `override` replaced."""
+        """This band with the limits given in `override` replaced (None in an override means "not given")."""
         if override is None:
             return self
         data = self.model_dump()
-        data.update(override.model_dump(exclude_unset=True))
+        data.update(override.model_dump(exclude_unset=True, exclude_none=True))
         return Band.model_validate(data)
 
 
@@ -465,7 +465,7 @@ def guest_problems(guests: list[GuestConfig], alarms: AlarmSettings | None,
             override: Band | None = getattr(g.thresholds, metric)
             if override is None:
                 continue
-            given = override.model_dump(exclude_unset=True)
+            given = override.model_dump(exclude_unset=True, exclude_none=True)
             merged = getattr(alarms.thresholds, metric).model_dump() | given
             for f, m in band_problems(merged, set(given)):
                 problems.append((("guests", i, "thresholds", metric, f),
