@@ -32,8 +32,8 @@ def test_record_replay_json_lines_and_determinism(capsys):
     assert again.lines() == lines  # simulated clock: identical on every run
     # multi-signal challenge record -> one guest, one device per signal
     assert sorted(again.pipeline.device_guest) == ["a103l-ecg", "a103l-pleth"]
-    multi = replay_record(CHALLENGE / "v197l", until=5)
-    assert sorted(multi.pipeline.device_guest) == ["v197l-abp", "v197l-ecg", "v197l-pleth"]
+    multi = replay_record(CHALLENGE / "v221l", until=5)
+    assert sorted(multi.pipeline.device_guest) == ["v221l-abp", "v221l-ecg", "v221l-pleth"]
     assert set(multi.pipeline.device_guest.values()) == {"r1"}
 
 
