@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 WALL0 = 1_700_000_000.0
 
@@ -124,9 +124,9 @@ def run(hours: float, guests: int) -> dict[str, Any]:
     """Fill, drain with `vigil sync --drain`, verify the receivers; return the measurements."""
     import psutil
 
-    from vigil.testing.booking_server import booking_server
-    from vigil.testing.fhir_server import SekmetProcess, fhir_gateway
-    from vigil.testing.sendgrid_server import sendgrid_server
+    from vigil.testing.booking_server import BookingApp, booking_server
+    from vigil.testing.fhir_server import GatewayApp, SekmetProcess, fhir_gateway
+    from vigil.testing.sendgrid_server import SendgridApp, sendgrid_server
     from vigil.testing.twilio_server import TwilioServer
 
     with tempfile.TemporaryDirectory(prefix="vigil-bench-sync-") as tmp:
@@ -152,10 +152,13 @@ def run(hours: float, guests: int) -> dict[str, Any]:
             err = proc.stderr.read() if proc.stderr else ""
             if proc.returncode != 0:
                 raise RuntimeError(f"vigil sync --drain failed ({proc.returncode}): {err[-2000:]}")
+            bka = cast(BookingApp, bk.app)
+            gwa = cast(GatewayApp, gw.app)
+            sga = cast(SendgridApp, sg.app)
             return {"counts": counts, "total": sum(counts.values()), "fill_s": fill_s, "elapsed_s": elapsed,
-                    "peak_rss_mb": peak / 2**20, "booking_applied": len(bk.app.applied),
-                    "booking_received": bk.app.received, "fhir_transactions": gw.app.transactions,
-                    "emails": len(sg.app.applied), "sms": len(tw.twilio.messages)}
+                    "peak_rss_mb": peak / 2**20, "booking_applied": len(bka.applied),
+                    "booking_received": bka.received, "fhir_transactions": gwa.transactions,
+                    "emails": len(sga.applied), "sms": len(tw.twilio.messages)}
 
 
 def main(argv: list[str]) -> int:

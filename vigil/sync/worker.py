@@ -30,7 +30,11 @@ class Destination(Protocol):
     """A receiver of one outbox stream."""
 
     name: str
-    batch_size: int
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per request."""
+        ...
 
     def deliver(self, rows: Sequence[Row]) -> BatchResult:
         """Send `rows` (in order); say per row what happened. Runs in a worker thread."""
