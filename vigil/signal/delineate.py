@@ -1,0 +1,133 @@
+"""Delineation of a (median) beat: QRS onset/offset, T peak and T end.
+
+* QRS onset/offset: slope threshold relative to the largest QRS slope, searched outwards from the
+  R peak until the slope stays below the threshold for `FLAT_S` (after Laguna, Jané & Caminal,
+  "Automatic detection of wave boundaries in multilead ECG signals: validation with the CSE
+  database", Comput. Biomed. Res. 27 (1994) 45-60).
+* T peak: largest deviation from the line joining the start of the ST segment and the end of a
+  rate-dependent search window (robust to ST depression/elevation).
+* T end: trapezium-area method of Zhang, Manriquez, Médigue, Papelier & Sorine, "An algorithm for
+  robust and efficient location of T-wave ends in electrocardiograms", IEEE Trans. Biomed. Eng.
+  53 (2006) 2544-2552: with x_m the point of steepest descent after the T peak and x_r a point
+  after the T end, T end = argmax over t in [x_m, x_r] of A(t) = ½ (s(x_m) − s(t)) (2 x_r − t − x_m)
+  (signs flipped for an inverted T wave).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ONSET_FRACTION = 0.05  # of the largest |slope| in the QRS
+FLAT_S = 0.012  # the slope must stay below threshold this long
+QRS_SEARCH_S = 0.16  # how far from R the QRS boundaries are searched
+TR_AFTER_TM_S = 0.2  # x_r = x_m + this (bounded by the search window)
+
+
+@dataclass(frozen=True, slots=True)
+class Delineation:
+    """Fiducial points (sample indices into the delineated beat)."""
+
+    r: int
+    qrs_on: int
+    qrs_off: int
+    t_peak: int
+    t_end: int
+    t_amplitude: float = 0.0  # |T peak deviation| (µV), for lead selection
+    noise: float = 0.0  # high-frequency residual of the beat (µV), for lead selection
+
+
+def _lowpass(x: np.ndarray, fs: float, hz: float) -> np.ndarray:
+    """Zero-phase Butterworth low-pass (offline, on a short beat)."""
+    import scipy.signal as sps
+
+    hz = min(hz, 0.45 * fs)
+    sos = sps.butter(2, hz, btype="lowpass", fs=fs, output="sos")
+    padlen = min(len(x) - 1, 3 * 2 * len(sos))
+    return np.asarray(sps.sosfiltfilt(sos, x, padlen=padlen), dtype=float)
+
+
+def refine_r(x: np.ndarray, idx: int, fs: float, half_s: float = 0.05) -> int:
+    """Index of the dominant QRS peak (largest |deviation| from the local median) near `idx`."""
+    h = int(half_s * fs)
+    lo, hi = max(0, idx - h), min(len(x), idx + h + 1)
+    if hi <= lo:
+        return idx
+    seg = x[lo:hi]
+    return lo + int(np.argmax(np.abs(seg - np.median(x[max(0, idx - 4 * h):idx + 4 * h + 1]))))
+
+
+def _boundary(slope: np.ndarray, start: int, stop: int, step: int, thr: float, flat: int) -> int | None:
+    """First index from `start` towards `stop` where |slope| < thr for `flat` samples."""
+    run = 0
+    i = start
+    while (step < 0 and i >= stop) or (step > 0 and i <= stop):
+        if abs(slope[i]) < thr:
+            run += 1
+            if run >= flat:
+                return i - step * (flat - 1)
+        else:
+            run = 0
+        i += step
+    return None
+
+
+def delineate(beat: np.ndarray, r: int, fs: float, rr_s: float) -> Delineation | None:
+    """Delineate one beat `beat` (baseline-free, µV) whose R peak is near index `r`; None on failure."""
+    x = np.asarray(beat, dtype=float)
+    n = len(x)
+    if n < int(0.6 * fs) or not 0 < r < n:
+        return None
+    q = _lowpass(x, fs, 40.0)
+    r = refine_r(q, r, fs, 0.03)
+    slope = np.gradient(q) * fs
+    h = int(QRS_SEARCH_S * fs)
+    lo, hi = max(1, r - h), min(n - 2, r + h)
+    peak_slope = float(np.max(np.abs(slope[lo:hi])))
+    if peak_slope <= 0:
+        return None
+    thr = ONSET_FRACTION * peak_slope
+    flat = max(2, int(round(FLAT_S * fs)))
+    # start the outward search from the steepest slope on each side of R
+    left = lo + int(np.argmax(np.abs(slope[lo:r + 1])))
+    right = r + int(np.argmax(np.abs(slope[r:hi])))
+    qrs_on = _boundary(slope, left, lo, -1, thr, flat)
+    qrs_off = _boundary(slope, right, hi, +1, thr, flat)
+    if qrs_on is None or qrs_off is None:
+        return None
+    # T wave
+    s = _lowpass(x, fs, 12.0)
+    t_lo = max(qrs_off + int(0.06 * fs), r + int(0.1 * fs))
+    t_hi = min(n - 1, r + int(min(0.7, max(0.35, 0.6 * rr_s)) * fs))
+    if t_hi - t_lo < int(0.05 * fs):
+        return None
+    # T peak: largest deviation from the straight line joining the ST segment start and the window
+    # end (so that ST depression/elevation is not mistaken for the T wave)
+    seg = s[t_lo:t_hi]
+    trend = np.linspace(seg[0], seg[-1], len(seg))
+    dev = seg - trend
+    t_peak = t_lo + int(np.argmax(np.abs(dev)))
+    sign = 1.0 if dev[t_peak - t_lo] >= 0 else -1.0
+    ds = np.gradient(s) * fs
+    m_hi = min(n - 2, t_peak + int(0.15 * fs))
+    if m_hi <= t_peak + 1:
+        return None
+    xm = t_peak + int(np.argmin(sign * ds[t_peak:m_hi]))  # steepest descent back towards baseline
+    xr = min(n - 1, xm + int(TR_AFTER_TM_S * fs), r + int(min(0.85 * rr_s, 0.9) * fs))
+    if xr <= xm + 1:
+        return None
+    t = np.arange(xm, xr + 1)
+    area = 0.5 * sign * (s[xm] - s[t]) * (2 * xr - t - xm)
+    t_end = int(t[int(np.argmax(area))])
+    noise = float(np.std(x - q))
+    return Delineation(r=r, qrs_on=int(qrs_on), qrs_off=int(qrs_off), t_peak=int(t_peak), t_end=t_end,
+                       t_amplitude=float(abs(dev[t_peak - t_lo])), noise=noise)
+
+
+def median_beat(x: np.ndarray, centers: list[int], before: int, after: int) -> np.ndarray | None:
+    """Sample-wise median of windows [c-before, c+after) of `x` (None when no window fits)."""
+    wins = [x[c - before:c + after] for c in centers if c - before >= 0 and c + after <= len(x)]
+    if not wins:
+        return None
+    return np.median(np.vstack(wins), axis=0)
