@@ -8,7 +8,8 @@ lead (the same 0.5 Hz high-pass the streaming analyser uses), lead by lead; the 
 uses, per beat, the lead whose T wave is clearest (T amplitude over high-frequency noise).
 Errors (ours − reference, ms) are summarised as mean ± SD per record and over all beats.
 
-Run: ``python -m vigil.evaluation.eval_qt [--lead 0|1|multi] [RECORD ...]``.
+Run: ``python -m vigil.evaluation.eval_qt [--lead 0|1|multi] [--stream] [RECORD ...]``; --stream adds
+the streaming `QtMeasurer` (30 s median beat) against each record's median annotated QT.
 """
 
 from __future__ import annotations
@@ -117,6 +118,29 @@ def measure_beat(x: np.ndarray, fs: float, beats: np.ndarray, peak: int) -> Deli
     return Delineation(d.r + off, d.qrs_on + off, d.qrs_off + off, d.t_peak + off, d.t_end + off)
 
 
+def stream_qt(x: np.ndarray, fs: float, beats: np.ndarray) -> list[tuple[int, float]]:
+    """Run the streaming QtMeasurer over one lead in 1 s feeds; return (sample, QT ms) of valid outputs."""
+    from vigil.model import Beat, Metric
+    from vigil.signal.qt import QtMeasurer
+
+    m = QtMeasurer(fs)
+    out: list[tuple[int, float]] = []
+    step = int(fs)
+    delay = int(0.3 * fs)
+    bi = 0
+    for start in range(0, len(x), step):
+        stop = min(len(x), start + step)
+        upto = max(0, stop - delay)
+        new = []
+        while bi < len(beats) and beats[bi] < upto:
+            new.append(Beat(int(beats[bi])))
+            bi += 1
+        for meas in m.update(beats=new, raw=x[start:stop], raw_start=start, upto=upto, quality=[]):
+            if meas.metric == Metric.QT and not math.isnan(meas.value):
+                out.append((meas.sample, meas.value))
+    return out
+
+
 def _stats(v: list[float]) -> tuple[float, float]:
     if not v:
         return float("nan"), float("nan")
@@ -181,7 +205,41 @@ def main(argv: list[str]) -> int:
             all_qt += qt_e
             print(f"{rec:>9} {len(on_e):5d} {_fmt(*_stats(on_e)):>13} {_fmt(*_stats(te_e)):>13} {_fmt(*_stats(qt_e)):>13} {failed:6d}")
         print(f"{'overall':>9} {len(all_on):5d} {_fmt(*_stats(all_on)):>13} {_fmt(*_stats(all_te)):>13} {_fmt(*_stats(all_qt)):>13}")
+        ae = np.abs(np.asarray(all_qt))
+        if len(ae):
+            print(f"QT |error|: median {np.median(ae):.1f} ms, within 25 ms {100 * np.mean(ae <= 25):.1f} %, within 50 ms {100 * np.mean(ae <= 50):.1f} %")
+    if "--stream" in argv:
+        _stream_table(records, folder)
     return 0
+
+
+def _stream_table(records: list[str], folder: object) -> None:
+    """Streaming QtMeasurer (lead 0, median beat over 30 s) vs the record's median annotated QT."""
+    import wfdb
+
+    print("\nstreaming QtMeasurer, lead 0: median of its QT outputs over the annotated span (+30 s) vs median q1c QT")
+    print(f"{'record':>9} {'ref QT':>7} {'stream QT':>9} {'error':>7} {'n out':>5}")
+    errs: list[float] = []
+    for rec in records:
+        path = f"{folder}/{rec}"
+        refs = reference_beats(path, "q1c")
+        if not refs:
+            continue
+        r = wfdb.rdrecord(path, channels=[0])
+        fs = float(r.fs)
+        x = baseline_removed(np.nan_to_num(r.p_signal[:, 0]) * 1000.0, fs)
+        outs = stream_qt(x, fs, _beat_list(path))
+        lo, hi = refs[0].peak, refs[-1].peak + int(30 * fs)
+        vals = [v for smp, v in outs if lo <= smp <= hi]
+        ref_qt = float(np.median([(b.t_end - b.qrs_on) * 1000.0 / fs for b in refs]))
+        if vals:
+            err = float(np.median(vals)) - ref_qt
+            errs.append(err)
+            print(f"{rec:>9} {ref_qt:7.0f} {np.median(vals):9.0f} {err:7.1f} {len(vals):5d}")
+        else:
+            print(f"{rec:>9} {ref_qt:7.0f} {'-':>9} {'-':>7} {0:5d}")
+    if errs:
+        print(f"{'overall':>9} records {len(errs)}: error {np.mean(errs):.1f} ± {np.std(errs, ddof=1):.1f} ms")
 
 
 if __name__ == "__main__":

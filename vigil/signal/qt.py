@@ -1,0 +1,187 @@
+"""Streaming QT/QTc on a median beat of the clean beats of the last ~30 s.
+
+Every `EMIT_EVERY_S` the clean beats of the last `WINDOW_S` (normal beats preceded by a normal beat,
+RR within ±15 % of the median, in seconds without poor quality) are aligned on their dominant QRS
+peak and combined into a sample-wise median beat, which is delineated by `vigil.signal.delineate`
+(QRS onset by slope threshold, T end by Zhang's trapezium area).  QT = T end − QRS onset.
+
+QTc formulas (RR in s, QT in ms):
+  Fridericia QT/RR^(1/3) (default; Fridericia 1920), Bazett QT/RR^(1/2) (Bazett 1920),
+  Framingham QT + 154 (1 − RR) (Sagie et al., Am. J. Cardiol. 70 (1992) 797),
+  Hodges QT + 1.75 (HR − 60) (Hodges et al., J. Am. Coll. Cardiol. 1 (1983) 694).
+
+Withheld (value NaN, detail {"withheld": reason}) when HR > 150 ("hr>150"), when RR is unstable
+("rr_unstable": coefficient of variation > 0.15 or too few clean beats among the recent ones),
+when quality is poor ("poor_quality") or when delineation fails ("delineation_failed").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import numpy as np
+
+from vigil.model import Beat, Measurement, Metric, QualityReport
+from vigil.signal.delineate import _lowpass, delineate, refine_r
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 30.0
+EMIT_EVERY_S = 10.0
+MIN_BEATS = 8
+BEFORE_S = 0.3
+AFTER_S = 0.75
+RR_CV_MAX = 0.15
+HR_MAX = 150.0
+POOR_FRACTION_MAX = 0.3
+POOR_FLAGS = frozenset({"lead_off", "flatline", "saturation", "noise"})
+
+
+def qtc_all(qt_ms: float, rr_s: float) -> dict[str, float]:
+    """QTc by Fridericia, Bazett, Framingham and Hodges (ms) from QT (ms) and RR (s)."""
+    hr = 60.0 / rr_s
+    return {
+        "qtc_fridericia": qt_ms / rr_s ** (1.0 / 3.0),
+        "qtc_bazett": qt_ms / rr_s ** 0.5,
+        "qtc_framingham": qt_ms + 154.0 * (1.0 - rr_s),
+        "qtc_hodges": qt_ms + 1.75 * (hr - 60.0),
+    }
+
+
+class QtMeasurer:
+    """Per-channel streaming QT/QTc; `update` once per analyser feed."""
+
+    def __init__(self, fs: float, channel: str = "ecg") -> None:
+        """Create a measurer for a channel sampled at `fs` Hz."""
+        self.fs = float(fs)
+        self.channel = channel
+        self._before = int(BEFORE_S * self.fs)
+        self._after = int(AFTER_S * self.fs)
+        cap = int((self._before + self._after) + 2 * self.fs) + int(4 * self.fs)
+        self._buf = np.zeros(cap)
+        self._buf_end: int | None = None  # absolute index one past the last buffered sample
+        self._n = 0  # valid samples in the buffer
+        self._pending: deque[tuple[Beat, float | None, str]] = deque()  # beat, rr, prev label
+        self._windows: deque[tuple[int, np.ndarray, float, bool]] = deque()  # sample, window, rr, clean
+        self._last_beat: Beat | None = None
+        self._poor: deque[tuple[int, bool]] = deque()
+        self._next_emit: int | None = None
+
+    # ------------------------------------------------------------------ public
+    def update(self, *, beats: list[Beat], raw: np.ndarray, raw_start: int, upto: int,
+               quality: list[QualityReport]) -> list[Measurement]:
+        """Consume new beats/samples/quality; return QT and QTc measurements (or withheld NaNs)."""
+        self._append(np.asarray(raw, dtype=float), raw_start)
+        for q in quality:
+            poor = bool(set(q.flags) & POOR_FLAGS) or q.quality < 0.5
+            self._poor.append((q.sample, poor))
+        for b in beats:
+            if self._last_beat is not None and b.sample <= self._last_beat.sample:
+                continue
+            rr = (b.sample - self._last_beat.sample) / self.fs if self._last_beat is not None else None
+            prev = self._last_beat.label if self._last_beat is not None else "Q"
+            self._pending.append((b, rr, prev))
+            self._last_beat = b
+        self._take_windows()
+        horizon = (self._buf_end or upto) - int(WINDOW_S * self.fs)
+        while self._windows and self._windows[0][0] < horizon:
+            self._windows.popleft()
+        while self._poor and self._poor[0][0] < horizon:
+            self._poor.popleft()
+        if self._next_emit is None:
+            self._next_emit = upto + int(EMIT_EVERY_S * self.fs)
+        if upto < self._next_emit:
+            return []
+        self._next_emit = upto + int(EMIT_EVERY_S * self.fs)
+        return self._measure(upto)
+
+    # ------------------------------------------------------------------ buffering
+    def _append(self, x: np.ndarray, start: int) -> None:
+        if len(x) == 0:
+            return
+        if self._buf_end is not None and start != self._buf_end:  # gap: forget everything
+            self._n = 0
+            self._pending.clear()
+            self._windows.clear()
+            self._last_beat = None
+        cap = len(self._buf)
+        if len(x) >= cap:
+            self._buf[:] = x[-cap:]
+            self._n = cap
+        else:
+            self._buf = np.roll(self._buf, -len(x))
+            self._buf[-len(x):] = x
+            self._n = min(cap, self._n + len(x))
+        self._buf_end = start + len(x)
+
+    def _segment(self, lo: int, hi: int) -> np.ndarray | None:
+        if self._buf_end is None:
+            return None
+        first = self._buf_end - self._n
+        if lo < first or hi > self._buf_end:
+            return None
+        cap = len(self._buf)
+        return self._buf[cap - (self._buf_end - lo):cap - (self._buf_end - hi)].copy()
+
+    def _take_windows(self) -> None:
+        """Cut the analysis window of each pending beat once its samples are buffered."""
+        end = self._buf_end
+        while self._pending and end is not None:
+            b, rr, prev = self._pending[0]
+            margin = int(0.05 * self.fs)
+            lo, hi = b.sample - self._before - margin, b.sample + self._after + margin
+            if hi > end:
+                break
+            self._pending.popleft()
+            seg = self._segment(lo, hi)
+            if seg is None or rr is None:
+                continue
+            lp = _lowpass(seg, self.fs, 40.0)
+            r = refine_r(lp, self._before + margin, self.fs, 0.04)
+            w = seg[r - self._before:r + self._after]
+            if len(w) != self._before + self._after:
+                continue
+            clean = b.label == "N" and prev == "N"
+            self._windows.append((b.sample, w, rr, clean))
+
+    # ------------------------------------------------------------------ measuring
+    def _withheld(self, reason: str, sample: int, extra: dict[str, float] | None = None) -> list[Measurement]:
+        detail: dict[str, object] = {"withheld": reason, "formula": "fridericia"}
+        if extra:
+            detail.update(extra)
+        return [Measurement(Metric.QT, float("nan"), sample, self.channel, dict(detail)),
+                Measurement(Metric.QTC, float("nan"), sample, self.channel, dict(detail))]
+
+    def _measure(self, upto: int) -> list[Measurement]:
+        sample = self._windows[-1][0] if self._windows else upto
+        if self._poor and sum(p for _, p in self._poor) > POOR_FRACTION_MAX * len(self._poor):
+            return self._withheld("poor_quality", sample)
+        rrs = np.array([w[2] for w in self._windows]) if self._windows else np.array([])
+        if len(rrs) >= 2:
+            hr = 60.0 / float(np.median(rrs))
+            if hr > HR_MAX:
+                return self._withheld("hr>150", sample, {"hr_bpm": round(hr, 1)})
+        clean = [w for w in self._windows if w[3]]
+        if len(clean) < MIN_BEATS or len(rrs) < MIN_BEATS:
+            return self._withheld("rr_unstable" if len(rrs) >= MIN_BEATS else "too_few_beats", sample)
+        cv = float(np.std(rrs) / np.mean(rrs))
+        if cv > RR_CV_MAX:
+            return self._withheld("rr_unstable", sample, {"rr_cv": round(cv, 3)})
+        rr_med = float(np.median([w[2] for w in clean]))
+        stable = [w for w in clean if abs(w[2] - rr_med) <= 0.15 * rr_med]
+        if len(stable) < MIN_BEATS:
+            return self._withheld("rr_unstable", sample)
+        med = np.median(np.vstack([w[1] for w in stable]), axis=0)
+        d = delineate(med, self._before, self.fs, rr_med)
+        if d is None:
+            return self._withheld("delineation_failed", sample)
+        qt_ms = (d.t_end - d.qrs_on) * 1000.0 / self.fs
+        if not 200.0 <= qt_ms <= 700.0:
+            return self._withheld("delineation_failed", sample, {"qt_ms": round(qt_ms, 1)})
+        rr_s = float(np.median([w[2] for w in stable]))
+        qtc = qtc_all(qt_ms, rr_s)
+        detail = {"formula": "fridericia", "qt_ms": round(qt_ms, 1), "rr_ms": round(rr_s * 1000.0, 1),
+                  "beats": len(stable), **{k: round(v, 1) for k, v in qtc.items()}}
+        return [Measurement(Metric.QT, qt_ms, sample, self.channel, dict(detail)),
+                Measurement(Metric.QTC, qtc["qtc_fridericia"], sample, self.channel, dict(detail))]
