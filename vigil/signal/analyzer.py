@@ -57,10 +57,10 @@ class EcgAnalyzer:
         self.channel = channel
         self.n_leads = n_leads
         self._hp = [filters.baseline_filter(fs) for _ in range(n_leads)]
-        self._lp = filters.lowpass_filter(fs)
+        self._lp = [filters.lowpass_filter(fs) for _ in range(n_leads)]
         self.lp_delay = int(round(filters.lowpass_delay(fs)))
         self.detector = QrsDetector(fs, n_leads)
-        self.classifier = BeatClassifier(fs)
+        self.classifier = BeatClassifier(fs, n_leads)
         self.hr = HrEstimator(fs, channel)
         self.hrv = HrvEstimator(fs, channel)
         self.quality = QualityAssessor(fs, channel)
@@ -68,6 +68,7 @@ class EcgAnalyzer:
         self.raw = Ring(cap)
         self.hp = Ring(cap)
         self.bp = Ring(cap)
+        self.bp_more = [Ring(cap) for _ in range(n_leads - 1)]  # band-passed extra leads (classification)
         self.loc_from = int(round(LOC_FROM_S * fs))
         self.loc_to = int(round(LOC_TO_S * fs))
         self.rhythm: Any = _RhythmTracker(fs, channel) if (rhythm and _RhythmTracker is not None) else None
@@ -75,14 +76,16 @@ class EcgAnalyzer:
         self.next_seq: int | None = None
         self._recent_beats: deque[int] = deque(maxlen=64)
         self._last_r: int | None = None
-        self._pending: list[Beat] = []  # beats waiting for their window to be complete
         self._start(0)
 
     # ------------------------------------------------------------------ lifecycle
     def _start(self, seq: int) -> None:
         for f in self._hp:
             f.reset()
-        self._lp.reset()
+        for f in self._lp:
+            f.reset()
+        for ring in self.bp_more:
+            ring.reset(seq)
         self.detector.reset(seq)
         self.classifier.reset()
         self.hr.reset(seq)
@@ -113,7 +116,9 @@ class EcgAnalyzer:
             return []
         hp_all = np.column_stack([self._hp[k](x[:, k]) for k in range(self.n_leads)])
         hp0 = hp_all[:, 0]
-        bp0 = self._lp(hp0)
+        bp0 = self._lp[0](hp0)
+        for k, ring in enumerate(self.bp_more, 1):
+            ring.append(self._lp[k](hp_all[:, k]))
         self.raw.append(x[:, 0])
         self.hp.append(hp0)
         self.bp.append(bp0)
@@ -155,9 +160,9 @@ class EcgAnalyzer:
         r = r_bp - self.lp_delay
         self._last_r = r
         w = self.classifier.window
-        win = self.bp.get(r_bp - w, r_bp + w + 1)
+        win = np.array([ring.get(r_bp - w, r_bp + w + 1) for ring in (self.bp, *self.bp_more)])
         label: BeatLabel = "N"
-        if len(win) == 2 * w + 1:
+        if win.shape[1] == 2 * w + 1:
             label, _ = self.classifier.classify(win, r)
         return Beat(sample=int(r), label=label, channel=self.channel)
 

@@ -24,13 +24,19 @@ from vigil.model import BeatLabel
 FloatArray = npt.NDArray[np.float64]
 
 HALF_S = 0.10  # beat window ±100 ms around R
-INIT_BEATS = 8
-# decision thresholds (see module docstring)
-CORR_V = 0.60  # below: ventricular regardless of width
-CORR_WIDE = 0.90  # below with a wider complex: ventricular
-WIDTH_V = 1.30  # width ratio that counts as wider
-AMP_V = 1.8  # amplitude ratio that (with a poor match) counts as ventricular
-PREMATURE_S = 0.82  # RR / median RR below: premature
+SHIFT_S = 0.03  # alignment search ±30 ms
+MAX_TEMPLATES = 5
+MATCH = 0.85  # correlation that counts as the same morphology
+DECAY = 0.985  # per-beat decay of template counts
+# decision thresholds: grid-searched on MIT-BIH DS1 (non-paced) features, maximising min(VEB Se, +P);
+# leave-one-record-out cross-validation of the same search is reported in the README.
+CORR_V = 0.40  # below: ventricular regardless of width
+CORR_WIDE = 0.80  # below with a wider or taller complex: ventricular
+WIDTH_V = 1.25  # width ratio that counts as wider
+AMP_V = 1.6  # amplitude ratio that counts as taller
+CORR_PREM = 0.90  # below with a very premature beat: ventricular
+PREM_V = 0.60  # RR / median RR that counts as very premature
+PREMATURE_S = 0.82  # RR / median RR below: supraventricular premature (narrow, matching beat)
 REGULAR_CV = 0.08  # recent RR coefficient of variation under which S may be called
 
 
@@ -60,66 +66,87 @@ def _corr(a: FloatArray, b: FloatArray) -> float:
 
 
 class BeatClassifier:
-    """Running-template beat classifier (one per channel)."""
+    """Multi-template beat classifier (one per channel), after Hamilton's OSEA.
 
-    def __init__(self, fs: float) -> None:
-        """Create a classifier for a stream at `fs` Hz."""
+    Up to `MAX_TEMPLATES` running templates are kept, each with a decaying count of the beats that
+    matched it (correlation ≥ `MATCH`, best over ±30 ms shifts); the template with the largest count
+    is the dominant (normal) morphology.  A beat is compared with the dominant template for its
+    features; beats that are not yet comparable (before any template) are labelled N.
+    """
+
+    def __init__(self, fs: float, n_leads: int = 1) -> None:
+        """Create a classifier for a stream at `fs` Hz with `n_leads` band-passed leads per window."""
         self.fs = fs
+        self.n_leads = n_leads
         self.half = max(2, int(round(HALF_S * fs)))
+        self.shift = max(1, int(round(SHIFT_S * fs)))
         self.reset()
 
     def reset(self) -> None:
-        """Forget the template and the RR history (after a gap)."""
-        self.template: FloatArray | None = None
-        self._init: list[FloatArray] = []
+        """Forget the templates and the RR history (after a gap)."""
+        self.templates: list[FloatArray] = []
+        self.counts: list[float] = []
         self._rr: deque[float] = deque(maxlen=8)
         self._last_r: int | None = None
 
     @property
     def window(self) -> int:
         """Samples each side of R needed by `classify`."""
-        return self.half + 2
+        return self.half + self.shift
 
-    def features(self, seg: FloatArray, r: int) -> BeatFeatures | None:
-        """Features of the beat whose window (R ± window) is `seg`; None before a template exists."""
+    def _best(self, seg: FloatArray, tpl: FloatArray) -> tuple[float, int]:
+        """Best Pearson correlation of `tpl` against `seg` over the allowed shifts, and the shift."""
+        n = 2 * self.half + 1
+        views = np.lib.stride_tricks.sliding_window_view(seg, n, axis=-1)  # (leads, shifts, n)
+        v = views - views.mean(axis=-1, keepdims=True)
+        tt = tpl - tpl.mean(axis=-1, keepdims=True)
+        num = np.einsum("lsn,ln->s", v, tt)
+        den = np.sqrt(np.einsum("lsn,lsn->s", v, v) * float(np.sum(tt * tt))) + 1e-12
+        c = num / den
+        k = int(np.argmax(c))
+        return float(c[k]), k
+
+    def classify(self, seg: FloatArray, r: int) -> tuple[BeatLabel, BeatFeatures | None]:
+        """Label one beat from `seg` (leads × (2·window+1), centred on R at sample `r`)."""
+        seg = np.atleast_2d(seg)
+        n = 2 * self.half + 1
         rr = None if self._last_r is None else r - self._last_r
+        self._last_r = r
         med = float(np.median(self._rr)) if self._rr else None
         prem = rr / med if (rr is not None and med) else 1.0
         cv = float(np.std(self._rr) / med) if (med and len(self._rr) >= 4) else 1.0
-        if self.template is None:
-            return None
-        h, s = self.half, 2
-        core = seg[s:s + 2 * h + 1]
-        best = -1.0
-        for k in range(-s, s + 1):
-            c = _corr(seg[s + k:s + k + 2 * h + 1], self.template)
-            best = max(best, c)
-        tw = _width(self.template, self.fs) or 1e-9
-        ta = float(np.ptp(self.template)) or 1e-9
-        return BeatFeatures(corr=best, width_ratio=_width(core, self.fs) / tw,
-                            amp_ratio=float(np.ptp(core)) / ta, prematurity=prem, rr_cv=cv)
-
-    def classify(self, seg: FloatArray, r: int) -> tuple[BeatLabel, BeatFeatures | None]:
-        """Label one beat from its window `seg` (length 2·window+1 centred on R at sample `r`)."""
-        h, s = self.half, 2
-        core = seg[s:s + 2 * h + 1]
-        f = self.features(seg, r)
-        label: BeatLabel = "N"
-        if f is None:
-            self._init.append(core.copy())
-            if len(self._init) >= INIT_BEATS:
-                stack = np.array(self._init)
-                sims = [sum(_corr(a, b) for b in stack) for a in stack]
-                self.template = stack[int(np.argmax(sims))].copy()
-                self._init = []
+        self.counts = [c * DECAY for c in self.counts]
+        if not self.templates:
+            self.templates.append(seg[:, self.shift:self.shift + n].copy())
+            self.counts.append(1.0)
+            if rr is not None:
+                self._rr.append(float(rr))
+            return "N", None
+        matches = [self._best(seg, tp) for tp in self.templates]
+        k = int(np.argmax([m[0] for m in matches]))
+        corr_k, sh_k = matches[k]
+        aligned_k = seg[:, sh_k:sh_k + n]
+        if corr_k >= MATCH:
+            self.templates[k] = 0.92 * self.templates[k] + 0.08 * aligned_k
+            self.counts[k] += 1.0
+        elif len(self.templates) < MAX_TEMPLATES:
+            self.templates.append(seg[:, self.shift:self.shift + n].copy())
+            self.counts.append(1.0)
         else:
-            label = decide(f)
-            if label == "N" and f.corr > 0.9:
-                self.template = 0.9 * self.template + 0.1 * core if self.template is not None else core
-        rr = None if self._last_r is None else r - self._last_r
+            j = int(np.argmin(self.counts))
+            self.templates[j] = seg[:, self.shift:self.shift + n].copy()
+            self.counts[j] = 1.0
+        d = int(np.argmax(self.counts))
+        dom = self.templates[d]
+        corr_d, sh_d = self._best(seg, dom)
+        core = seg[:, sh_d:sh_d + n]
+        tw = _width(dom[0], self.fs) or 1e-9
+        ta = float(np.ptp(dom[0])) or 1e-9
+        f = BeatFeatures(corr=corr_d, width_ratio=_width(core[0], self.fs) / tw,
+                         amp_ratio=float(np.ptp(core[0])) / ta, prematurity=prem, rr_cv=cv)
+        label = decide(f)
         if rr is not None and label == "N":
             self._rr.append(float(rr))
-        self._last_r = r
         return label, f
 
 
@@ -129,6 +156,8 @@ def decide(f: BeatFeatures) -> BeatLabel:
         return "V"
     if f.corr < CORR_WIDE and (f.width_ratio > WIDTH_V or f.amp_ratio > AMP_V):
         return "V"
-    if f.prematurity < PREMATURE_S and f.rr_cv < REGULAR_CV and f.corr >= CORR_WIDE:
+    if f.corr < CORR_PREM and f.prematurity < PREM_V:
+        return "V"
+    if f.prematurity < PREMATURE_S and f.rr_cv < REGULAR_CV and f.corr >= CORR_PREM:
         return "S"
     return "N"
