@@ -143,8 +143,12 @@ class EcgAnalyzer:
         return out
 
     def flush(self) -> list[AnalysisOutput]:
-        """Finish the stream: nothing more will come (outputs still pending are emitted if final)."""
-        return []
+        """Finish the stream: close open rhythm episodes at the last sample fed."""
+        out: list[AnalysisOutput] = []
+        close = getattr(self.rhythm, "close", None)
+        if close is not None and self.next_seq is not None:
+            out.extend(close(self.next_seq))
+        return out
 
     # ------------------------------------------------------------------ beats
     def _beat(self, peak: int) -> Beat:
