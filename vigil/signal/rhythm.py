@@ -7,8 +7,8 @@ Challenge 2015, Clifford et al., Physiol. Meas. 37 (2016) 1245):
   the last 8 RR intervals with ±3 bpm hysteresis; AF (see `vigil.signal.af`, vetoed by P waves
   when the signal shows them, `vigil.signal.pwave`);
 * overlays: VT (≥ 5 consecutive V beats, mean rate > 100 bpm), COUPLET (exactly 2 V), BIGEMINY
-  (3 cycles of non-V/V), TRIGEMINY (3 cycles of 2 non-V then V), BRADY_EXTREME (5 beats < 40
-  bpm), TACHY_EXTREME (17 beats > 140 bpm), PAUSE (RR > 3 s);
+  (3 cycles of non-V/V), TRIGEMINY (3 cycles of 2 non-V then V), BRADY_EXTREME (every interval of
+  5 consecutive beats < 40 bpm), TACHY_EXTREME (every interval of 17 beats > 140 bpm), PAUSE (RR > 3 s);
 * VF (signal organisation, `vigil.signal.vf`, independent of the beats);
 * ASYSTOLE: no beat for ≥ 4 s, on a lead not flagged lead_off/flatline, and no QRS-sized
   deflection in the signal since the last beat (so never while complexes are present);
@@ -278,14 +278,16 @@ class RhythmTracker:
                 self._close(name, self._beats[-2].sample)  # type: ignore[arg-type]
 
     def _extremes(self, b: Beat) -> None:
+        """Every interval of the last 5 beats < 40 bpm / of the last 17 beats > 140 bpm (CinC 2015)."""
         beats = self._beats
-        for name, n, test in (("BRADY_EXTREME", 5, lambda hr: hr < 40.0), ("TACHY_EXTREME", 17, lambda hr: hr > 140.0)):
+        for name, n, test in (("BRADY_EXTREME", 5, lambda rr: rr > 60.0 / 40.0),
+                              ("TACHY_EXTREME", 17, lambda rr: rr < 60.0 / 140.0)):
             if len(beats) < n:
                 continue
-            first = beats[-n].sample
-            hr = 60.0 * (n - 1) * self.fs / (b.sample - first)
-            if test(hr):
-                self._emit_open(name, first)  # type: ignore[arg-type]
+            samples = [beats[i].sample for i in range(len(beats) - n, len(beats))]
+            ok = all(test((samples[i + 1] - samples[i]) / self.fs) for i in range(n - 1))
+            if ok:
+                self._emit_open(name, samples[0])  # type: ignore[arg-type]
             elif name in self._open:
                 self._close(name, beats[-2].sample)  # type: ignore[arg-type]
 

@@ -1,0 +1,123 @@
+"""QT delineation against qtdb cardiologist annotations, streaming QtMeasurer, QTc formulas and withholding."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vigil.evaluation.eval_qt import baseline_removed, measure_beat
+from vigil.model import Beat, Metric, QualityReport
+from vigil.signal.qt import QtMeasurer, qtc_all
+
+FS = 250.0
+FIX = np.load(Path(__file__).parent / "data" / "rhythm_qt" / "fixtures.npz")
+RECORDS = ("sel16773", "sel872", "sel302")
+
+
+def _lead(rec: str, k: int) -> np.ndarray:
+    return baseline_removed(FIX[f"{rec}_uV"][:, k].astype(float), FS)
+
+
+@pytest.mark.parametrize("rec", RECORDS)
+def test_beat_delineation_matches_cardiologist(rec: str) -> None:
+    leads = [_lead(rec, 0), _lead(rec, 1)]
+    beats = FIX[f"{rec}_beats"]
+    qt_err, on_err = [], []
+    for peak, on, t_end in FIX[f"{rec}_ref"]:
+        ds = [d for d in (measure_beat(x, FS, beats, int(peak)) for x in leads) if d is not None]
+        assert ds
+        best = max(ds, key=lambda d: d.t_amplitude / (d.noise + 1.0))
+        qt_err.append(((best.t_end - best.qrs_on) - (t_end - on)) * 1000 / FS)
+        on_err.append((best.qrs_on - on) * 1000 / FS)
+    assert len(qt_err) >= 25
+    assert abs(np.mean(qt_err)) <= 20.0
+    assert np.std(qt_err) <= 25.0
+    assert abs(np.mean(on_err)) <= 20.0
+
+
+def _stream(x: np.ndarray, beats: list[Beat], quality: list[QualityReport] | None = None, fs: float = FS) -> list:
+    m = QtMeasurer(fs)
+    out = []
+    step = int(fs)
+    bi = qi = 0
+    quality = quality or []
+    for start in range(0, len(x), step):
+        stop = min(len(x), start + step)
+        upto = max(0, stop - int(0.3 * fs))
+        new = []
+        while bi < len(beats) and beats[bi].sample < upto:
+            new.append(beats[bi])
+            bi += 1
+        q = []
+        while qi < len(quality) and quality[qi].sample <= stop:
+            q.append(quality[qi])
+            qi += 1
+        out += m.update(beats=new, raw=x[start:stop], raw_start=start, upto=upto, quality=q)
+    return out
+
+
+@pytest.mark.parametrize("rec", RECORDS)
+def test_streaming_qt_close_to_reference(rec: str) -> None:
+    x = _lead(rec, 0)
+    beats = [Beat(int(s)) for s in FIX[f"{rec}_beats"]]
+    out = _stream(x, beats)
+    qt = [m for m in out if m.metric == Metric.QT and not math.isnan(m.value)]
+    qtc = [m for m in out if m.metric == Metric.QTC and not math.isnan(m.value)]
+    assert len(qt) >= 3 and len(qtc) == len(qt)
+    ref = FIX[f"{rec}_ref"]
+    ref_qt = float(np.median((ref[:, 2] - ref[:, 1]) * 1000 / FS))
+    assert abs(float(np.median([m.value for m in qt])) - ref_qt) <= 30.0
+    d = qtc[-1].detail
+    assert d["formula"] == "fridericia"
+    assert set(d) >= {"qt_ms", "rr_ms", "qtc_fridericia", "qtc_bazett", "qtc_framingham", "qtc_hodges"}
+    assert qtc[-1].value == pytest.approx(d["qtc_fridericia"], abs=0.1)
+
+
+def _synthetic(rate_bpm: float, seconds: float) -> tuple[np.ndarray, list[Beat]]:
+    n = int(seconds * FS)
+    x = np.random.default_rng(0).normal(0, 10, n)
+    step = 60.0 / rate_bpm * FS
+    beats = [Beat(int(100 + k * step)) for k in range(int((n - 300) / step))]
+    t = np.arange(n)
+    for b in beats:
+        x += 1000 * np.exp(-((t - b.sample) / 3.0) ** 2)
+        x += 250 * np.exp(-((t - b.sample - 0.22 * FS) / 12.0) ** 2)  # T wave
+    return x, beats
+
+
+def test_withheld_when_hr_above_150() -> None:
+    x, beats = _synthetic(165, 60)
+    out = _stream(x, beats)
+    qtc = [m for m in out if m.metric == Metric.QTC]
+    assert qtc and all(math.isnan(m.value) for m in qtc)
+    assert all(m.detail["withheld"] == "hr>150" for m in qtc)
+
+
+def test_measured_at_normal_rate_and_withheld_on_poor_quality() -> None:
+    x, beats = _synthetic(70, 60)
+    ok = [m for m in _stream(x, beats) if m.metric == Metric.QTC]
+    assert ok and not math.isnan(ok[-1].value)
+    assert 250 < ok[-1].detail["qt_ms"] < 450
+    poor = [QualityReport(int(s), 0.2, ("noise",)) for s in np.arange(FS, len(x), FS)]
+    bad = [m for m in _stream(x, beats, poor) if m.metric == Metric.QTC]
+    assert bad and all(m.detail.get("withheld") == "poor_quality" for m in bad)
+
+
+def test_withheld_when_rr_unstable() -> None:
+    x, _ = _synthetic(70, 60)
+    rng = np.random.default_rng(5)
+    beats = [Beat(int(100 + s * FS)) for s in np.cumsum(rng.uniform(0.5, 1.2, 70)) if 100 + s * FS < len(x) - 300]
+    out = [m for m in _stream(x, beats) if m.metric == Metric.QTC]
+    assert out and all(m.detail.get("withheld") == "rr_unstable" for m in out)
+
+
+def test_qtc_formulas() -> None:
+    q = qtc_all(400.0, 0.8)
+    assert q["qtc_bazett"] == pytest.approx(400 / math.sqrt(0.8))
+    assert q["qtc_fridericia"] == pytest.approx(400 / 0.8 ** (1 / 3))
+    assert q["qtc_framingham"] == pytest.approx(400 + 154 * 0.2)
+    assert q["qtc_hodges"] == pytest.approx(400 + 1.75 * 15)
+    assert qtc_all(400.0, 1.0) == pytest.approx({k: 400.0 for k in q})

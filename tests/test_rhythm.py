@@ -1,0 +1,286 @@
+"""RhythmTracker: synthetic and real RR sequences, VF on cudb, asystole rules, episode scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vigil.evaluation.episodes import merge, rhythm_intervals, score
+from vigil.model import Beat, QualityReport, RhythmEpisode
+from vigil.signal.rhythm import RhythmTracker
+
+FS = 250.0
+FIX = np.load(Path(__file__).parent / "data" / "rhythm_qt" / "fixtures.npz")
+
+
+def stream(beats: list[Beat], n: int, *, signal: np.ndarray | None = None, quality: list[QualityReport] | None = None,
+           chunk: int = 250, delay: int = 75, fs: float = FS) -> tuple[list[RhythmEpisode], dict[tuple[str, int], int]]:
+    """Feed beats (released `delay` samples late), signal and quality in chunks; return episodes and emission times."""
+    t = RhythmTracker(fs)
+    out: list[RhythmEpisode] = []
+    emitted: dict[tuple[str, int], int] = {}
+    bi = qi = 0
+    quality = quality or []
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        upto = max(0, stop - delay)
+        new = []
+        while bi < len(beats) and beats[bi].sample < upto:
+            new.append(beats[bi])
+            bi += 1
+        q = []
+        while qi < len(quality) and quality[qi].sample <= stop:
+            q.append(quality[qi])
+            qi += 1
+        sig = signal[start:stop] if signal is not None else None
+        for e in t.update(beats=new, upto=upto, signal=sig, signal_start=start, quality=q):
+            out.append(e)
+            emitted.setdefault((e.label, e.start), stop)
+    out += t.close(n)
+    return out, emitted
+
+
+def labels(eps: list[RhythmEpisode]) -> set[str]:
+    return {e.label for e in eps}
+
+
+def regular(rate_bpm: float, seconds: float, start: int = 50, label: str = "N") -> list[Beat]:
+    step = 60.0 / rate_bpm * FS
+    return [Beat(int(start + k * step), label) for k in range(int(seconds * rate_bpm / 60.0))]  # type: ignore[arg-type]
+
+
+def test_regular_sinus_no_af() -> None:
+    beats = regular(75, 120)
+    eps, _ = stream(beats, beats[-1].sample + 100)
+    assert "SINUS" in labels(eps)
+    assert not labels(eps) & {"AF", "BRADY", "TACHY", "PAUSE", "VT", "ASYSTOLE"}
+
+
+@pytest.mark.parametrize(("rate", "expected", "absent"), [
+    (45, {"BRADY"}, {"BRADY_EXTREME", "TACHY"}),
+    (35, {"BRADY", "BRADY_EXTREME"}, {"TACHY"}),
+    (115, {"TACHY"}, {"TACHY_EXTREME", "BRADY"}),
+    (160, {"TACHY", "TACHY_EXTREME"}, {"BRADY"}),
+])
+def test_rate_classes(rate: float, expected: set[str], absent: set[str]) -> None:
+    beats = regular(rate, 60)
+    eps, _ = stream(beats, beats[-1].sample + 100)
+    assert expected <= labels(eps)
+    assert not labels(eps) & absent
+
+
+@pytest.mark.parametrize(("fast_beats", "expected"), [(16, False), (17, True)])
+def test_extreme_tachy_needs_17_beats(fast_beats: int, expected: bool) -> None:
+    rr = [0.85] * 20 + [0.375] * (fast_beats - 1) + [0.85] * 20  # fast_beats beats 375 ms apart
+    beats = [Beat(int(50 + s * FS)) for s in np.concatenate([[0.0], np.cumsum(rr)])]
+    eps, _ = stream(beats, beats[-1].sample + 100)
+    assert ("TACHY_EXTREME" in labels(eps)) is expected
+
+
+@pytest.mark.parametrize(("slow_beats", "expected"), [(4, False), (5, True)])
+def test_extreme_brady_needs_5_beats(slow_beats: int, expected: bool) -> None:
+    rr = [0.85] * 10 + [1.6] * (slow_beats - 1) + [0.85] * 10
+    beats = [Beat(int(50 + s * FS)) for s in np.concatenate([[0.0], np.cumsum(rr)])]
+    eps, _ = stream(beats, beats[-1].sample + 100)
+    assert ("BRADY_EXTREME" in labels(eps)) is expected
+
+
+def _from_samples(samples: np.ndarray) -> list[Beat]:
+    return [Beat(int(s) - int(samples[0]) + 50) for s in samples]
+
+
+def test_afdb_af_segment_opens_af() -> None:
+    beats = _from_samples(FIX["afdb_04043_af_beats"])
+    eps, emitted = stream(beats, beats[-1].sample + 100)
+    af = [e for e in eps if e.label == "AF"]
+    assert af, "AF not detected on a real AF RR sequence"
+    first_open = min(at for (lab, _), at in emitted.items() if lab == "AF")
+    assert first_open - beats[0].sample < 60 * FS  # within the first minute of AF
+    closed = merge((e.start, e.end) for e in af if e.end is not None)
+    covered = sum(b - a for a, b in closed) / (beats[-1].sample - beats[0].sample)
+    assert covered > 0.7
+
+
+def test_afdb_sinus_segment_no_af() -> None:
+    beats = _from_samples(FIX["afdb_04043_sinus_beats"])
+    eps, _ = stream(beats, beats[-1].sample + 100)
+    assert "AF" not in labels(eps)
+
+
+def test_bigeminy_is_not_af() -> None:
+    beats: list[Beat] = []
+    t = 50
+    rng = np.random.default_rng(1)
+    for k in range(160):
+        short = k % 2 == 1
+        t += int((0.55 if short else 1.05) * FS + rng.normal(0, 3))
+        beats.append(Beat(t, "V" if short else "N"))
+    eps, _ = stream(beats, t + 100)
+    assert "BIGEMINY" in labels(eps)
+    assert "AF" not in labels(eps)
+
+
+def test_supraventricular_bigeminy_unlabelled_is_not_af() -> None:
+    # atrial bigeminy with all beats labelled N: RR alternates short/long (lag-2 suppression)
+    beats = []
+    t = 50
+    rng = np.random.default_rng(2)
+    for k in range(200):
+        t += int((0.5 if k % 2 else 0.95) * FS + rng.normal(0, 4))
+        beats.append(Beat(t))
+    eps, _ = stream(beats, t + 100)
+    assert "AF" not in labels(eps)
+
+
+def test_trigeminy_couplet_and_vt() -> None:
+    seq = "NNVNNVNNVNNV" + "NNNN" + "NVVN" + "NNNN" + "VVVVVVV" + "NNNNNN"
+    beats = []
+    t = 50
+    for i, lab in enumerate(seq):
+        t += int((0.45 if lab == "V" else 0.85) * FS)
+        beats.append(Beat(t, lab))  # type: ignore[arg-type]
+    eps, emitted = stream(beats, t + 200)
+    got = labels(eps)
+    assert {"TRIGEMINY", "COUPLET", "VT"} <= got
+    vt = [e for e in eps if e.label == "VT" and e.end is None][0]
+    first_v = beats[seq.index("VVVVVVV")].sample
+    assert vt.start == first_v
+    fifth_v = beats[seq.index("VVVVVVV") + 4].sample
+    assert emitted[("VT", vt.start)] - fifth_v <= 1.0 * FS + 75  # ≤ 1 s after the definition is met
+
+
+def test_slow_ventricular_run_is_not_vt() -> None:
+    seq = "NNNNNN" + "VVVVVV" + "NNNN"
+    beats = [Beat(50 + int(i * 0.9 * FS), lab) for i, lab in enumerate(seq)]  # type: ignore[arg-type]
+    eps, _ = stream(beats, beats[-1].sample + 100)
+    assert "VT" not in labels(eps)
+
+
+def test_pause() -> None:
+    beats = regular(70, 20)
+    gap_end = beats[-1].sample + int(3.4 * FS)
+    beats += regular(70, 20, start=gap_end)
+    eps, _ = stream(beats, beats[-1].sample + 100)
+    pauses = [e for e in eps if e.label == "PAUSE" and e.end is not None]
+    assert len(pauses) == 1 and pauses[0].end == gap_end
+
+
+def _synthetic_ecg(beats: list[Beat], n: int, noise_uV: float = 15.0, seed: int = 0) -> np.ndarray:
+    """Band-passed-like ECG: a 1 mV biphasic QRS at each beat over low-level noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, noise_uV, n)
+    t = np.arange(-12, 13)
+    qrs = 1000.0 * np.exp(-(t / 4.0) ** 2) - 300.0 * np.exp(-((t - 6) / 3.0) ** 2)
+    for b in beats:
+        if 12 <= b.sample < n - 13:
+            x[b.sample - 12:b.sample + 13] += qrs
+    return x
+
+
+def test_asystole_on_flat_connected_lead_within_5s() -> None:
+    beats = regular(70, 30)
+    last = beats[-1].sample
+    n = last + int(12 * FS)
+    x = _synthetic_ecg(beats, n)
+    quality = [QualityReport(int(s), 1.0) for s in np.arange(FS, n, FS)]
+    eps, emitted = stream(beats, n, signal=x, quality=quality)
+    asy = [e for e in eps if e.label == "ASYSTOLE"]
+    assert asy and asy[0].start == last
+    delay = (emitted[("ASYSTOLE", last)] - last) / FS
+    assert 4.0 <= delay <= 5.0
+
+
+def test_lead_off_is_not_asystole() -> None:
+    beats = regular(70, 30)
+    last = beats[-1].sample
+    n = last + int(12 * FS)
+    x = _synthetic_ecg(beats, n)
+    x[last + 50:] = 0.0
+    quality = [QualityReport(int(s), 1.0 if s <= last + FS else 0.0, () if s <= last + FS else ("lead_off", "flatline"))
+               for s in np.arange(FS, n, FS)]
+    eps, _ = stream(beats, n, signal=x, quality=quality)
+    assert "ASYSTOLE" not in labels(eps)
+    assert "NOISE" in labels(eps)
+
+
+def test_no_asystole_while_beats_keep_coming() -> None:
+    rng = np.random.default_rng(3)
+    rr = rng.uniform(0.4, 1.6, 400)
+    beats = [Beat(int(50 + s * FS)) for s in np.cumsum(rr)]
+    n = beats[-1].sample + 100
+    x = _synthetic_ecg(beats, n)
+    for chunk in (13, 250, 1000):
+        eps, _ = stream(beats, n, signal=x, chunk=chunk, delay=min(chunk, 200))
+        assert "ASYSTOLE" not in labels(eps)
+
+
+def test_no_asystole_when_detector_misses_visible_complexes() -> None:
+    beats = regular(70, 60)
+    n = beats[-1].sample + 100
+    x = _synthetic_ecg(beats, n)
+    shown = beats[:20]  # the detector stops reporting, but QRS complexes keep coming in the signal
+    eps, _ = stream(shown, n, signal=x)
+    assert "ASYSTOLE" not in labels(eps)
+
+
+def test_no_asystole_without_signal() -> None:
+    beats = regular(70, 20)
+    eps, _ = stream(beats, beats[-1].sample + int(10 * FS))
+    assert "ASYSTOLE" not in labels(eps)
+    assert "PAUSE" in labels(eps)
+
+
+def _bandpass(x: np.ndarray) -> np.ndarray:
+    import scipy.signal as sps
+
+    sos = sps.butter(2, [0.5, 40.0], btype="band", fs=FS, output="sos")
+    return sps.sosfilt(sos, x)
+
+
+def test_vf_on_cudb_within_5s_despite_spurious_beats() -> None:
+    x = _bandpass(FIX["cu01_uV"].astype(float))
+    onset = int(FIX["cu01_onset"][0])
+    # organised-looking beats before onset, then a detector firing on every VF wave (~4 Hz)
+    beats = regular(75, onset / FS - 0.5) + [Beat(onset + k * 60) for k in range(1, (len(x) - onset) // 60)]
+    eps, emitted = stream(beats, len(x), signal=x)
+    vf = [e for e in eps if e.label == "VF"]
+    assert vf
+    first = min(at for (lab, _), at in emitted.items() if lab == "VF")
+    assert (first - onset) / FS <= 5.0
+    assert not any(e.label == "VF" and e.start < onset - 5 * FS for e in eps)
+    # while VF is open, no beat-based rhythm is opened
+    vf_start = min(e.start for e in vf)
+    assert not [e for e in eps if e.label in ("VT", "AF", "TACHY_EXTREME") and e.start > vf_start + FS]
+
+
+def test_vf_not_called_on_organised_rhythm() -> None:
+    beats = regular(75, 60)
+    n = beats[-1].sample + 100
+    x = _bandpass(_synthetic_ecg(beats, n))
+    eps, _ = stream(beats, n, signal=x)
+    assert "VF" not in labels(eps)
+
+
+def test_noise_suppresses_rhythm_calls() -> None:
+    rng = np.random.default_rng(4)
+    rr = rng.uniform(0.3, 1.5, 200)  # chaotic "beats" from noise
+    beats = [Beat(int(50 + s * FS)) for s in np.cumsum(rr)]
+    n = beats[-1].sample + 100
+    quality = [QualityReport(int(s), 0.1, ("noise",)) for s in np.arange(FS, n, FS)]
+    eps, _ = stream(beats, n, quality=quality)
+    assert "NOISE" in labels(eps)
+    assert "AF" not in labels(eps)
+
+
+def test_episode_scoring() -> None:
+    ref = [(0, 100), (200, 300), (1000, 1100)]
+    det = [(50, 150), (290, 310), (500, 600)]
+    s = score(ref, det)
+    assert (s.ref_episodes, s.ref_detected, s.det_episodes, s.det_true) == (3, 2, 3, 2)
+    assert s.overlap == 50 + 10
+    assert s.duration_se == pytest.approx(60 / 300)
+    assert s.duration_ppv == pytest.approx(60 / 220)
+    iv = rhythm_intervals([0, 10, 20, 30], ["(N", "(AFIB\x00", "(AFL", "(AFIB"], {"AFIB"}, 50)
+    assert iv == [(10, 20), (30, 50)]
