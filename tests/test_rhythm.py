@@ -138,7 +138,7 @@ def test_trigeminy_couplet_and_vt() -> None:
     seq = "NNVNNVNNVNNV" + "NNNN" + "NVVN" + "NNNN" + "VVVVVVV" + "NNNNNN"
     beats = []
     t = 50
-    for i, lab in enumerate(seq):
+    for lab in seq:
         t += int((0.45 if lab == "V" else 0.85) * FS)
         beats.append(Beat(t, lab))  # type: ignore[arg-type]
     eps, emitted = stream(beats, t + 200)

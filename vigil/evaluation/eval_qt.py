@@ -187,8 +187,8 @@ def main(argv: list[str]) -> int:
             failed = 0
             for b in refs:
                 use = [0, 1] if lead == "multi" else [int(lead)]
-                ds = [measure_beat(leads[k], fs, beats, b.peak) for k in use if k < len(leads)]
-                ds = [d for d in ds if d is not None]
+                ds = [d for d in (measure_beat(leads[k], fs, beats, b.peak) for k in use if k < len(leads))
+                      if d is not None]
                 if not ds:
                     failed += 1
                     continue
