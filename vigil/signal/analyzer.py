@@ -114,6 +114,15 @@ class EcgAnalyzer:
         self.next_seq = seq + len(x)
         if len(x) == 0:
             return []
+        chunk = int(self.fs)  # long blocks are processed a second at a time (ring buffers stay bounded)
+        if len(x) > 2 * chunk:
+            out: list[AnalysisOutput] = []
+            for i in range(0, len(x), chunk):
+                out.extend(self._process(x[i:i + chunk], seq + i))
+            return out
+        return self._process(x, seq)
+
+    def _process(self, x: FloatArray, seq: int) -> list[AnalysisOutput]:
         hp_all = np.column_stack([self._hp[k](x[:, k]) for k in range(self.n_leads)])
         hp0 = hp_all[:, 0]
         bp0 = self._lp[0](hp0)
