@@ -170,4 +170,5 @@ class AlarmPlayer:
             with self._cv:
                 if self._stop:
                     return
-                self._cv.wait_for(lambda cur=p: self._stop or self._priority != cur, timeout=wait)
+                current: Priority = p
+                self._cv.wait_for(lambda: self._stop or self._priority != current, timeout=wait)  # noqa: B023

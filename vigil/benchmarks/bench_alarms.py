@@ -20,7 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, cast
 
 from vigil.alarms.audit import event_json
 from vigil.alarms.engine import AlarmEngine
@@ -85,11 +85,11 @@ def cpu_load(sim_seconds: int = 600) -> dict[str, float]:
                         calls += 1
                     if phase % 45 == 0:
                         lab = labels[(phase // 45) % len(labels)]
-                        eng.on_analysis(mat, RhythmEpisode(lab, s * 250, None))
+                        eng.on_analysis(mat, RhythmEpisode(cast(Any, lab), s * 250, None))
                         calls += 1
                     if phase % 45 == 20:
                         lab = labels[(phase // 45) % len(labels)]
-                        eng.on_analysis(mat, RhythmEpisode(lab, s * 250 - 5000, s * 250))
+                        eng.on_analysis(mat, RhythmEpisode(cast(Any, lab), s * 250 - 5000, s * 250))
                         eng.command({"op": "ack", "operator": "op", "guest": mat})
                         calls += 2
                     if phase % 120 == 0:

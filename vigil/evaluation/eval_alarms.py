@@ -206,15 +206,15 @@ def eval_time_to_alarm(max_records: int | None = None) -> int:
                 shown = "missed" if math.isnan(d) else f"{d:.1f}"
                 print(f"{db + '/' + rec:<12}{cond:<5}{a:>10.1f}{b - a:>9.1f}{shown:>17}", flush=True)
     print(f"\n{'cond':<5}{'episodes':>9}{'alarmed':>8}{'median s':>9}{'max s':>7}{'<=6 s':>7}{'<=10 s':>7}")
-    for cond, d in delays.items():
-        n = len(d) + missed[cond]
+    for cond, ds in delays.items():
+        n = len(ds) + missed[cond]
         if not n:
             continue
-        med = f"{statistics.median(d):.1f}" if d else "-"
-        mx = f"{max(d):.1f}" if d else "-"
-        le6 = sum(1 for x in d if x <= 6) / n
-        le10 = sum(1 for x in d if x <= 10) / n
-        print(f"{cond:<5}{n:>9}{len(d):>8}{med:>9}{mx:>7}{_pct(le6):>7}{_pct(le10):>7}")
+        med = f"{statistics.median(ds):.1f}" if ds else "-"
+        mx = f"{max(ds):.1f}" if ds else "-"
+        le6 = sum(1 for x in ds if x <= 6) / n
+        le10 = sum(1 for x in ds if x <= 10) / n
+        print(f"{cond:<5}{n:>9}{len(ds):>8}{med:>9}{mx:>7}{_pct(le6):>7}{_pct(le10):>7}")
     print("targets: asystole/VF <= 6 s after onset; extreme tachy/brady <= 10 s "
           "(no annotated asystole/extreme episodes in these databases: see the CinC table)")
     return 0

@@ -118,12 +118,12 @@ class SimulatedModem:
             else:
                 assert self._listener is not None
                 if self._conn is None:
-                    r, _, _ = select.select([self._listener], [], [], 0.05)
+                    r, _, _ = select.select([self._listener.fileno()], [], [], 0.05)
                     if r:
                         self._conn, _ = self._listener.accept()
                         self._reset_session()
                     continue
-                r, _, _ = select.select([self._conn], [], [], 0.05)
+                r, _, _ = select.select([self._conn.fileno()], [], [], 0.05)
                 if not r:
                     continue
                 try:
