@@ -177,7 +177,7 @@ class AlarmSettings(Strict):
     thresholds: Thresholds = Thresholds()
     audio_pause_s: float = Field(default=120.0, gt=0, le=900)
     alarm_off_reminder_s: float = Field(default=600.0, gt=0)
-    hr_delay_s: float = Field(default=4.0, ge=0, le=10)
+    hr_delay_s: float = Field(default=2.0, ge=0, le=10)  # + ~7 s analysis averaging at a 80->130 step: total <= 10 s
     spo2_delay_s: float = Field(default=6.0, ge=0, le=30)
     qtc_delay_s: float = Field(default=60.0, ge=0)
     stale_after_s: float = Field(default=5.0, gt=0)
