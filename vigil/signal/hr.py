@@ -4,7 +4,7 @@ HR is the mean of the last 12 RR intervals (EC13 §4.1.2.1 allows averaging over
 the last 3 RR intervals are all longer than 1.2 s the mean of those 3 is used instead, so that
 bradycardia is shown quickly (the rule Philips IntelliVue describes).  While no beat arrives, the
 open interval since the last beat counts as an RR once it exceeds both 1.2 s and 1.5× the mean, so
-the HR falls toward 0 in asystole instead of freezing.  HR is emitted once per second of stream.
+the HR falls toward 0 in asystole instead of freezing; beyond 2× the mean RR the HR is 60/open interval.  HR is emitted once per second of stream.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ class HrEstimator:
         if self._last is not None:
             open_s = (at - self._last) / self.fs
             mean = sum(rr) / len(rr) if rr else 0.0
-            if open_s > FAST_RR_S and (not rr or open_s > 1.5 * mean):
+            if open_s > FAST_RR_S and (not rr or open_s > 2.0 * mean):
+                return 60.0 / open_s  # no beat for over twice the mean RR: show the fall at once
+            if open_s > FAST_RR_S and open_s > 1.5 * mean:
                 rr = (rr + [open_s])[-N_AVG:]
         if not rr:
             return None

@@ -3,7 +3,8 @@
 Each second of stream is assessed once all beats in it are final:
 
 * flatline — peak-to-peak of the raw lead < 20 µV;
-* saturation — ≥ 5 % of the samples sit exactly on the second's extreme value (clipping at a rail);
+* saturation — ≥ 2 % of the samples sit on flat runs (≥ 3 equal samples) at the second's extreme value
+  (clipping at a rail);
 * lead_off — flat and away from zero (> 5 mV), or saturated over more than half of the second;
 * noise — high-frequency content (raw minus the 40 Hz low-passed lead) above 15 % of the band-passed
   peak-to-peak, or baseline (< 0.5 Hz) moving more than 2 mV within the second, or the QRS
@@ -36,6 +37,17 @@ def _slope_beats(slope: FloatArray, ref_max: float, fs: float) -> int:
     return int(len(peaks))
 
 
+def _plateau_fraction(x: FloatArray, level: float) -> float:
+    """Fraction of samples equal to `level` in runs of at least 3 equal samples."""
+    at = x == level
+    run = at[1:-1] & at[:-2] & at[2:]
+    mask = np.zeros(len(x), dtype=bool)
+    mask[1:-1] |= run
+    mask[:-2] |= run
+    mask[2:] |= run
+    return float(np.mean(mask))
+
+
 class QualityAssessor:
     """Assesses each complete second of stream (see module docstring)."""
 
@@ -60,9 +72,9 @@ class QualityAssessor:
         p2p = float(np.ptp(raw)) if raw.size else 0.0
         flat = p2p < 20.0
         sat_frac = 0.0
-        if raw.size and not flat:
-            sat_frac = max(float(np.mean(raw == raw.max())), float(np.mean(raw == raw.min())))
-        saturated = sat_frac >= 0.05
+        if raw.size > 2 and not flat:
+            sat_frac = max(_plateau_fraction(raw, float(raw.max())), _plateau_fraction(raw, float(raw.min())))
+        saturated = sat_frac >= 0.02
         lead_off = (flat and abs(float(np.mean(raw))) > 5000.0) or sat_frac > 0.5
         if lead_off:
             flags.append("lead_off")
