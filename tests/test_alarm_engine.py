@@ -31,6 +31,9 @@ BASE = """
 name = "test"
 room = "r1"
 
+[alarms]
+hr_delay_s = 4
+
 [[devices]]
 id = "ecg1"
 profile = "polar-h10"
