@@ -163,6 +163,7 @@ class Bus:
         self.publish_timeout_s = publish_timeout_s
         self.stats = BusStats()
         self.connected = False
+        self._reported: bool | None = None  # last state told to on_state (None: nothing yet)
         self.last_error = ""
         self._retained: dict[str, bytes] = {}
         self._dirty: OrderedDict[str, None] = OrderedDict()
@@ -195,7 +196,9 @@ class Bus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._set_state(False, "closed")
+        self.on_state = None  # a deliberate close is not a broker outage
+        self.connected = False
+        self._connected_event.clear()
 
     async def wait_connected(self, timeout: float | None = None) -> bool:
         """Wait until the broker connection is up; False on timeout."""
@@ -258,8 +261,9 @@ class Bus:
 
     # -- internals
     def _set_state(self, connected: bool, why: str) -> None:
-        if connected == self.connected:
+        if connected == self._reported:
             return
+        self._reported = connected
         self.connected = connected
         if connected:
             self._connected_event.set()

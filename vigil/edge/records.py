@@ -207,7 +207,7 @@ def load_wfdb(path: str | Path, channel: int | str | None = None, start_s: float
     kinds = [channel_kind(n) for n in names]
     primary = _select(names, kinds, channel, hea)
     columns = []
-    for i, name in enumerate(names):
+    for i in range(len(names)):
         kind = ChannelKind.ECG if i == primary else (kinds[i] or ChannelKind.RESP)
         gain = float(rec.adc_gain[i]) or 200.0
         col = d[:, i].astype(np.int64)

@@ -1,0 +1,479 @@
+"""Per-guest wiring, clock-injected and deterministic: device outputs → ECG analysis → alarm engine → sinks.
+
+One `Pipeline` serves a room (the alarm engine is room-wide; analysers are per guest). It is plain
+synchronous code with no I/O of its own, so the same object runs in the daemon (fed by device
+supervisors on the event loop) and in `vigil replay` / tests (fed by `replay_fast` under a
+`SimulatedClock`)::
+
+    pipe = Pipeline(cfg, clock, sinks=[MemorySink()])
+    pipe.feed(device_id, output)      # SampleBlock | NumericReading | TechnicalEvent
+    pipe.tick()                       # alarm timers; call a few times per second of (simulated) time
+    pipe.finish()                     # flush analysers at the end of a replay
+
+`run_replay(cfg, clock, ...)` drives every replay/simulated device of a config through a pipeline
+as fast as possible on a `SimulatedClock` (what `vigil replay` builds on).
+
+Sinks receive everything that should be stored or shown (`PipelineSink`: no-op base class).
+The ECG analyser (`vigil.signal.analyzer.EcgAnalyzer`) and the alarm engine
+(`vigil.alarms.engine.AlarmEngine`) are imported lazily; when one is missing the pipeline runs
+without it and says so once in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vigil.clock import Clock, SimulatedClock
+from vigil.config import VigilConfig
+from vigil.model import (
+    AlarmEvent,
+    AnalysisOutput,
+    Beat,
+    ChannelKind,
+    Measurement,
+    Metric,
+    NumericReading,
+    QualityReport,
+    RhythmEpisode,
+    SampleBlock,
+    TechnicalEvent,
+)
+
+log = logging.getLogger(__name__)
+
+Output = SampleBlock | NumericReading | TechnicalEvent
+
+# metrics shown as vitals (analysis HR/QTc, device numerics)
+VITAL_METRICS = (Metric.HR, Metric.PULSE_RATE, Metric.SPO2, Metric.SBP, Metric.DBP, Metric.MAP,
+                 Metric.QTC, Metric.QT, Metric.RMSSD, Metric.SDNN, Metric.BATTERY, Metric.PI)
+
+
+class PipelineSink:
+    """Receiver of pipeline results; override what you need (every method is a no-op)."""
+
+    def block(self, mat: str, block: SampleBlock) -> None:
+        """A waveform block of guest `mat` (as received)."""
+
+    def reading(self, mat: str, reading: NumericReading) -> None:
+        """A device numeric of guest `mat`."""
+
+    def analysis(self, mat: str, outputs: Sequence[AnalysisOutput], t_mono: float) -> None:
+        """Analyser outputs of one ECG block."""
+
+    def technical(self, mat: str | None, event: TechnicalEvent) -> None:
+        """A technical condition (mat None: box-wide)."""
+
+    def alarm(self, event: AlarmEvent) -> None:
+        """An alarm transition from the engine."""
+
+    def gap(self, mat: str, device_id: str, channel: str, from_seq: int, to_seq: int, reason: str) -> None:
+        """Samples that never arrived (a jump in seq)."""
+
+
+@dataclass
+class Vital:
+    """Latest value of one metric and when it arrived."""
+
+    value: float
+    t_mono: float
+    source: str  # "analysis" or a device id
+
+
+@dataclass
+class GuestState:
+    """What the pipeline knows now about one guest (for the bus, the dashboard and summaries)."""
+
+    mat: str
+    vitals: dict[Metric, Vital] = field(default_factory=dict)
+    rhythm: str | None = None  # label of the open rhythm episode, if any
+    quality: float | None = None
+    quality_flags: tuple[str, ...] = ()
+    beats: int = 0
+    beat_labels: dict[str, int] = field(default_factory=dict)
+    ecg_seq: int | None = None  # next expected ECG sample
+    ecg_fs: float | None = None
+    last_block_mono: float | None = None
+
+    def value(self, metric: Metric, now: float | None = None, max_age_s: float | None = None) -> float | None:
+        """Latest value of `metric` (None if unknown, NaN or older than max_age_s)."""
+        v = self.vitals.get(metric)
+        if v is None or not math.isfinite(v.value):
+            return None
+        if max_age_s is not None and now is not None and now - v.t_mono > max_age_s:
+            return None
+        return v.value
+
+
+class Pulsatility:
+    """Is a pleth/ABP wave pulsatile? Regular prominent peaks over the last `window_s` (pure, per second)."""
+
+    def __init__(self, fs: float, kind: str, window_s: float = 5.0) -> None:
+        self.fs = fs
+        self.kind = kind
+        self.window = int(window_s * fs)
+        self.buf: deque[npt.NDArray[np.float64]] = deque()
+        self.n = 0
+        self.since_eval = 0
+
+    def feed(self, physical: npt.NDArray[np.float64]) -> bool | None:
+        """Add samples; returns a verdict once per second of signal (None in between)."""
+        self.buf.append(physical)
+        self.n += len(physical)
+        self.since_eval += len(physical)
+        while self.n - len(self.buf[0]) >= self.window:
+            self.n -= len(self.buf.popleft())
+        if self.since_eval < self.fs or self.n < self.window:
+            return None
+        self.since_eval = 0
+        return self.pulsatile(np.concatenate(self.buf)[-self.window:])
+
+    def pulsatile(self, x: npt.NDArray[np.float64]) -> bool:
+        """At least 2 prominent peaks 0.25–2.5 s apart (ABP also needs ≥ 10 mmHg pulse pressure)."""
+        import scipy.signal as sps
+
+        spread = float(np.percentile(x, 95) - np.percentile(x, 5))
+        if spread <= 0 or (self.kind == "abp" and spread < 10.0):
+            return False
+        peaks, _ = sps.find_peaks(x, distance=max(1, int(0.25 * self.fs)), prominence=0.4 * spread)
+        if len(peaks) < 2:
+            return False
+        ibi = np.diff(peaks) / self.fs
+        return bool(np.all((ibi >= 0.25) & (ibi <= 2.5)))
+
+
+def _load_analyzer_factory() -> Callable[[float, str], Any] | None:
+    try:
+        from vigil.signal.analyzer import EcgAnalyzer
+    except ImportError as exc:
+        log.warning("ECG analysis unavailable (%s): running without it", exc)
+        return None
+
+    def make(fs: float, channel: str) -> Any:
+        return EcgAnalyzer(fs, channel=channel)
+    return make
+
+
+class Pipeline:
+    """Room-wide data path: analysers per guest, one alarm engine, fan-out to sinks."""
+
+    def __init__(self, cfg: VigilConfig, clock: Clock, sinks: Iterable[PipelineSink] = (), *,
+                 analyzer_factory: Callable[[float, str], Any] | None | bool = True,
+                 engine: Any | None | bool = True, secrets: dict[str, bytes] | None = None,
+                 audit: Callable[[str, str, dict[str, Any]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.sinks: list[PipelineSink] = list(sinks)
+        self.device_guest: dict[str, str] = {d: g.mat for g in cfg.guests for d in g.devices}
+        self.guests: dict[str, GuestState] = {g.mat: GuestState(g.mat) for g in cfg.guests}
+        self._analyzers: dict[str, Any] = {}
+        self._pulse: dict[tuple[str, str], Pulsatility] = {}
+        self._unassigned: set[str] = set()
+        self.analysis_errors = 0
+        if analyzer_factory is True:
+            self._make_analyzer = _load_analyzer_factory()
+        else:
+            self._make_analyzer = analyzer_factory or None
+        if engine is True:
+            self.engine = self._load_engine(secrets, audit)
+        else:
+            self.engine = engine or None
+
+    # ------------------------------------------------------------------ construction helpers
+    def _load_engine(self, secrets: dict[str, bytes] | None,
+                     audit: Callable[[str, str, dict[str, Any]], None] | None) -> Any | None:
+        try:
+            from vigil.alarms.engine import AlarmEngine
+        except ImportError as exc:
+            log.warning("alarm engine unavailable (%s): running without alarms", exc)
+            return None
+        return AlarmEngine(self.cfg, self.clock, self._on_alarm, audit=audit, secrets=secrets)
+
+    @property
+    def has_analysis(self) -> bool:
+        """True when ECG analysis runs."""
+        return self._make_analyzer is not None
+
+    def add_sink(self, sink: PipelineSink) -> None:
+        """Add a receiver."""
+        self.sinks.append(sink)
+
+    # ------------------------------------------------------------------ inputs
+    def mat_of(self, device_id: str | None) -> str | None:
+        """The guest wearing `device_id` (None if unassigned)."""
+        return self.device_guest.get(device_id) if device_id else None
+
+    def feed(self, device_id: str, out: Output) -> None:
+        """One output of a device (through its supervisor)."""
+        if isinstance(out, TechnicalEvent):
+            self.technical(self.mat_of(out.device_id or device_id), out)
+            return
+        mat = self.mat_of(device_id)
+        if mat is None:
+            if device_id not in self._unassigned:
+                self._unassigned.add(device_id)
+                log.info("device %s is not assigned to a guest: its data is ignored", device_id)
+            return
+        if isinstance(out, SampleBlock):
+            self._block(mat, out)
+        elif isinstance(out, NumericReading):
+            self._reading(mat, out)
+
+    def technical(self, mat: str | None, event: TechnicalEvent) -> None:
+        """A technical condition (device, broker, store...)."""
+        for s in self.sinks:
+            _safe(s.technical, mat, event)
+        if self.engine is not None:
+            _safe(self.engine.on_technical, mat, event)
+
+    def _block(self, mat: str, block: SampleBlock) -> None:
+        g = self.guests[mat]
+        for s in self.sinks:
+            _safe(s.block, mat, block)
+        if block.kind is ChannelKind.ECG and block.channel == "ecg":
+            if g.ecg_seq is not None and block.seq > g.ecg_seq:
+                for s in self.sinks:
+                    _safe(s.gap, mat, block.device_id, block.channel, g.ecg_seq, block.seq, "seq jump")
+            g.ecg_seq, g.ecg_fs, g.last_block_mono = block.end_seq, block.fs, block.t_mono
+            self._analyse(mat, g, block)
+        elif block.kind in (ChannelKind.PLETH, ChannelKind.ABP):
+            key = (mat, block.kind.value)
+            tracker = self._pulse.get(key)
+            if tracker is None or tracker.fs != block.fs:
+                tracker = self._pulse[key] = Pulsatility(block.fs, block.kind.value)
+            verdict = tracker.feed(block.samples.astype(np.float64) * block.gain)
+            if verdict is not None and self.engine is not None:
+                _safe(self.engine.on_waveform_pulsatile, mat, block.kind.value, verdict, block.t_mono)
+
+    def _analyse(self, mat: str, g: GuestState, block: SampleBlock) -> None:
+        if self._make_analyzer is None:
+            return
+        an = self._analyzers.get(mat)
+        if an is None or getattr(an, "fs", block.fs) != block.fs:
+            an = self._analyzers[mat] = self._make_analyzer(block.fs, "ecg")
+        try:
+            outputs = an.feed(block.samples, block.seq)
+        except Exception:
+            self.analysis_errors += 1
+            if self.analysis_errors == 1 or self.analysis_errors % 1000 == 0:
+                log.exception("ECG analysis failed on guest block (%d failures)", self.analysis_errors)
+            return
+        self._outputs(mat, g, outputs, block.t_mono)
+
+    def _outputs(self, mat: str, g: GuestState, outputs: Sequence[AnalysisOutput], t_mono: float) -> None:
+        if not outputs:
+            return
+        for o in outputs:
+            if isinstance(o, Measurement):
+                if o.metric in VITAL_METRICS:
+                    g.vitals[o.metric] = Vital(float(o.value), t_mono, "analysis")
+            elif isinstance(o, RhythmEpisode):
+                if o.end is None:
+                    g.rhythm = o.label
+                elif g.rhythm == o.label:
+                    g.rhythm = None
+            elif isinstance(o, QualityReport):
+                g.quality, g.quality_flags = o.quality, o.flags
+            elif isinstance(o, Beat):
+                g.beats += 1
+                g.beat_labels[o.label] = g.beat_labels.get(o.label, 0) + 1
+            if self.engine is not None:
+                _safe(self.engine.on_analysis, mat, o, t_mono)
+        for s in self.sinks:
+            _safe(s.analysis, mat, outputs, t_mono)
+
+    def _reading(self, mat: str, r: NumericReading) -> None:
+        g = self.guests[mat]
+        g.vitals[r.metric] = Vital(float(r.value), r.t_mono, r.device_id)
+        for s in self.sinks:
+            _safe(s.reading, mat, r)
+        if self.engine is not None:
+            _safe(self.engine.on_reading, mat, r)
+
+    def _on_alarm(self, ev: AlarmEvent) -> None:
+        for s in self.sinks:
+            _safe(s.alarm, ev)
+
+    # ------------------------------------------------------------------ timers, commands, state
+    def tick(self) -> None:
+        """Advance the alarm engine's timers (call a few times per second)."""
+        if self.engine is not None:
+            self.engine.tick()
+
+    def finish(self) -> None:
+        """Flush the analysers (end of a replay)."""
+        for mat, an in self._analyzers.items():
+            flush = getattr(an, "flush", None)
+            if flush is None:
+                continue
+            try:
+                outputs = flush()
+            except Exception:
+                log.exception("ECG analysis flush failed")
+                continue
+            self._outputs(mat, self.guests[mat], outputs, self.clock.monotonic())
+
+    def command(self, cmd: dict[str, Any]) -> Any:
+        """Hand an operator command to the alarm engine (None when there is no engine)."""
+        return self.engine.command(cmd) if self.engine is not None else None
+
+    def active_alarms(self, mat: str | None = None) -> list[Any]:
+        """Active alarm conditions (AlarmStatus), highest priority first."""
+        if self.engine is None:
+            return []
+        return list(self.engine.active(mat))
+
+
+def _safe(fn: Callable[..., Any], *args: Any) -> None:
+    """Call a sink/engine input; a failing consumer is logged, never propagated to the data path."""
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("pipeline consumer %s failed", getattr(fn, "__qualname__", fn))
+
+
+# --------------------------------------------------------------------------- sinks used everywhere
+
+class MemorySink(PipelineSink):
+    """Keeps everything in lists (tests, `vigil replay`)."""
+
+    def __init__(self, keep_blocks: bool = False) -> None:
+        self.keep_blocks = keep_blocks
+        self.blocks: list[tuple[str, SampleBlock]] = []
+        self.readings: list[tuple[str, NumericReading]] = []
+        self.outputs: list[tuple[str, AnalysisOutput, float]] = []
+        self.technicals: list[tuple[str | None, TechnicalEvent]] = []
+        self.alarms: list[AlarmEvent] = []
+        self.gaps: list[tuple[str, str, str, int, int, str]] = []
+
+    def block(self, mat: str, block: SampleBlock) -> None:
+        """Keep blocks only when asked (they are big)."""
+        if self.keep_blocks:
+            self.blocks.append((mat, block))
+
+    def reading(self, mat: str, reading: NumericReading) -> None:
+        """Keep."""
+        self.readings.append((mat, reading))
+
+    def analysis(self, mat: str, outputs: Sequence[AnalysisOutput], t_mono: float) -> None:
+        """Keep."""
+        self.outputs.extend((mat, o, t_mono) for o in outputs)
+
+    def technical(self, mat: str | None, event: TechnicalEvent) -> None:
+        """Keep."""
+        self.technicals.append((mat, event))
+
+    def alarm(self, event: AlarmEvent) -> None:
+        """Keep."""
+        self.alarms.append(event)
+
+    def gap(self, mat: str, device_id: str, channel: str, from_seq: int, to_seq: int, reason: str) -> None:
+        """Keep."""
+        self.gaps.append((mat, device_id, channel, from_seq, to_seq, reason))
+
+
+class StoreSink(PipelineSink):
+    """Writes through a `StoreWriter` (never blocks: `submit` queues to the writer thread)."""
+
+    def __init__(self, writer: Any, session_id: str) -> None:
+        self.writer = writer
+        self.sid = session_id
+
+    def block(self, mat: str, block: SampleBlock) -> None:
+        """Waveform chunking happens in the store."""
+        self.writer.submit("add_block", self.sid, mat, block)
+
+    def reading(self, mat: str, reading: NumericReading) -> None:
+        """Numeric row."""
+        self.writer.submit("add_reading", self.sid, mat, reading)
+
+    def analysis(self, mat: str, outputs: Sequence[AnalysisOutput], t_mono: float) -> None:
+        """Beats in one batch; measurements; closed rhythm episodes."""
+        beats = [o for o in outputs if isinstance(o, Beat)]
+        if beats:
+            self.writer.submit("add_beats", self.sid, mat, beats[0].channel, beats)
+        for o in outputs:
+            if isinstance(o, Measurement):
+                self.writer.submit("add_measurement", self.sid, mat, o)
+            elif isinstance(o, RhythmEpisode) and o.end is not None:
+                self.writer.submit("add_episode", self.sid, mat, o)
+
+    def alarm(self, event: AlarmEvent) -> None:
+        """Alarm event row (+ outbox, by the store)."""
+        self.writer.submit("add_alarm_event", self.sid, event)
+
+    def technical(self, mat: str | None, event: TechnicalEvent) -> None:
+        """Technical conditions go to the audit log."""
+        self.writer.submit("audit", "daemon", "technical", {
+            "mat": mat, "kind": event.kind.value, "active": event.active, "device": event.device_id,
+            "detail": event.detail})
+
+    def gap(self, mat: str, device_id: str, channel: str, from_seq: int, to_seq: int, reason: str) -> None:
+        """Gap row."""
+        self.writer.submit("add_gap", self.sid, device_id, channel, from_seq, to_seq, reason)
+
+
+# --------------------------------------------------------------------------- replay driver
+
+def replay_sources(cfg: VigilConfig, start_s: float | None = None) -> dict[str, Any]:
+    """Load every replay/simulated device of `cfg` as a Record (RecordError names a bad file)."""
+    from vigil.edge.records import load_record
+    from vigil.edge.transports.simulated import simulated_record
+
+    out: dict[str, Any] = {}
+    for d in cfg.devices:
+        if d.record:
+            out[d.id] = load_record(cfg.resolve_path(d.record), channel=d.channel,
+                                    start_s=d.start_s if start_s is None else start_s)
+        elif d.heart_rate is not None or d.profile.startswith("simulated"):
+            out[d.id] = simulated_record(d.heart_rate or 70.0)
+    return out
+
+
+def run_replay(cfg: VigilConfig, clock: SimulatedClock, *, duration_s: float | None = None,
+               sinks: Iterable[PipelineSink] = (), pipeline: Pipeline | None = None,
+               records: dict[str, Any] | None = None, tick_s: float = 0.1, loop: bool = False,
+               block_s: float = 0.25) -> Pipeline:
+    """Drive every replay/simulated device of `cfg` through a pipeline, as fast as possible.
+
+    Devices are merged in time order; `clock` is advanced to each arrival and the alarm engine is
+    ticked every `tick_s` of simulated time, so results are deterministic. Stops at the end of the
+    longest record (or `duration_s`), flushes the analysers and returns the pipeline.
+    """
+    import heapq
+
+    from vigil.edge.transports.replay import replay_events, to_output
+
+    pipe = pipeline or Pipeline(cfg, clock, sinks)
+    recs = records if records is not None else replay_sources(cfg)
+    t0 = clock.monotonic()
+    def tagged(i: int, dev: str, rec: Any) -> Any:
+        for t, item in replay_events(rec, block_s, loop):
+            yield t, i, dev, item
+
+    streams = [tagged(i, dev, rec) for i, (dev, rec) in enumerate(recs.items())]
+    next_tick = 0.0
+    for t, _i, dev, item in heapq.merge(*streams, key=lambda e: (e[0], e[1])):
+        if duration_s is not None and t > duration_s:
+            break
+        while next_tick <= t:
+            clock.set(t0 + next_tick)
+            pipe.tick()
+            next_tick += tick_s
+        clock.set(t0 + t)
+        pipe.feed(dev, to_output(dev, item, clock.monotonic(), clock.wall()))
+    end = duration_s if duration_s is not None else max((r.duration_s for r in recs.values()), default=0.0)
+    while next_tick <= end:
+        clock.set(t0 + next_tick)
+        pipe.tick()
+        next_tick += tick_s
+    pipe.finish()
+    pipe.tick()
+    return pipe
