@@ -17,7 +17,7 @@ PR_FROM_S = 0.35
 PR_TO_S = 0.06
 MIN_BEATS = 8
 MIN_CORRELATION = 0.8
-MIN_RELATIVE_AMPLITUDE = 0.06
+MIN_RELATIVE_AMPLITUDE = 0.02
 
 
 def p_wave_present(segments: np.ndarray, qrs_amplitude: float) -> bool | None:
