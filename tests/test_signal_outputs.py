@@ -105,7 +105,7 @@ def test_analyze_json_contract(vendored_records: Path, capsys):
     assert all(isinstance(b["sample"], int) and 0 <= b["sample"] < n for b in doc["beats"])
     assert {b["label"] for b in doc["beats"]} <= {"N", "V", "S", "F", "Q"}
     ann = wfdb.rdann(str(vendored_records / "119"), "atr")
-    ref = np.array([s for s, sym in zip(ann.sample, ann.symbol) if sym in "NV"])
+    ref = np.array([s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in "NV"])
     det = np.array([b["sample"] for b in doc["beats"]])
     hits = sum(np.min(np.abs(det - s)) <= 54 for s in ref[5:])  # record numbering, 150 ms
     assert hits >= 0.995 * len(ref[5:])

@@ -145,9 +145,9 @@ def main(argv: list[str]) -> int:
     print("\nSummary (gross mitdb QRS Se/+P, VEB Se/+P, nstdb 118e12 Se/+P)")
     for m, g, vg, nr in summary:
         n12 = nr.get("118e12")
-        veb = f"{_pct(vg.veb_se)} {_pct(vg.veb_ppv)}" if m.startswith("vigil") else "   n/a    n/a"
+        vtxt = f"{_pct(vg.veb_se)} {_pct(vg.veb_ppv)}" if m.startswith("vigil") else "   n/a    n/a"
         e12 = f"{_pct(n12.se)} {_pct(n12.ppv)}" if n12 else "   n/a    n/a"
-        print(f"{m:>12}  QRS {_pct(g.se)} {_pct(g.ppv)}   VEB {veb}   118e12 {e12}")
+        print(f"{m:>12}  QRS {_pct(g.se)} {_pct(g.ppv)}   VEB {vtxt}   118e12 {e12}")
     return 0
 
 

@@ -184,7 +184,6 @@ class EcgAnalyzer:
         reports: list[QualityReport] = []
         limit = max(upto, self.raw.end - int(MAX_QUALITY_LAG_S * self.fs))
         p = self.quality.period
-        t1, _ = self.detector.thresholds
         noise_ratio = self.detector.npk / self.detector.spk if self.detector.spk > 0 else 0.0
         while self.quality.next_end <= min(limit, self.raw.end):
             end = self.quality.next_end
@@ -194,5 +193,4 @@ class EcgAnalyzer:
                                                self.bp.get(a, end), self.detector.slope.get(a, end),
                                                n_beats, noise_ratio))
             self.quality.next_end = end + p
-        del t1
         return reports

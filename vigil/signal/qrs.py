@@ -113,8 +113,12 @@ class QrsDetector:
 
     # ------------------------------------------------------------------ state
     def _begin(self, start: int) -> None:
-        for f in (*self._bpf, *self._der, *self._norm, self._mwi):
+        for f in self._bpf:
             f.reset()
+        for d in (*self._der, self._mwi):
+            d.reset()
+        for n in self._norm:
+            n.reset()
         self.mwi.reset(start)
         self.slope.reset(start)
         self.origin = start
