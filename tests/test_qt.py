@@ -29,9 +29,10 @@ def test_beat_delineation_matches_cardiologist(rec: str) -> None:
     for peak, on, t_end in FIX[f"{rec}_ref"]:
         ds = [d for d in (measure_beat(x, FS, beats, int(peak)) for x in leads) if d is not None]
         assert ds
-        best = max(ds, key=lambda d: d.t_amplitude / (d.noise + 1.0))
-        qt_err.append(((best.t_end - best.qrs_on) - (t_end - on)) * 1000 / FS)
-        on_err.append((best.qrs_on - on) * 1000 / FS)
+        q_on = float(np.mean([d.qrs_on for d in ds]))
+        t_e = float(np.mean([d.t_end for d in ds]))
+        qt_err.append(((t_e - q_on) - (t_end - on)) * 1000 / FS)
+        on_err.append((q_on - on) * 1000 / FS)
     assert len(qt_err) >= 25
     assert abs(np.mean(qt_err)) <= 20.0
     assert np.std(qt_err) <= 25.0

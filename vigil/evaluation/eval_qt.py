@@ -5,7 +5,7 @@ delineator (`vigil.signal.delineate`) is applied to the median beat of the annot
 neighbours (±`NEIGHBOURS` beats from the record's .atr, else the .pu0 beat list; each window is
 re-aligned on its dominant QRS peak) on the baseline-removed
 lead (the same 0.5 Hz high-pass the streaming analyser uses), lead by lead; the "multi" result
-uses, per beat, the lead whose T wave is clearest (T amplitude over high-frequency noise).
+averages the QRS onsets and T ends of the leads that could be delineated.
 Errors (ours − reference, ms) are summarised as mean ± SD per record and over all beats.
 
 Run: ``python -m vigil.evaluation.eval_qt [--lead 0|1|multi] [--stream] [RECORD ...]``; --stream adds
@@ -192,9 +192,9 @@ def main(argv: list[str]) -> int:
                 if not ds:
                     failed += 1
                     continue
-                if lead == "multi":  # the lead with the clearest T wave (amplitude over noise)
-                    best = max(ds, key=lambda d: d.t_amplitude / (d.noise + 1.0))
-                    on, te = best.qrs_on, best.t_end
+                if lead == "multi":  # average of the leads that could be delineated
+                    on = int(round(float(np.mean([d.qrs_on for d in ds]))))
+                    te = int(round(float(np.mean([d.t_end for d in ds]))))
                 else:
                     on, te = ds[0].qrs_on, ds[0].t_end
                 on_e.append((on - b.qrs_on) * 1000.0 / fs)

@@ -22,7 +22,8 @@ import numpy as np
 ONSET_FRACTION = 0.05  # of the largest |slope| in the QRS
 FLAT_S = 0.012  # the slope must stay below threshold this long
 QRS_SEARCH_S = 0.16  # how far from R the QRS boundaries are searched
-TR_AFTER_TM_S = 0.2  # x_r = x_m + this (bounded by the search window)
+T_FIRST_FRACTION = 0.5  # a wave this large relative to the largest is taken as T (a later one as U)
+TR_AFTER_TM_S = 0.15  # x_r = x_m + this (bounded by the search window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +98,9 @@ def delineate(beat: np.ndarray, r: int, fs: float, rr_s: float) -> Delineation |
     if qrs_on is None or qrs_off is None:
         return None
     # T wave
-    s = _lowpass(x, fs, 12.0)
+    s = _lowpass(x, fs, 20.0)
     t_lo = max(qrs_off + int(0.06 * fs), r + int(0.1 * fs))
-    t_hi = min(n - 1, r + int(min(0.7, max(0.35, 0.6 * rr_s)) * fs))
+    t_hi = min(n - 1, r + int(min(0.7, max(0.25, 0.6 * rr_s)) * fs))
     if t_hi - t_lo < int(0.05 * fs):
         return None
     # T peak: largest deviation from the straight line joining the ST segment start and the window
@@ -107,14 +108,20 @@ def delineate(beat: np.ndarray, r: int, fs: float, rr_s: float) -> Delineation |
     seg = s[t_lo:t_hi]
     trend = np.linspace(seg[0], seg[-1], len(seg))
     dev = seg - trend
-    t_peak = t_lo + int(np.argmax(np.abs(dev)))
+    mag = np.abs(dev)
+    big = float(np.max(mag))
+    # the earliest local extremum reaching T_FIRST_FRACTION of the largest one (T before U)
+    ext = [i for i in range(1, len(mag) - 1)
+           if mag[i] >= T_FIRST_FRACTION * big and mag[i] >= mag[i - 1] and mag[i] >= mag[i + 1]]
+    t_peak = t_lo + (ext[0] if ext else int(np.argmax(mag)))
     sign = 1.0 if dev[t_peak - t_lo] >= 0 else -1.0
     ds = np.gradient(s) * fs
-    m_hi = min(n - 2, t_peak + int(0.15 * fs))
+    limit = min(n - 1, r + int(min(0.7 * rr_s, 0.9) * fs))  # before the next P wave
+    m_hi = min(limit - 2, t_peak + int(0.15 * fs))
     if m_hi <= t_peak + 1:
         return None
     xm = t_peak + int(np.argmin(sign * ds[t_peak:m_hi]))  # steepest descent back towards baseline
-    xr = min(n - 1, xm + int(TR_AFTER_TM_S * fs), r + int(min(0.85 * rr_s, 0.9) * fs))
+    xr = min(limit, xm + int(TR_AFTER_TM_S * fs))
     if xr <= xm + 1:
         return None
     t = np.arange(xm, xr + 1)
