@@ -200,7 +200,7 @@ def eval_mitdb() -> None:
             run = run_tracker(fs, beats, n, _bandpass(np.nan_to_num(r.p_signal[:, 0]) * 1000.0, fs))
         ref = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"AFIB"}, n)
         rows.append((rec, score(ref, run.intervals("AF", n))))
-    how = "EcgAnalyzer full pipeline" if full else "reference .atr beats + 0.5-40 Hz band-passed lead 0 (analyzer not landed)"
+    how = "EcgAnalyzer full pipeline" if full else "reference .atr beats + 0.5-40 Hz band-passed lead 0"
     _score_table(f"AF on mitdb ({how})", rows)
 
 
