@@ -1,0 +1,161 @@
+"""Daemon lifecycle against real parts: mosquitto, SQLite store, replayed records, sd_notify socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vigil.bus import subscribe
+from vigil.clock import SimulatedClock
+from vigil.config import parse_config
+from vigil.datasets import VENDORED_RECORDS
+from vigil.edge.broker import Mosquitto, free_port
+from vigil.edge.daemon import Daemon
+from vigil.edge.pipeline import MemorySink, run_replay
+from vigil.store import RecordStore
+
+
+def _config(tmp: Path, port: int, guests: list[tuple[str, str, str]], speed: float = 1.0) -> Path:
+    lines = ["[site]", 'name = "test"', 'room = "t1"', "[store]", f'path = "{tmp / "vigil.db"}"',
+             "min_free_mb = 1", "[mqtt]", f"port = {port}", "[alarms]", "sound_enabled = false"]
+    for mat, record, profile in guests:
+        lines += ["[[devices]]", f'id = "dev-{mat}"', f'profile = "{profile}"',
+                  f'record = "{VENDORED_RECORDS / record}"', f"speed = {speed}"]
+    for mat, _r, _p in guests:
+        lines += ["[[guests]]", f'mat = "{mat}"', f'name = "Secret Name {mat}"', f'devices = ["dev-{mat}"]']
+    path = tmp / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+GUESTS = [("G1", "119", "replay-wfdb"), ("G2", "bidmc_04", "replay-bidmc")]
+
+
+async def test_starts_with_broker_down_reports_it_then_connects(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = parse_config(_config(tmp_path, port, GUESTS).read_text(), tmp_path / "config.toml")
+    daemon = Daemon(cfg)
+    stop = asyncio.Event()
+    run = asyncio.create_task(daemon.run(stop, handle_signals=False))
+    broker = Mosquitto(tmp_path / "broker", port=port)
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 20)  # started although nothing listens on the port
+        await asyncio.sleep(1.5)
+        assert not daemon.broker_up and daemon.bus is not None and daemon.bus.stats.failures >= 1
+        assert daemon.pipeline is not None and (daemon.pipeline.guests["G1"].ecg_seq or 0) >= 360  # monitoring goes on
+        broker_alarms = [a for a in daemon.pipeline.active_alarms() if a.condition == "broker_down"]
+        assert broker_alarms, "broker outage must be an active technical alarm"
+        broker.start()
+        assert await daemon.bus.wait_connected(15)
+        assert daemon.broker_up
+        async with subscribe("127.0.0.1", port, ["vigil/t1/status", "vigil/t1/guest/+/vitals"]) as messages:
+            seen: dict[str, dict] = {}
+
+            async def until_all() -> None:
+                async for topic, payload, _retained in messages:
+                    seen[topic] = payload
+                    if len(seen) == 3 and seen["vigil/t1/status"]["state"] == "running":
+                        return
+            await asyncio.wait_for(until_all(), 10)
+        status = seen["vigil/t1/status"]
+        assert status["v"] == 1 and status["devices"] == {"dev-G1": "streaming", "dev-G2": "streaming"}
+        assert status["bus"]["failures"] >= 1 and status["store"]["ok"] is True
+        vit = seen["vigil/t1/guest/G2/vitals"]["vitals"]
+        assert vit["spo2"]["value"] == pytest.approx(93, abs=3)  # BIDMC 04 monitor SpO2
+        assert "Secret Name" not in str(seen)
+        await asyncio.sleep(1.2)
+        assert not [a for a in daemon.pipeline.active_alarms() if a.condition == "broker_down"
+                    and a.state.value == "active"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 30)
+        broker.stop()
+    store = RecordStore.open(tmp_path / "vigil.db")
+    try:
+        techs = [(e.detail["kind"], e.detail["active"]) for e in store.audit_entries() if e.action == "technical"]
+        assert ("broker_down", True) in techs and ("broker_down", False) in techs
+        assert techs.index(("broker_down", True)) < techs.index(("broker_down", False))
+    finally:
+        store.close()
+
+
+def test_sigterm_stops_cleanly_and_the_store_holds_the_data(tmp_path: Path, mosquitto) -> None:
+    cfg_path = _config(tmp_path, mosquitto.port, GUESTS)
+    notify = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.settimeout(20)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"}
+    proc = subprocess.Popen([sys.executable, "-m", "vigil", "run", "--config", str(cfg_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        msgs: list[str] = []
+        while not any("READY=1" in m for m in msgs):
+            msgs.append(sock.recv(4096).decode())
+        ready_at = time.monotonic()
+        sock.settimeout(0.5)
+        while time.monotonic() - ready_at < 4.0:
+            msgs.append(sock.recv(4096).decode())
+        pings = sum(m == "WATCHDOG=1" for m in msgs)
+        assert 12 <= pings <= 25  # every 0.2 s (half of WATCHDOG_USEC) from the alarm loop
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        ran_s = time.monotonic() - ready_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        sock.close()
+    assert proc.returncode == 0, err[-2000:]
+    assert "Secret Name" not in err  # no PHI in logs
+    store = RecordStore.open(tmp_path / "vigil.db")
+    try:
+        assert store.integrity_check() == "ok"
+        (session,) = store.sessions()
+        assert session.ended_wall is not None and session.room == "t1"
+        ecg = list(store.iter_chunks(session.id, mat="G1", channel="ecg"))
+        n = sum(len(b.samples) for b in ecg)
+        assert all(a.end_seq == b.seq for a, b in zip(ecg, ecg[1:], strict=False))
+        assert 360 * (ran_s - 1.0) <= n <= 360 * (ran_s + 2.5)  # every sample until the stop was written
+        spo2 = [r for _m, r in store.readings(session.id, mat="G2", metric="spo2")]
+        assert len(spo2) >= int(ran_s) - 1
+        actions = [e.action for e in store.audit_entries()]
+        assert actions[0] == "start" and actions[-1] == "stop"
+    finally:
+        store.close()
+
+
+def test_demo_headless_prints_per_second_summaries_and_exits_0(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "vigil", "demo", "--headless", "--duration", "8",
+                           "--run-dir", str(tmp_path / "demo")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("t=")]
+    assert 7 <= len(lines) <= 9
+    for ln in lines[-3:]:
+        for mat in ("A1", "A2", "A3", "A4"):
+            assert f"{mat}: " in ln
+    assert "SpO2 9" in lines[-1]  # BIDMC guest shows its monitor's SpO2
+    assert "Demo Guest" not in proc.stdout + proc.stderr
+    assert "mosquitto" not in subprocess.run(["pgrep", "-af", str(tmp_path)], capture_output=True, text=True).stdout
+
+
+def test_replay_pipeline_is_deterministic_and_raises_the_true_vt_alarm(tmp_path: Path) -> None:
+    cfg = parse_config(_config(tmp_path, 1883, [("V", "v221l", "replay-wfdb")]).read_text())
+
+    def once() -> list[tuple[str, str, float]]:
+        mem = MemorySink()
+        run_replay(cfg, SimulatedClock(), duration_s=302, sinks=[mem])
+        return [(e.condition, e.event, round(e.t_mono, 3)) for e in mem.alarms]
+
+    first, second = once(), once()
+    assert first == second
+    # Challenge 2015 v221l: a true VT alarm fired at 300 s for an event in the preceding 16 s
+    assert any(c == "vt" and ev == "raised" and 284 <= t <= 302 for c, ev, t in first), first
