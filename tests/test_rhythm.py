@@ -190,6 +190,23 @@ def test_asystole_on_flat_connected_lead_within_5s() -> None:
     assert asy and asy[0].start == last
     delay = (emitted[("ASYSTOLE", last)] - last) / FS
     assert 4.0 <= delay <= 5.0
+    pauses = [e for e in eps if e.label == "PAUSE" and e.end is not None]
+    assert len(pauses) == 1 and pauses[0].start == last  # one pause, not re-reported when asystole starts
+
+
+def test_asystole_ends_at_next_beat_and_pause_reported_once() -> None:
+    beats = regular(70, 30)
+    last = beats[-1].sample
+    resume = last + int(7 * FS)
+    beats += regular(70, 20, start=resume)
+    n = beats[-1].sample + 100
+    x = _synthetic_ecg(beats, n)
+    eps, _ = stream(beats, n, signal=x)
+    asy = [e for e in eps if e.label == "ASYSTOLE" and e.end is not None]
+    assert [(e.start, e.end) for e in asy] == [(last, resume)]
+    pauses = [(e.start, e.end) for e in eps if e.label == "PAUSE" and e.end is not None]
+    assert pauses == [(last, resume)]
+    assert "SINUS" in {e.label for e in eps if e.start >= resume}
 
 
 def test_lead_off_is_not_asystole() -> None:

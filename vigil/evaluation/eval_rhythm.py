@@ -1,7 +1,7 @@
-"""Rhythm evaluation: AF on afdb (.qrs beats) and mitdb, VF on vfdb/cudb, asystole on challenge2015.
+"""Rhythm evaluation: AF on afdb (.qrs beats) and mitdb, VF on vfdb/cudb, asystole/VT alarms on challenge2015.
 
-Run: ``python -m vigil.evaluation.eval_rhythm [afdb] [mitdb] [vf] [asystole] [--ref]`` (all sections by
-default).  mitdb/vf/asystole use the full `EcgAnalyzer` pipeline when it exists, else (or with --ref)
+Run: ``python -m vigil.evaluation.eval_rhythm [afdb] [mitdb] [vf] [challenge] [--ref]`` (all sections by
+default).  mitdb/vf/challenge use the full `EcgAnalyzer` pipeline when it exists, else (or with --ref)
 reference beats plus a 0.5-40 Hz band-passed lead through `RhythmTracker`.
 Tables go to stdout, progress to stderr.  Scoring: `vigil.evaluation.episodes` (EC57 "any overlap").
 """
@@ -263,11 +263,7 @@ def eval_vf() -> None:
     print("ttd = time from reference onset to the first open VF update, on reference episodes >= 4 s.")
 
 
-def eval_asystole() -> None:
-    """Asystole calls on challenge2015 asystole-alarm records (a*), against the true/false alarm label."""
-    import wfdb
-
-    root = data_root() / "challenge2015"
+def _challenge_labels(root: Path) -> dict[str, int]:
     labels: dict[str, int] = {}
     csv = root / "alarms.csv"
     if csv.exists():
@@ -275,37 +271,64 @@ def eval_asystole() -> None:
             parts = [p.strip() for p in line.split(",")]
             if len(parts) >= 2 and parts[1] in ("0", "1"):
                 labels[parts[0]] = int(parts[1])
-    print("\nAsystole on challenge2015 asystole-alarm records (alarm at 300 s for an event in the 16 s before)")
-    print(f"{'record':>8} {'true alarm':>10} {'ASYSTOLE in 284-300 s':>22} {'ASYSTOLE anywhere':>18} {'first at s':>10}")
+    return labels
+
+
+def _challenge_run(path: str) -> tuple[float, int, TrackerRun]:
+    import wfdb
+
+    if analyzer_available():
+        return run_analyzer(path)
+    import wfdb.processing as wp
+
+    r = wfdb.rdrecord(path, channels=[0])
+    fs, n = float(r.fs), r.sig_len
+    # no reference beats in this database: wfdb's XQRS stands in for the detector with --ref
+    x = np.nan_to_num(r.p_signal[:, 0])
+    beats = [Beat(int(p)) for p in wp.xqrs_detect(x, fs=fs, verbose=False)]
+    return fs, n, run_tracker(fs, beats, n, _bandpass(x * 1000.0, fs))
+
+
+def eval_asystole() -> None:
+    """challenge2015: ASYSTOLE/VT/VF calls in the 16 s before the alarm vs the true/false label, per alarm type."""
+    root = data_root() / "challenge2015"
+    labels = _challenge_labels(root)
+    print("\nchallenge2015 (alarm at 300 s for an event in the 16 s before; a* = asystole, v* = VT alarms)")
+    print(f"{'record':>8} {'label':>6} {'call in 284-300 s':>18} {'first call s':>12} {'ASYSTOLE anywhere':>18}")
+    tally: dict[str, list[int]] = {"a": [0, 0, 0, 0], "v": [0, 0, 0, 0]}  # TP FP FN TN
     for rec in _records("challenge2015"):
-        if not rec.startswith("a"):
+        kind = rec[0]
+        if kind not in tally:
             continue
         _progress(f"challenge2015 {rec}")
-        path = str(root / rec)
-        if analyzer_available():
-            fs, n, run = run_analyzer(path)
-        else:
-            r = wfdb.rdrecord(path, channels=[0])
-            fs, n = float(r.fs), r.sig_len
-            # no reference beats in this database: a simple offline detector stands in until the analyzer lands
-            import wfdb.processing as wp
+        fs, n, run = _challenge_run(str(root / rec))
+        want = {"a": ("ASYSTOLE",), "v": ("VT", "VF")}[kind]
+        calls = [(run.opened_at[(e.label, e.start)], e) for e in run.episodes if e.label in want and e.end is None]
+        hit = [at for at, e in calls if at >= 284 * fs and e.start <= 300 * fs]
+        asy = any(e.label == "ASYSTOLE" for e in run.episodes)
+        truth = labels.get(rec)
+        t = tally[kind]
+        if truth == 1:
+            t[0 if hit else 2] += 1
+        elif truth == 0:
+            t[1 if hit else 3] += 1
+        first = f"{min(hit) / fs:12.1f}" if hit else "           -"
+        shown = {1: "true", 0: "false"}.get(truth if truth is not None else -1, "?")
+        print(f"{rec:>8} {shown:>6} {('yes' if hit else 'no'):>18} {first} "
+              f"{('yes' if asy else 'no'):>18}")
+    for kind, (tp, fp, fn, tn) in tally.items():
+        total = tp + fp + fn + tn
+        if total:
+            score = (tp + tn) / (tp + tn + fp + 5 * fn)
+            print(f"{'asystole' if kind == 'a' else 'VT':>8}: TP {tp} FP {fp} FN {fn} TN {tn}; "
+                  f"CinC 2015 score (TP+TN)/(TP+TN+FP+5FN) = {100 * score:.1f} %")
 
-            x = np.nan_to_num(r.p_signal[:, 0])
-            peaks = wp.xqrs_detect(x, fs=fs, verbose=False)
-            beats = [Beat(int(p)) for p in peaks]
-            run = run_tracker(fs, beats, n, _bandpass(x * 1000.0, fs))
-        asy = [e for e in run.episodes if e.label == "ASYSTOLE" and e.end is None]
-        window = [e for e in asy if run.opened_at[(e.label, e.start)] >= 284 * fs and e.start <= 300 * fs]
-        first = f"{run.opened_at[(asy[0].label, asy[0].start)] / fs:10.1f}" if asy else "         -"
-        truth = {1: "true", 0: "false"}.get(labels.get(rec, -1), "?")
-        print(f"{rec:>8} {truth:>10} {('yes' if window else 'no'):>22} {('yes' if asy else 'no'):>18} {first}")
 
-
-SECTIONS = {"afdb": eval_afdb, "mitdb": eval_mitdb, "vf": eval_vf, "asystole": eval_asystole}
+SECTIONS = {"afdb": eval_afdb, "mitdb": eval_mitdb, "vf": eval_vf, "challenge": eval_asystole}
 
 
 def main(argv: list[str]) -> int:
-    """Print the rhythm tables (sections: afdb mitdb vf asystole; default all)."""
+    """Print the rhythm tables (sections: afdb mitdb vf challenge; default all)."""
     global FORCE_REFERENCE
     FORCE_REFERENCE = "--ref" in argv
     names = [a for a in argv if a in SECTIONS] or list(SECTIONS)

@@ -67,6 +67,7 @@ class RhythmTracker:
         self._pr_segments: deque[np.ndarray] = deque(maxlen=12)
         self._qrs_amp: deque[float] = deque(maxlen=12)
         self._p_present: bool | None = None
+        self._pause_for: int | None = None  # last beat whose pause has been reported
         self._poor_run = 0
         self._good_run = 0
         self._last_technical_end = -1
@@ -111,9 +112,10 @@ class RhythmTracker:
             return
         self._out.append(RhythmEpisode(label, start, max(end, start + 1), self.channel))
 
-    def _close_beat_rhythms(self, end: int) -> None:
+    def _close_beat_rhythms(self, end: int, keep_pause: bool = False) -> None:
         for label in BASE_LABELS + BEAT_OVERLAYS:
-            self._close(label, end)
+            if not (keep_pause and label == "PAUSE"):
+                self._close(label, end)
         self._base_rate = None
         self._v_run = []
 
@@ -199,14 +201,20 @@ class RhythmTracker:
         prev = self._beats[-1] if self._beats else None
         if prev is not None and b.sample <= prev.sample:
             return
+        was_asystole = "ASYSTOLE" in self._open
         self._close("ASYSTOLE", b.sample)
         if prev is not None and b.sample - prev.sample > PAUSE_S * self.fs and "VF" not in self._open:
-            if "PAUSE" not in self._open:
+            if "PAUSE" not in self._open and self._pause_for != prev.sample:
                 self._open["PAUSE"] = prev.sample
             self._close("PAUSE", b.sample)
+            self._pause_for = prev.sample
         self._collect_beat_shape(b, prev)
+        if was_asystole:  # rhythm restarts from this beat
+            self._beats.clear()
+            self._hr_rr.clear()
+            self._af.reset()
         self._beats.append(b)
-        if prev is None or self._suppressed():
+        if prev is None or was_asystole or self._suppressed():
             return
         rr = (b.sample - prev.sample) / self.fs
         self._hr_rr.append(rr)
@@ -296,8 +304,10 @@ class RhythmTracker:
         last = self._beats[-1].sample if self._beats else None
         if "VF" in self._open or "ASYSTOLE" in self._open:
             return
-        if last is not None and upto - last > PAUSE_S * self.fs and "NOISE" not in self._open:
+        if (last is not None and upto - last > PAUSE_S * self.fs and "NOISE" not in self._open
+                and self._pause_for != last):
             self._emit_open("PAUSE", last)
+            self._pause_for = last
         if not self._signal_seen:
             return  # without the signal a connected, non-flat lead cannot be confirmed
         if last is None:
@@ -310,7 +320,7 @@ class RhythmTracker:
             return
         if not self._quiet_since(ref, upto):
             return
-        self._close_beat_rhythms(ref)
+        self._close_beat_rhythms(ref, keep_pause=True)
         self._close("NOISE", ref)
         self._emit_open("ASYSTOLE", ref)
         self._af.reset()
