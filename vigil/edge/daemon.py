@@ -174,7 +174,8 @@ class Daemon:
 
     # ------------------------------------------------------------------ start
     def _start_store(self, loop: asyncio.AbstractEventLoop) -> None:
-        from vigil.store import RecordStore, StoreWriter
+        from vigil.store.records import RecordStore
+        from vigil.store.writer import StoreWriter
 
         path = self.cfg.resolve_path(self.cfg.store.path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -367,6 +368,7 @@ class Daemon:
         self.started_mono = self.clock.monotonic()
         self._start_store(loop)
         try:
+            assert self.session_id is not None
             self.pipeline = Pipeline(self.cfg, self.clock, [StoreSink(self.writer, self.session_id)],
                                      secrets=_operator_secrets(self.cfg), audit=self._audit)
             self._start_bus()
@@ -420,7 +422,7 @@ class Daemon:
         """Start, wait for SIGTERM/SIGINT (or `stop`, or `duration_s`), stop. Returns an exit status."""
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
-        installed: list[int] = []
+        installed: list[signal.Signals] = []
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):

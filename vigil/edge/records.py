@@ -153,7 +153,7 @@ def _assemble(path: Path, fs: float, names: list[str], units: list[str],
               columns: list[tuple[npt.NDArray[np.int32], str, float]], primary: int) -> list[RecordChannel]:
     kinds = [channel_kind(n) for n in names]
     order = [primary] + [i for i, k in enumerate(kinds) if i != primary and k in (ChannelKind.PLETH, ChannelKind.ABP)]
-    out_kinds = [ChannelKind.ECG] + [kinds[i] for i in order[1:]]  # type: ignore[misc]
+    out_kinds: list[ChannelKind] = [ChannelKind.ECG] + [k for i in order[1:] if (k := kinds[i]) is not None]
     vnames = _vigil_names(out_kinds)
     chans = []
     for vname, kind, i in zip(vnames, out_kinds, order, strict=True):
