@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vigil.evaluation.episodes import merge, rhythm_intervals, score
+from vigil.evaluation.episodes import merge, rhythm_intervals, score, subtract
 from vigil.model import Beat, QualityReport, RhythmEpisode
 from vigil.signal.rhythm import RhythmTracker
 
@@ -301,3 +301,5 @@ def test_episode_scoring() -> None:
     assert s.duration_ppv == pytest.approx(60 / 220)
     iv = rhythm_intervals([0, 10, 20, 30], ["(N", "(AFIB\x00", "(AFL", "(AFIB"], {"AFIB"}, 50)
     assert iv == [(10, 20), (30, 50)]
+    assert subtract([(0, 10), (20, 30)], [(5, 25)]) == [(0, 5), (25, 30)]
+    assert subtract([(0, 10)], [(2, 3), (5, 6)]) == [(0, 2), (3, 5), (6, 10)]

@@ -89,6 +89,26 @@ def overlap_length(a: Sequence[Interval], b: Sequence[Interval]) -> int:
     return total
 
 
+def subtract(intervals: Sequence[Interval], holes: Sequence[Interval]) -> list[Interval]:
+    """Remove `holes` from `intervals` (both disjoint and sorted); returns the pieces left."""
+    out: list[Interval] = []
+    for s, e in intervals:
+        pieces = [(s, e)]
+        for hs, he in holes:
+            nxt: list[Interval] = []
+            for ps, pe in pieces:
+                if he <= ps or hs >= pe:
+                    nxt.append((ps, pe))
+                    continue
+                if hs > ps:
+                    nxt.append((ps, hs))
+                if he < pe:
+                    nxt.append((he, pe))
+            pieces = nxt
+        out.extend(pieces)
+    return merge(out)
+
+
 def _overlaps_any(x: Interval, others: Sequence[Interval]) -> bool:
     return any(min(x[1], o[1]) > max(x[0], o[0]) for o in others)
 
