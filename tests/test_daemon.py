@@ -159,3 +159,40 @@ def test_replay_pipeline_is_deterministic_and_raises_the_true_vt_alarm(tmp_path:
     assert first == second
     # Challenge 2015 v221l: a true VT alarm fired at 300 s for an event in the preceding 16 s
     assert any(c == "vt" and ev == "raised" and 284 <= t <= 302 for c, ev, t in first), first
+
+
+def test_run_with_an_unreadable_record_exits_2_naming_the_file(tmp_path: Path) -> None:
+    cfg_path = _config(tmp_path, free_port(), [("G1", "119", "replay-wfdb")])
+    cfg_path.write_text(cfg_path.read_text().replace("/119", "/no-such-record"))
+    proc = subprocess.run([sys.executable, "-m", "vigil", "run", "--config", str(cfg_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "no-such-record.hea: header file not found" in proc.stderr
+    assert not (tmp_path / "vigil.db").exists()  # nothing was opened for a config that cannot run
+
+
+def test_bus_ecg_frames_are_decimated_and_contiguous() -> None:
+    import numpy as np
+
+    from vigil.edge.daemon import BusSink
+    from vigil.model import ChannelKind, SampleBlock
+
+    class FakeBus:
+        def __init__(self) -> None:
+            self.frames: list[dict] = []
+
+        def publish_ecg(self, mat: str, payload: dict) -> None:
+            self.frames.append(payload)
+
+    bus = FakeBus()
+    sink = BusSink(bus)  # type: ignore[arg-type]
+    x = np.arange(360 * 3, dtype=np.int32)
+    for start in range(0, len(x), 100):  # odd block size: remainders carry over between frames
+        sink.block("M", SampleBlock("d", "ecg", ChannelKind.ECG, 360.0, "uV", 1.0, start, x[start:start + 100], 0.0, 0.0))
+        sink.flush_ecg(0.0)
+    frames = bus.frames
+    assert all(f["fs"] == 120.0 and f["decimation"] == 3 for f in frames)
+    assert all(a["seq"] + 3 * len(a["samples"]) == b["seq"] for a, b in zip(frames, frames[1:], strict=False))
+    joined = np.concatenate([f["samples"] for f in frames])
+    assert np.array_equal(joined, x[: len(joined) * 3].reshape(-1, 3).mean(axis=1).round())
+    assert len(joined) == 360  # all 3 s published at 120 Hz

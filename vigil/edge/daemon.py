@@ -165,6 +165,7 @@ class Daemon:
         self.bus: Bus | None = None
         self.bus_sink: BusSink | None = None
         self.supervisors: dict[str, Any] = {}
+        self._records: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._published_alarms: dict[str, str] = {}
         self.broker_up = False
@@ -270,11 +271,10 @@ class Daemon:
         raise ConfigError(f"device {dev.id}: unsupported transport {profile.transport!r}", [("devices", None, dev.id)])
 
     async def _start_devices(self) -> None:
-        from vigil.edge.pipeline import replay_sources
         from vigil.edge.profiles import get_profile
         from vigil.edge.supervisor import DeviceSupervisor
 
-        records = await asyncio.to_thread(replay_sources, self.cfg)  # RecordError names a bad file
+        records = self._records
         for dev in self.cfg.devices:
             profile = get_profile(dev.profile)
             factory = self._factory(dev, profile, records.get(dev.id))
@@ -364,8 +364,14 @@ class Daemon:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Ordered start; raises VigilError (config, store, record) before anything streams."""
+        from vigil.edge.pipeline import replay_sources
+        from vigil.edge.profiles import get_profile
+
         loop = asyncio.get_running_loop()
         self.started_mono = self.clock.monotonic()
+        for dev in self.cfg.devices:
+            get_profile(dev.profile)  # ConfigError before anything is opened
+        self._records = await asyncio.to_thread(replay_sources, self.cfg)  # RecordError names a bad file
         self._start_store(loop)
         try:
             assert self.session_id is not None
