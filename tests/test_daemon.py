@@ -196,3 +196,60 @@ def test_bus_ecg_frames_are_decimated_and_contiguous() -> None:
     joined = np.concatenate([f["samples"] for f in frames])
     assert np.array_equal(joined, x[: len(joined) * 3].reshape(-1, 3).mean(axis=1).round())
     assert len(joined) == 360  # all 3 s published at 120 Hz
+
+
+async def test_commands_over_the_bus_are_answered_and_ecg_streams_at_4_per_second(tmp_path: Path, mosquitto) -> None:
+    import json
+    import secrets as pysecrets
+
+    from vigil.alarms.commands import sign
+
+    secret = tmp_path / "ana.secret"
+    secret.write_bytes(pysecrets.token_hex(16).encode())
+    secret.chmod(0o600)
+    cfg_path = _config(tmp_path, mosquitto.port, [("G1", "119", "replay-wfdb")])
+    cfg_path.write_text(cfg_path.read_text() + '[[operators]]\nname = "ana"\nsecret_file = "ana.secret"\n')
+    cfg = parse_config(cfg_path.read_text(), cfg_path)
+    daemon = Daemon(cfg)
+    stop = asyncio.Event()
+    run = asyncio.create_task(daemon.run(stop, handle_signals=False))
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 20)
+        assert daemon.bus is not None and await daemon.bus.wait_connected(10)
+        import aiomqtt
+
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+            await client.subscribe("vigil/t1/cmd/ana/reply")
+            await client.subscribe("vigil/t1/guest/G1/ecg")
+            await asyncio.sleep(0.3)
+            base = {"v": 1, "op": "pause", "operator": "ana", "guest": "G1", "duration_s": 60}
+            good = sign({**base, "ts": time.time(), "nonce": pysecrets.token_hex(8), "id": "c1"},
+                        secret.read_bytes())
+            forged = {**good, "nonce": pysecrets.token_hex(8), "id": "c2"}  # signature no longer matches
+            await client.publish("vigil/t1/cmd/ana", json.dumps(good))
+            await client.publish("vigil/t1/cmd/ana", json.dumps(forged))
+            await client.publish("vigil/t1/cmd/ana", b"not json")
+            await client.publish("vigil/t1/cmd/ana", json.dumps({**base, "operator": "bob"}))
+            replies: list[dict] = []
+            ecg: list[dict] = []
+            t0 = time.monotonic()
+
+            async def collect() -> None:
+                async for m in client.messages:
+                    body = json.loads(m.payload)
+                    (replies if str(m.topic).endswith("/reply") else ecg).append(body)
+                    if len(replies) == 4 and time.monotonic() - t0 >= 2.0:
+                        return
+            await asyncio.wait_for(collect(), 10)
+            elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 30)
+    by_id = {r.get("id"): r for r in replies}
+    assert by_id["c1"]["ok"] is True and by_id["c1"]["op"] == "pause"
+    assert by_id["c2"]["ok"] is False and by_id["c2"]["reason"] == "bad signature"
+    others = [r for r in replies if r.get("id") is None]
+    assert sorted(r["reason"] for r in others) == ["command is not a JSON object",
+                                                  "operator does not match the topic"]
+    assert 3.0 <= len(ecg) / elapsed <= 5.0  # ~4 frames per second
+    assert all(e["v"] == 1 and e["fs"] == 120.0 for e in ecg)

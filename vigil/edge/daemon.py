@@ -234,8 +234,7 @@ class Daemon:
         except ValueError:
             self.bus.publish_reply(operator, {"ok": False, "reason": "command is not a JSON object"})
             return
-        cmd.setdefault("operator", operator)
-        if cmd.get("operator") != operator:
+        if cmd.get("operator") != operator:  # the broker's ACL binds the topic to the operator
             self.bus.publish_reply(operator, {"ok": False, "reason": "operator does not match the topic"})
             return
         result = self.pipeline.command(cmd)
