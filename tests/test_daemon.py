@@ -253,3 +253,29 @@ async def test_commands_over_the_bus_are_answered_and_ecg_streams_at_4_per_secon
                                                   "operator does not match the topic"]
     assert 3.0 <= len(ecg) / elapsed <= 5.0  # ~4 frames per second
     assert all(e["v"] == 1 and e["fs"] == 120.0 for e in ecg)
+
+
+async def test_a_true_vt_sounds_locally_through_the_daemon(tmp_path: Path) -> None:
+    sounds = tmp_path / "sounds"
+    sounds.mkdir()
+    cfg_path = _config(tmp_path, free_port(), [("V", "v221l", "replay-wfdb")], speed=10.0)
+    text = cfg_path.read_text().replace("sound_enabled = false", f'sound_enabled = true\nsound_device = "file:{sounds}"')
+    cfg_path.write_text(text.replace("speed = 10.0", "speed = 10.0\nstart_s = 260\nloop = false"))
+    cfg = parse_config(cfg_path.read_text(), cfg_path)
+    daemon = Daemon(cfg)
+    stop = asyncio.Event()
+    run = asyncio.create_task(daemon.run(stop, handle_signals=False))
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 20)
+        assert daemon.annunciator is not None and daemon.pipeline is not None
+        for _ in range(100):  # 40 s of record at 10x: the VT before the 300 s alarm falls inside
+            if list(sounds.glob("*high*.wav")):
+                break
+            await asyncio.sleep(0.1)
+        active = {a.condition: a.priority.label for a in daemon.pipeline.active_alarms("V")}
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 30)
+    assert list(sounds.glob("*high*.wav")), "no high-priority alarm sound was rendered"
+    assert active.get("vt") == "high", active  # latched until acknowledged
+    assert list(sounds.glob("*medium*.wav"))  # the broker outage (nothing listens) sounded as a medium alarm

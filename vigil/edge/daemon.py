@@ -166,6 +166,7 @@ class Daemon:
         self.bus_sink: BusSink | None = None
         self.supervisors: dict[str, Any] = {}
         self._records: dict[str, Any] = {}
+        self.annunciator: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._published_alarms: dict[str, str] = {}
         self.broker_up = False
@@ -209,6 +210,28 @@ class Daemon:
             ev = TechnicalEvent(TechnicalKind.BROKER_DOWN, not up, self.clock.monotonic(),
                                 detail=("broker reachable" if up else f"broker unreachable: {why}")[:200])
             self.pipeline.technical(None, ev)
+
+    def _start_annunciator(self) -> None:
+        """Local sound + escalation ladder (vigil.alarms.annunciation), when the alarm engine runs."""
+        pipe = self.pipeline
+        if pipe is None or pipe.engine is None:
+            return
+        try:
+            from vigil.alarms.annunciation import Annunciator
+        except ImportError as exc:
+            log.error("alarm sound and escalation unavailable (%s)", exc)
+            return
+
+        def emit(ev: AlarmEvent) -> None:  # escalation attempts: to the store and the bus, not back to itself
+            for sink in pipe.sinks:
+                if sink is not self.annunciator:
+                    try:
+                        sink.alarm(ev)
+                    except Exception:
+                        log.exception("alarm sink failed")
+
+        self.annunciator = Annunciator.from_config(self.cfg, self.clock, pipe.engine, emit, audit=self._audit)
+        pipe.add_sink(self.annunciator)
 
     def _start_bus(self) -> None:
         m = self.cfg.mqtt
@@ -300,6 +323,11 @@ class Daemon:
         last_ping = -math.inf
         while True:
             self.pipeline.tick()
+            if self.annunciator is not None:
+                try:
+                    self.annunciator.tick()
+                except Exception:
+                    log.exception("alarm annunciation tick failed")
             now = time.monotonic()
             if interval is not None and now - last_ping >= interval:
                 if self.notify.watchdog():
@@ -322,6 +350,7 @@ class Daemon:
                 "store": store, "bus": bus,
                 "analysis": bool(self.pipeline and self.pipeline.has_analysis),
                 "alarms": bool(self.pipeline and self.pipeline.engine is not None),
+                "annunciation": self.annunciator is not None,
                 "guests": [g.mat for g in self.cfg.guests]}
 
     def vitals_payload(self, mat: str) -> dict[str, Any]:
@@ -376,6 +405,7 @@ class Daemon:
             assert self.session_id is not None
             self.pipeline = Pipeline(self.cfg, self.clock, [StoreSink(self.writer, self.session_id)],
                                      secrets=_operator_secrets(self.cfg), audit=self._audit)
+            self._start_annunciator()
             self._start_bus()
             assert self.bus is not None
             await self.bus.__aenter__()
@@ -407,6 +437,12 @@ class Daemon:
         self._tasks.clear()
         if self.pipeline is not None:
             self.pipeline.finish()
+        if self.annunciator is not None:
+            try:
+                await asyncio.to_thread(self.annunciator.close)
+            except Exception:
+                log.exception("closing alarm annunciation failed")
+            self.annunciator = None
         if self.bus is not None:
             if self.bus_sink is not None:
                 self.bus_sink.flush_ecg(self.clock.wall())
