@@ -279,3 +279,42 @@ async def test_a_true_vt_sounds_locally_through_the_daemon(tmp_path: Path) -> No
     assert list(sounds.glob("*high*.wav")), "no high-priority alarm sound was rendered"
     assert active.get("vt") == "high", active  # latched until acknowledged
     assert list(sounds.glob("*medium*.wav"))  # the broker outage (nothing listens) sounded as a medium alarm
+
+
+def test_demo_with_a_dashboard_runs_the_daemon_beside_it_and_cleans_up(tmp_path: Path, monkeypatch) -> None:
+    import argparse
+    import types
+
+    from vigil.commands import demo
+
+    seen: dict[str, object] = {}
+
+    def configure(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--config", required=True)
+
+    def run(args: argparse.Namespace) -> int:  # a stand-in dashboard: watch the bus until the daemon runs
+        cfg = parse_config(Path(args.config).read_text())
+
+        async def watch() -> dict:
+            async with subscribe(cfg.mqtt.host, cfg.mqtt.port, ["vigil/demo/status"]) as messages:
+                async for _t, payload, _r in messages:
+                    if payload.get("state") == "running" and len(payload["devices"]) == 4:
+                        return payload
+            return {}
+        seen["status"] = asyncio.run(asyncio.wait_for(watch(), 40))
+        seen["port"] = cfg.mqtt.port
+        return 0
+
+    monkeypatch.setitem(sys.modules, "vigil.commands.tui", types.SimpleNamespace(configure=configure, run=run))
+    monkeypatch.setattr(demo, "_tui_available", lambda: None)
+    args = argparse.Namespace(headless=False, duration=None, speed=1.0, run_dir=str(tmp_path / "demo"))
+    assert demo.run(args) == 0
+    assert seen["status"]["state"] == "running"  # type: ignore[index]
+    from vigil.edge.broker import port_open
+    assert not port_open("127.0.0.1", int(seen["port"]))  # type: ignore[call-overload]  # broker stopped
+    store = RecordStore.open(tmp_path / "demo" / "vigil.db")
+    try:
+        (session,) = store.sessions()
+        assert session.ended_wall is not None  # the daemon got SIGTERM and closed its session
+    finally:
+        store.close()

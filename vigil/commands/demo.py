@@ -95,9 +95,12 @@ def run(args: argparse.Namespace) -> int:
             if why:
                 print(f"vigil demo: {why}; running headless", flush=True)
                 headless = True
-        if headless:
+        tui_args = None if headless else _tui_args(cfg_path)
+        if not headless and tui_args is None:
+            print("vigil demo: the dashboard does not take --config FILE; running headless", flush=True)
+        if headless or tui_args is None:
             return _headless(cfg, args.duration, args.speed)
-        return _with_dashboard(cfg_path, args.duration, run_dir)
+        return _with_dashboard(cfg_path, tui_args, args.duration, run_dir)
     finally:
         broker.stop()
 
@@ -128,7 +131,19 @@ def _headless(cfg: object, duration: float | None, speed: float) -> int:
     return asyncio.run(main())
 
 
-def _with_dashboard(cfg_path: Path, duration: float | None, run_dir: Path) -> int:
+def _tui_args(cfg_path: Path) -> argparse.Namespace | None:
+    """Arguments for `vigil tui --config FILE`, or None if the dashboard does not accept them."""
+    from vigil.commands import tui
+
+    parser = argparse.ArgumentParser(prog="vigil tui", exit_on_error=False)
+    tui.configure(parser)
+    try:
+        return parser.parse_args(["--config", str(cfg_path)])
+    except (argparse.ArgumentError, SystemExit):
+        return None
+
+
+def _with_dashboard(cfg_path: Path, tui_args: argparse.Namespace, duration: float | None, run_dir: Path) -> int:
     import signal
     import subprocess
 
@@ -141,9 +156,6 @@ def _with_dashboard(cfg_path: Path, duration: float | None, run_dir: Path) -> in
     try:
         from vigil.commands import tui
 
-        parser = argparse.ArgumentParser(prog="vigil tui")
-        tui.configure(parser)
-        tui_args = parser.parse_args(["--config", str(cfg_path)])
         return int(tui.run(tui_args) or 0)
     finally:
         if daemon.poll() is None:
