@@ -163,3 +163,51 @@ def test_simulated_ecg_runs_at_the_chosen_heart_rate() -> None:
     peaks, _ = sps.find_peaks(y, distance=int(0.3 * 250), height=0.5 * y.max())
     rate = 60.0 * 250 / np.median(np.diff(peaks))
     assert abs(rate - 96) < 4
+
+
+def _verdicts(tracker, x: np.ndarray, block: int = 62) -> list[bool]:
+    return [v for i in range(0, len(x), block) if (v := tracker.feed(x[i:i + block])) is not None]
+
+
+@pytest.mark.parametrize(("record", "name", "share"), [("bidmc_04", "pleth", 1.0), ("bidmc_04", "abp", 1.0),
+                                                      ("v221l", "abp", 0.9), ("v221l", "pleth", 0.5)])
+def test_pulsatility_of_real_waves_and_of_noise(vendored_records, record: str, name: str, share: float) -> None:
+    from vigil.edge.pipeline import Pulsatility
+
+    rec = load_record(vendored_records / record, duration_s=60)
+    ch = rec.channel(name)
+    assert ch is not None
+    x = ch.physical()
+    verdicts = _verdicts(Pulsatility(ch.fs, name), x)
+    assert len(verdicts) >= 30 and sum(verdicts) >= share * len(verdicts), (sum(verdicts), len(verdicts))
+    stopped = x.copy()
+    stopped[-int(4 * ch.fs):] = np.median(x)  # the pulse stops for the last 4 s (verdicts come once a second)
+    assert not _verdicts(Pulsatility(ch.fs, name), stopped)[-1]
+    rng = np.random.default_rng(1)
+    for sd in (0.05 * x.std(), x.std(), 3 * x.std()):  # a loose sensor: noise of any size is no pulse
+        noise = rng.normal(x.mean(), sd, len(x))
+        assert not any(_verdicts(Pulsatility(ch.fs, name), noise))
+
+
+def test_pipeline_records_seq_jumps_as_gaps_and_keeps_vitals(vendored_records) -> None:
+    from vigil.config import parse_config
+    from vigil.edge.pipeline import MemorySink, Pipeline
+
+    cfg = parse_config('[site]\nname = "t"\nroom = "r"\n[[devices]]\nid = "d"\nprofile = "replay-bidmc"\n'
+                       f'record = "{vendored_records / "bidmc_04"}"\n[[guests]]\nmat = "M"\nname = "x"\n'
+                       'devices = ["d"]\n')
+    clock = SimulatedClock()
+    mem = MemorySink()
+    pipe = Pipeline(cfg, clock, [mem], analyzer_factory=None, engine=None)
+    rec = load_record(vendored_records / "bidmc_04", duration_s=20)
+    outs = list(replay_fast("d", rec, clock, until_s=20))
+    ecg = [o for o in outs if isinstance(o, SampleBlock) and o.channel == "ecg"]
+    dropped = set(range(10, 14))  # four blocks lost on the link
+    for o in outs:
+        if isinstance(o, SampleBlock) and o.channel == "ecg" and ecg.index(o) in dropped:
+            continue
+        pipe.feed("d", o)
+    assert mem.gaps == [("M", "d", "ecg", ecg[10].seq, ecg[14].seq, "seq jump")]
+    g = pipe.guests["M"]
+    assert g.value(Metric.SPO2) == 93.0 and g.ecg_seq == ecg[-1].end_seq
+    pipe.feed("unknown-device", outs[0])  # unassigned devices are ignored, not an error
