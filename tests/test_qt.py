@@ -122,3 +122,22 @@ def test_qtc_formulas() -> None:
     assert q["qtc_framingham"] == pytest.approx(400 + 154 * 0.2)
     assert q["qtc_hodges"] == pytest.approx(400 + 1.75 * 15)
     assert qtc_all(400.0, 1.0) == pytest.approx({k: 400.0 for k in q})
+
+
+def test_premature_beats_do_not_enter_the_t_wave() -> None:
+    """Early V beats after every 4th N: windows of N beats followed by a premature beat are not used."""
+    x, beats = _synthetic(70, 90)
+    base = [m.detail["qt_ms"] for m in _stream(x, beats) if m.metric == Metric.QT and not math.isnan(m.value)]
+    t = np.arange(len(x))
+    tri: list[Beat] = []
+    for k, b in enumerate(beats):
+        tri.append(b)
+        if k % 4 == 3 and b.sample + int(0.42 * FS) < len(x) - 100:  # a V beat 420 ms after every 4th N
+            v = b.sample + int(0.42 * FS)
+            x = x - 1500 * np.exp(-((t - v) / 8.0) ** 2)
+            tri.append(Beat(v, "V"))
+    tri.sort(key=lambda b: b.sample)
+    out = [m for m in _stream(x, tri) if m.metric == Metric.QT and not math.isnan(m.value)]
+    assert out and base
+    assert abs(float(np.median([m.value for m in out])) - float(np.median(base))) <= 12.0
+    assert max(m.value for m in out) < float(np.median(base)) + 40.0

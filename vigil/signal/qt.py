@@ -1,7 +1,7 @@
 """Streaming QT/QTc on a median beat of the clean beats of the last ~30 s.
 
-Every `EMIT_EVERY_S` the clean beats of the last `WINDOW_S` (normal beats preceded by a normal beat,
-RR within ±15 % of the median, in seconds without poor quality) are aligned on their dominant QRS
+Every `EMIT_EVERY_S` the clean beats of the last `WINDOW_S` (normal beats between normal beats, the
+next one not premature, RR within ±15 % of the median) are aligned on their dominant QRS
 peak and combined into a sample-wise median beat, which is delineated by `vigil.signal.delineate`
 (QRS onset by slope threshold, T end by Zhang's trapezium area).  QT = T end − QRS onset.
 
@@ -11,7 +11,7 @@ QTc formulas (RR in s, QT in ms):
   Hodges QT + 1.75 (HR − 60) (Hodges et al., J. Am. Coll. Cardiol. 1 (1983) 694).
 
 Withheld (value NaN, detail {"withheld": reason}) when HR > 150 ("hr>150"), when RR is unstable
-("rr_unstable": coefficient of variation > 0.15 or too few clean beats among the recent ones),
+("rr_unstable": coefficient of variation of the N-N intervals > 0.15, or too few clean beats),
 when quality is poor ("poor_quality") or when delineation fails ("delineation_failed").
 """
 
@@ -62,7 +62,8 @@ class QtMeasurer:
         self._buf = np.zeros(cap)
         self._buf_end: int | None = None  # absolute index one past the last buffered sample
         self._n = 0  # valid samples in the buffer
-        self._pending: deque[tuple[Beat, float | None, str]] = deque()  # beat, rr, prev label
+        # beats whose window is not cut yet: beat, RR before, previous label, RR after, next label
+        self._pending: deque[tuple[Beat, float | None, str, float | None, str]] = deque()
         self._windows: deque[tuple[int, np.ndarray, float, bool]] = deque()  # sample, window, rr, clean
         self._last_beat: Beat | None = None
         self._poor: deque[tuple[int, bool]] = deque()
@@ -81,7 +82,10 @@ class QtMeasurer:
                 continue
             rr = (b.sample - self._last_beat.sample) / self.fs if self._last_beat is not None else None
             prev = self._last_beat.label if self._last_beat is not None else "Q"
-            self._pending.append((b, rr, prev))
+            if self._pending and rr is not None:  # the previous beat now knows what follows it
+                pb, prr, pprev, _, _ = self._pending[-1]
+                self._pending[-1] = (pb, prr, pprev, rr, b.label)
+            self._pending.append((b, rr, prev, None, "Q"))
             self._last_beat = b
         self._take_windows()
         horizon = (self._buf_end or upto) - int(WINDOW_S * self.fs)
@@ -128,10 +132,10 @@ class QtMeasurer:
         """Cut the analysis window of each pending beat once its samples are buffered."""
         end = self._buf_end
         while self._pending and end is not None:
-            b, rr, prev = self._pending[0]
+            b, rr, prev, rr_next, nxt = self._pending[0]
             margin = int(0.05 * self.fs)
             lo, hi = b.sample - self._before - margin, b.sample + self._after + margin
-            if hi > end:
+            if hi > end or (rr_next is None and hi + int(3 * self.fs) > end):  # wait for the next beat ≤ 3 s
                 break
             self._pending.popleft()
             seg = self._segment(lo, hi)
@@ -142,7 +146,9 @@ class QtMeasurer:
             w = seg[r - self._before:r + self._after]
             if len(w) != self._before + self._after:
                 continue
-            clean = b.label == "N" and prev == "N"
+            # clean: N between N beats, and the next beat not early (it would fall into the T wave)
+            clean = (b.label == "N" and prev == "N" and nxt == "N" and rr_next is not None
+                     and rr_next >= 0.85 * rr)
             self._windows.append((b.sample, w, rr, clean))
 
     # ------------------------------------------------------------------ measuring
@@ -165,7 +171,8 @@ class QtMeasurer:
         clean = [w for w in self._windows if w[3]]
         if len(clean) < MIN_BEATS or len(rrs) < MIN_BEATS:
             return self._withheld("rr_unstable" if len(rrs) >= MIN_BEATS else "too_few_beats", sample)
-        cv = float(np.std(rrs) / np.mean(rrs))
+        nn = np.array([w[2] for w in clean])  # N-N intervals: ectopic beats do not make sinus RR unstable
+        cv = float(np.std(nn) / np.mean(nn))
         if cv > RR_CV_MAX:
             return self._withheld("rr_unstable", sample, {"rr_cv": round(cv, 3)})
         rr_med = float(np.median([w[2] for w in clean]))
