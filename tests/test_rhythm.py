@@ -303,3 +303,19 @@ def test_episode_scoring() -> None:
     assert iv == [(10, 20), (30, 50)]
     assert subtract([(0, 10), (20, 30)], [(5, 25)]) == [(0, 5), (25, 30)]
     assert subtract([(0, 10)], [(2, 3), (5, 6)]) == [(0, 2), (3, 5), (6, 10)]
+
+
+def test_episodes_of_one_label_never_overlap_and_are_not_empty() -> None:
+    af = np.diff(FIX["afdb_04043_af_beats"])
+    rng = np.random.default_rng(6)
+    rr: list[float] = []
+    for k in range(6):  # alternate AF and regular sinus stretches
+        rr += list(af[k * 40:(k + 1) * 40] / FS) if k % 2 == 0 else list(rng.normal(0.8, 0.01, 60))
+    beats = [Beat(int(50 + s * FS)) for s in np.concatenate([[0.0], np.cumsum(rr)])]
+    eps, _ = stream(beats, beats[-1].sample + 100)
+    closed = [e for e in eps if e.end is not None]
+    assert {"AF", "SINUS"} <= {e.label for e in closed}
+    for label in {e.label for e in closed}:
+        spans = sorted((e.start, e.end) for e in closed if e.label == label)
+        assert all(e > s for s, e in spans)
+        assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:], strict=False))

@@ -16,12 +16,13 @@ import numpy as np
 PR_FROM_S = 0.35
 PR_TO_S = 0.06
 MIN_BEATS = 8
-MIN_CORRELATION = 0.5
+MIN_CORRELATION = 0.5  # P waves present enough to veto an AF onset
+CLEAR_CORRELATION = 0.8  # ... and clear enough (sustained) to end an ongoing AF episode
 MIN_RELATIVE_AMPLITUDE = 0.02
 
 
-def p_wave_present(segments: np.ndarray, qrs_amplitude: float) -> bool | None:
-    """Decide P-wave presence from `segments` (beats × samples of the PR region); None if too few beats."""
+def p_wave_score(segments: np.ndarray, qrs_amplitude: float) -> float | None:
+    """Split-half correlation of the PR-region averages (0 when the wave is below the amplitude floor)."""
     if segments.ndim != 2 or segments.shape[0] < MIN_BEATS or segments.shape[1] < 8 or qrs_amplitude <= 0:
         return None
     seg = segments - np.median(segments, axis=1, keepdims=True)
@@ -30,7 +31,13 @@ def p_wave_present(segments: np.ndarray, qrs_amplitude: float) -> bool | None:
     a = a - np.linspace(a[0], a[-1], len(a))
     b = b - np.linspace(b[0], b[-1], len(b))
     if np.std(a) <= 0 or np.std(b) <= 0:
-        return False
-    corr = float(np.corrcoef(a, b)[0, 1])
-    amp = float(np.ptp((a + b) / 2.0))
-    return corr >= MIN_CORRELATION and amp >= MIN_RELATIVE_AMPLITUDE * qrs_amplitude
+        return 0.0
+    if float(np.ptp((a + b) / 2.0)) < MIN_RELATIVE_AMPLITUDE * qrs_amplitude:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def p_wave_present(segments: np.ndarray, qrs_amplitude: float) -> bool | None:
+    """Decide P-wave presence from `segments` (beats × samples of the PR region); None if too few beats."""
+    score = p_wave_score(segments, qrs_amplitude)
+    return None if score is None else score >= MIN_CORRELATION

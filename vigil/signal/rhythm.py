@@ -28,7 +28,7 @@ import numpy as np
 
 from vigil.model import Beat, QualityReport, RhythmEpisode, RhythmLabel
 from vigil.signal.af import AfDetector
-from vigil.signal.pwave import PR_FROM_S, PR_TO_S, p_wave_present
+from vigil.signal.pwave import CLEAR_CORRELATION, MIN_CORRELATION, PR_FROM_S, PR_TO_S, p_wave_score
 from vigil.signal.vf import VfDetector
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ class RhythmTracker:
         self._first_sample: int | None = None
         self._pr_segments: deque[np.ndarray] = deque(maxlen=12)
         self._qrs_amp: deque[float] = deque(maxlen=12)
-        self._p_present: bool | None = None
+        self._p_present: bool | None = None  # P waves present enough to veto an AF onset
+        self._p_clear_run = 0  # consecutive assessments with clear P waves (ends an AF episode at 8)
+        self._last_end: dict[str, int] = {}
         self._pause_for: int | None = None  # last beat whose pause has been reported
         self._poor_run = 0
         self._good_run = 0
@@ -103,6 +105,7 @@ class RhythmTracker:
     def _emit_open(self, label: RhythmLabel, start: int) -> None:
         if label in self._open:
             return
+        start = max(start, self._last_end.get(label, start))  # back-dated starts never overlap the last one
         self._open[label] = start
         self._out.append(RhythmEpisode(label, start, None, self.channel))
 
@@ -110,7 +113,9 @@ class RhythmTracker:
         start = self._open.pop(label, None)
         if start is None:
             return
-        self._out.append(RhythmEpisode(label, start, max(end, start + 1), self.channel))
+        end = max(end, start + 1)
+        self._last_end[label] = end
+        self._out.append(RhythmEpisode(label, start, end, self.channel))
 
     def _close_beat_rhythms(self, end: int, keep_pause: bool = False) -> None:
         for label in BASE_LABELS + BEAT_OVERLAYS:
@@ -194,7 +199,9 @@ class RhythmTracker:
             return
         self._pr_segments.append(seg.copy())
         if len(self._pr_segments) >= 8:
-            self._p_present = p_wave_present(np.vstack(list(self._pr_segments)), float(np.median(self._qrs_amp)))
+            score = p_wave_score(np.vstack(list(self._pr_segments)), float(np.median(self._qrs_amp)))
+            self._p_present = None if score is None else score >= MIN_CORRELATION
+            self._p_clear_run = self._p_clear_run + 1 if score is not None and score >= CLEAR_CORRELATION else 0
 
     # ------------------------------------------------------------------ beats
     def _on_beat(self, b: Beat) -> None:
@@ -229,12 +236,13 @@ class RhythmTracker:
             if d is not None:
                 if d.active:
                     for label in ("SINUS", "BRADY", "TACHY"):
-                        self._close(label, d.sample)  # type: ignore[arg-type]
+                        if label in self._open:  # never before that episode's own start
+                            self._close(label, max(d.sample, self._open[label] + 1))  # type: ignore[arg-type]
                     self._base_rate = None
                     self._emit_open("AF", d.sample)
                 else:
                     self._close("AF", d.sample)
-        if self._af.active and self._p_present and "AF" in self._open:
+        if self._af.active and self._p_clear_run >= 8 and "AF" in self._open:
             self._close("AF", b.sample)
             self._af.active = False
         if not self._af.active:
