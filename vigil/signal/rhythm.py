@@ -67,7 +67,8 @@ class RhythmTracker:
         self._pr_segments: deque[np.ndarray] = deque(maxlen=12)
         self._qrs_amp: deque[float] = deque(maxlen=12)
         self._p_present: bool | None = None  # P waves present enough to veto an AF onset
-        self._p_clear_run = 0  # consecutive assessments with clear P waves (ends an AF episode at 8)
+        self._p_clear = False  # P waves clearly present (ends an ongoing AF episode)
+        self._p_scores: deque[float] = deque(maxlen=8)
         self._last_end: dict[str, int] = {}
         self._pause_for: int | None = None  # last beat whose pause has been reported
         self._poor_run = 0
@@ -200,8 +201,12 @@ class RhythmTracker:
         self._pr_segments.append(seg.copy())
         if len(self._pr_segments) >= 8:
             score = p_wave_score(np.vstack(list(self._pr_segments)), float(np.median(self._qrs_amp)))
-            self._p_present = None if score is None else score >= MIN_CORRELATION
-            self._p_clear_run = self._p_clear_run + 1 if score is not None and score >= CLEAR_CORRELATION else 0
+            if score is not None:
+                self._p_scores.append(score)
+            if len(self._p_scores) >= 4:
+                typical = float(np.median(self._p_scores))  # median of the last 8 assessments
+                self._p_present = typical >= MIN_CORRELATION
+                self._p_clear = typical >= CLEAR_CORRELATION
 
     # ------------------------------------------------------------------ beats
     def _on_beat(self, b: Beat) -> None:
@@ -242,7 +247,7 @@ class RhythmTracker:
                     self._emit_open("AF", d.sample)
                 else:
                     self._close("AF", d.sample)
-        if self._af.active and self._p_clear_run >= 8 and "AF" in self._open:
+        if self._af.active and self._p_clear and "AF" in self._open:
             self._close("AF", b.sample)
             self._af.active = False
         if not self._af.active:
