@@ -60,7 +60,8 @@ class RhythmTracker:
         self._hr_rr: deque[float] = deque(maxlen=8)
         self._base_rate: RhythmLabel | None = None
         # signal ring buffer (band-passed), absolute index of its first sample
-        self._sig: deque[float] = deque(maxlen=int(BUFFER_S * self.fs))
+        self._sig = np.zeros(int(BUFFER_S * self.fs))  # ring as a shifted array; the newest sample is last
+        self._sig_n = 0  # valid samples at the end of `_sig`
         self._sig_end: int | None = None
         self._signal_seen = False
         self._first_sample: int | None = None
@@ -158,8 +159,14 @@ class RhythmTracker:
         if self._first_sample is None:
             self._first_sample = start
         if self._sig_end is not None and start != self._sig_end:
-            self._sig.clear()
-        self._sig.extend(x.tolist())
+            self._sig_n = 0
+        cap = len(self._sig)
+        if len(x) >= cap:
+            self._sig[:] = x[-cap:]
+        else:
+            self._sig[:-len(x)] = self._sig[len(x):]
+            self._sig[-len(x):] = x
+        self._sig_n = min(cap, self._sig_n + len(x))
         self._sig_end = start + len(x)
         self._signal_seen = True
         for d in self._vf.feed(x, start):
@@ -179,11 +186,11 @@ class RhythmTracker:
         """Buffered signal [lo, hi) or None when not (fully) buffered."""
         if self._sig_end is None:
             return None
-        first = self._sig_end - len(self._sig)
+        first = self._sig_end - self._sig_n
         if lo < first or hi > self._sig_end or hi <= lo:
             return None
-        buf = np.fromiter(self._sig, dtype=float, count=len(self._sig))
-        return buf[lo - first:hi - first]
+        cap = len(self._sig)
+        return self._sig[cap - (self._sig_end - lo):cap - (self._sig_end - hi)]
 
     def _collect_beat_shape(self, b: Beat, prev: Beat | None) -> None:
         """Keep the QRS amplitude of every beat and the PR region of normal beats (P-wave check)."""
@@ -342,7 +349,7 @@ class RhythmTracker:
         """True when no QRS-sized deflection is in the signal between `ref` (+200 ms) and `upto`."""
         lo = ref + int(0.2 * self.fs)
         hi = min(upto, self._sig_end or upto)
-        seg = self._segment(max(lo, (self._sig_end or hi) - len(self._sig)), hi)
+        seg = self._segment(max(lo, (self._sig_end or hi) - self._sig_n), hi)
         if seg is None or len(seg) < int(self.fs):
             return False
         ref_amp = float(np.median(self._qrs_amp)) if self._qrs_amp else None
