@@ -198,6 +198,7 @@ def eval_mitdb() -> None:
     full = analyzer_available()
     rows = []
     no_afl: list[tuple[str, EpisodeScore]] = []
+    others: list[tuple[str, int, int, int, float]] = []
     for rec in _records("mitdb"):
         _progress(f"mitdb {rec}")
         path = str(data_root() / "mitdb" / rec)
@@ -213,8 +214,18 @@ def eval_mitdb() -> None:
         afl = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"AFL"}, n)
         rows.append((rec, score(ref, run.intervals("AF", n))))
         no_afl.append((rec, score(subtract(ref, afl), subtract(run.intervals("AF", n), afl))))
+        vf_ref = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"VFL", "VF"}, n)
+        others.append((rec, len(run.intervals("ASYSTOLE", n)), len(run.intervals("VF", n)), len(vf_ref),
+                       sum(e - s for s, e in run.intervals("NOISE", n)) / fs / 60.0))
     how = "EcgAnalyzer full pipeline" if full else "reference .atr beats + 0.5-40 Hz band-passed lead 0"
     _score_table(f"AF on mitdb ({how}; AFL counts as non-AF)", rows, no_afl=no_afl)
+    print("\nOther calls on mitdb (no asystole in these records; VF/VFL reference episodes shown)")
+    print(f"{'record':>8} {'ASYSTOLE':>8} {'VF det':>6} {'VF ref':>6} {'NOISE min':>9}")
+    for rec, asy, vf, vf_ref_n, noise_min in others:
+        if asy or vf or vf_ref_n or noise_min >= 0.05:
+            print(f"{rec:>8} {asy:8d} {vf:6d} {vf_ref_n:6d} {noise_min:9.1f}")
+    print(f"{'total':>8} {sum(o[1] for o in others):8d} {sum(o[2] for o in others):6d} {sum(o[3] for o in others):6d} "
+          f"{sum(o[4] for o in others):9.1f}   (records with nothing to show are omitted)")
 
 
 def _vf_reference(db: str, rec: str, n: int) -> list[Interval]:
