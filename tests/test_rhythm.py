@@ -319,3 +319,23 @@ def test_episodes_of_one_label_never_overlap_and_are_not_empty() -> None:
         spans = sorted((e.start, e.end) for e in closed if e.label == label)
         assert all(e > s for s, e in spans)
         assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_gap_in_sample_numbering_is_not_a_pause_or_asystole() -> None:
+    """Samples jump by 10 s (lost link): episodes close at the gap; no PAUSE/ASYSTOLE spans it."""
+    t = RhythmTracker(FS)
+    beats = regular(70, 60)
+    n = beats[-1].sample + 100
+    x = _synthetic_ecg(beats, n)
+    cut, jump = 30 * 250, 10 * 250  # the stream loses samples [cut, cut+jump)
+    out: list[RhythmEpisode] = []
+    for start in range(0, n, 250):
+        stop = min(n, start + 250)
+        if cut <= start < cut + jump:
+            continue
+        new = [b for b in beats if start - 75 <= b.sample < stop - 75 and not cut <= b.sample < cut + jump]
+        out += t.update(beats=new, upto=stop - 75, signal=x[start:stop], signal_start=start, quality=[])
+    out += t.close(n)
+    assert not {"PAUSE", "ASYSTOLE"} & {e.label for e in out}
+    sinus = [e for e in out if e.label == "SINUS" and e.end is not None]
+    assert any(e.end <= cut for e in sinus) and any(e.start >= cut + jump for e in sinus)

@@ -71,6 +71,7 @@ class RhythmTracker:
         self._p_clear = False  # P waves clearly present (ends an ongoing AF episode)
         self._p_scores: deque[float] = deque(maxlen=8)
         self._last_end: dict[str, int] = {}
+        self._resume = -(2**62)  # beats before this sample (the end of the last gap) are ignored
         self._pause_for: int | None = None  # last beat whose pause has been reported
         self._poor_run = 0
         self._good_run = 0
@@ -159,7 +160,7 @@ class RhythmTracker:
         if self._first_sample is None:
             self._first_sample = start
         if self._sig_end is not None and start != self._sig_end:
-            self._sig_n = 0
+            self._on_gap(self._sig_end, start)
         cap = len(self._sig)
         if len(x) >= cap:
             self._sig[:] = x[-cap:]
@@ -181,6 +182,25 @@ class RhythmTracker:
                 self._close("VF", d.sample)
                 self._beats.clear()
                 self._hr_rr.clear()
+
+    def _on_gap(self, old_end: int, new_start: int) -> None:
+        """A jump in the sample numbering: close everything at the gap and start afresh after it."""
+        for label in list(self._open):
+            self._close(label, old_end)  # type: ignore[arg-type]
+        self._sig_n = 0
+        self._vf = VfDetector(self.fs)
+        self._beats.clear()
+        self._hr_rr.clear()
+        self._v_run = []
+        self._base_rate = None
+        self._af.reset()
+        self._af.active = False
+        self._pause_for = None
+        self._pr_segments.clear()
+        self._p_scores.clear()
+        self._poor_run = self._good_run = 0
+        self._first_sample = new_start
+        self._resume = new_start
 
     def _segment(self, lo: int, hi: int) -> np.ndarray | None:
         """Buffered signal [lo, hi) or None when not (fully) buffered."""
@@ -218,8 +238,8 @@ class RhythmTracker:
     # ------------------------------------------------------------------ beats
     def _on_beat(self, b: Beat) -> None:
         prev = self._beats[-1] if self._beats else None
-        if prev is not None and b.sample <= prev.sample:
-            return
+        if (prev is not None and b.sample <= prev.sample) or b.sample < self._resume:
+            return  # out of order, or from before a gap
         was_asystole = "ASYSTOLE" in self._open
         self._close("ASYSTOLE", b.sample)
         if prev is not None and b.sample - prev.sample > PAUSE_S * self.fs and "VF" not in self._open:
