@@ -1,7 +1,7 @@
 """Rhythm evaluation: AF on afdb (.qrs beats) and mitdb, VF on vfdb/cudb, asystole/VT alarms on challenge2015.
 
-Run: ``python -m vigil.evaluation.eval_rhythm [afdb] [mitdb] [vf] [challenge] [--ref]`` (all sections by
-default).  mitdb/vf/challenge use the full `EcgAnalyzer` pipeline when it exists, else (or with --ref)
+Run: ``python -m vigil.evaluation.eval_rhythm [afdb] [mitdb] [vf] [challenge] [noise] [--ref]`` (all sections by
+default).  mitdb/vf/challenge/noise use the full `EcgAnalyzer` pipeline when it exists, else (or with --ref)
 reference beats plus a 0.5-40 Hz band-passed lead through `RhythmTracker`.
 Tables go to stdout, progress to stderr.  Scoring: `vigil.evaluation.episodes` (EC57 "any overlap").
 """
@@ -348,11 +348,32 @@ def eval_asystole() -> None:
                   f"CinC 2015 score (TP+TN)/(TP+TN+FP+5FN) = {100 * score:.1f} %")
 
 
-SECTIONS = {"afdb": eval_afdb, "mitdb": eval_mitdb, "vf": eval_vf, "challenge": eval_asystole}
+def eval_noise() -> None:
+    """Rhythm calls on the nstdb noise-stress records (118 + noise, and the noise-only bw/ma records)."""
+    labels = ("SINUS", "AF", "VT", "VF", "ASYSTOLE", "PAUSE", "NOISE")
+    print("\nRhythm calls on nstdb (118 is sinus with APCs; bw/ma are noise only): episodes / minutes")
+    print(f"{'record':>8} " + " ".join(f"{lab:>11}" for lab in labels))
+    for rec in ("118e24", "118e12", "118e00", "bw", "ma"):
+        path = data_root() / "nstdb" / rec
+        if not path.with_suffix(".hea").exists():
+            continue
+        _progress(f"nstdb {rec}")
+        if analyzer_available():
+            fs, n, run = run_analyzer(str(path))
+        else:
+            fs, n, run = _challenge_run(str(path))
+        cells = []
+        for lab in labels:
+            iv = run.intervals(lab, n)
+            cells.append(f"{len(iv):4d} /{sum(e - s for s, e in iv) / fs / 60:5.1f}")
+        print(f"{rec:>8} " + " ".join(f"{c:>11}" for c in cells))
+
+
+SECTIONS = {"afdb": eval_afdb, "mitdb": eval_mitdb, "vf": eval_vf, "challenge": eval_asystole, "noise": eval_noise}
 
 
 def main(argv: list[str]) -> int:
-    """Print the rhythm tables (sections: afdb mitdb vf challenge; default all)."""
+    """Print the rhythm tables (sections: afdb mitdb vf challenge noise; default all)."""
     global FORCE_REFERENCE
     FORCE_REFERENCE = "--ref" in argv
     names = [a for a in argv if a in SECTIONS] or list(SECTIONS)
