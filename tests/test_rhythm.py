@@ -339,3 +339,19 @@ def test_gap_in_sample_numbering_is_not_a_pause_or_asystole() -> None:
     assert not {"PAUSE", "ASYSTOLE"} & {e.label for e in out}
     sinus = [e for e in out if e.label == "SINUS" and e.end is not None]
     assert any(e.end <= cut for e in sinus) and any(e.start >= cut + jump for e in sinus)
+
+
+def test_vt_not_called_on_a_noisy_stretch() -> None:
+    seq = "N" * 12 + "V" * 7 + "N" * 6
+    beats = []
+    t = 50
+    for lab in seq:
+        t += int((0.45 if lab == "V" else 0.85) * FS)
+        beats.append(Beat(t, lab))  # type: ignore[arg-type]
+    n = t + 200
+    v0 = beats[seq.index("V")].sample
+    clean = [QualityReport(int(s), 1.0) for s in np.arange(FS, n, FS)]
+    noisy = [QualityReport(int(s), 0.3 if v0 - FS <= s <= v0 + FS else 1.0, ("noise",) if v0 - FS <= s <= v0 + FS else ())
+             for s in np.arange(FS, n, FS)]
+    assert "VT" in labels(stream(beats, n, quality=clean)[0])
+    assert "VT" not in labels(stream(beats, n, quality=noisy)[0])

@@ -76,6 +76,7 @@ class RhythmTracker:
         self._poor_run = 0
         self._good_run = 0
         self._last_technical_end = -1
+        self._last_poor_end = -1  # end of the last poor-quality second
         self._out: list[RhythmEpisode] = []
 
     # ------------------------------------------------------------------ public
@@ -140,6 +141,7 @@ class RhythmTracker:
                 self._close("VF", q.sample - int(self.fs))
         poor = bool(flags & POOR_FLAGS) or q.quality < POOR_QUALITY
         if poor:
+            self._last_poor_end = max(self._last_poor_end, q.sample)
             self._poor_run += 1
             self._good_run = 0
             if self._poor_run >= 2 and "NOISE" not in self._open and "VF" not in self._open:
@@ -304,7 +306,7 @@ class RhythmTracker:
             run = self._v_run
             if len(run) >= 5 and "VT" not in self._open:
                 rate = 60.0 * (len(run) - 1) * self.fs / (run[-1] - run[0])
-                if rate > 100.0:
+                if rate > 100.0 and self._last_poor_end <= run[0]:  # not on a stretch flagged noisy
                     self._emit_open("VT", run[0])
             return
         run = self._v_run
