@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vigil.datasets import data_root
-from vigil.signal.delineate import Delineation, _lowpass, delineate, median_beat, refine_r
+from vigil.signal.delineate import Delineation, delineate, median_beat, refine_r, zero_phase_lowpass
 
 NEIGHBOURS = 8  # beats each side in the median beat
 BEFORE_S = 0.3
@@ -90,7 +90,7 @@ def baseline_removed(x: np.ndarray, fs: float) -> np.ndarray:
 
 
 def _lp40(x: np.ndarray, fs: float, lo: int, hi: int) -> np.ndarray:
-    return _lowpass(x[lo:min(len(x), hi)], fs, 40.0)
+    return zero_phase_lowpass(x[lo:min(len(x), hi)], fs, 40.0)
 
 
 def measure_beat(x: np.ndarray, fs: float, beats: np.ndarray, peak: int) -> Delineation | None:

@@ -39,7 +39,7 @@ class Delineation:
     noise: float = 0.0  # high-frequency residual of the beat (µV), for lead selection
 
 
-def _lowpass(x: np.ndarray, fs: float, hz: float) -> np.ndarray:
+def zero_phase_lowpass(x: np.ndarray, fs: float, hz: float) -> np.ndarray:
     """Zero-phase Butterworth low-pass (offline, on a short beat)."""
     import scipy.signal as sps
 
@@ -80,7 +80,7 @@ def delineate(beat: np.ndarray, r: int, fs: float, rr_s: float) -> Delineation |
     n = len(x)
     if n < int(0.6 * fs) or not 0 < r < n:
         return None
-    q = _lowpass(x, fs, 40.0)
+    q = zero_phase_lowpass(x, fs, 40.0)
     r = refine_r(q, r, fs, 0.03)
     slope = np.gradient(q) * fs
     h = int(QRS_SEARCH_S * fs)
@@ -98,7 +98,7 @@ def delineate(beat: np.ndarray, r: int, fs: float, rr_s: float) -> Delineation |
     if qrs_on is None or qrs_off is None:
         return None
     # T wave
-    s = _lowpass(x, fs, 20.0)
+    s = zero_phase_lowpass(x, fs, 20.0)
     t_lo = max(qrs_off + int(0.06 * fs), r + int(0.1 * fs))
     t_hi = min(n - 1, r + int(min(0.7, max(0.25, 0.6 * rr_s)) * fs))
     if t_hi - t_lo < int(0.05 * fs):

@@ -23,7 +23,7 @@ from collections import deque
 import numpy as np
 
 from vigil.model import Beat, Measurement, Metric, QualityReport
-from vigil.signal.delineate import _lowpass, delineate, refine_r
+from vigil.signal.delineate import delineate, refine_r, zero_phase_lowpass
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class QtMeasurer:
             seg = self._segment(lo, hi)
             if seg is None or rr is None:
                 continue
-            lp = _lowpass(seg, self.fs, 40.0)
+            lp = zero_phase_lowpass(seg, self.fs, 40.0)
             r = refine_r(lp, self._before + margin, self.fs, 0.04)
             w = seg[r - self._before:r + self._after]
             if len(w) != self._before + self._after:
