@@ -320,6 +320,7 @@ def eval_asystole() -> None:
     print("\nchallenge2015 (alarm at 300 s for an event in the 16 s before; a* = asystole, v* = VT alarms)")
     print(f"{'record':>8} {'label':>6} {'call in 284-300 s':>18} {'first call s':>12} {'ASYSTOLE anywhere':>18}")
     tally: dict[str, list[int]] = {"a": [0, 0, 0, 0], "v": [0, 0, 0, 0]}  # TP FP FN TN
+    conflicts: list[str] = []
     for rec in _records("challenge2015"):
         kind = rec[0]
         if kind not in tally:
@@ -338,8 +339,15 @@ def eval_asystole() -> None:
             t[1 if hit else 3] += 1
         first = f"{min(hit) / fs:12.1f}" if hit else "           -"
         shown = {1: "true", 0: "false"}.get(truth if truth is not None else -1, "?")
+        header = (root / f"{rec}.hea").read_text(errors="replace")
+        hea_truth = 1 if "#True alarm" in header else (0 if "#False alarm" in header else None)
+        if hea_truth is not None and truth is not None and hea_truth != truth:
+            shown += "*"
+            conflicts.append(rec)
         print(f"{rec:>8} {shown:>6} {('yes' if hit else 'no'):>18} {first} "
               f"{('yes' if asy else 'no'):>18}")
+    if conflicts:
+        print(f"* alarms.csv and the .hea comment disagree for {', '.join(conflicts)}; alarms.csv is used")
     for kind, (tp, fp, fn, tn) in tally.items():
         total = tp + fp + fn + tn
         if total:
