@@ -355,3 +355,30 @@ def test_vt_not_called_on_a_noisy_stretch() -> None:
              for s in np.arange(FS, n, FS)]
     assert "VT" in labels(stream(beats, n, quality=clean)[0])
     assert "VT" not in labels(stream(beats, n, quality=noisy)[0])
+
+
+def _ecg_with_atrial_activity(beats: list[Beat], n: int, p_waves: bool, seed: int = 7) -> np.ndarray:
+    """Synthetic band-passed ECG: QRS + T at each beat; a P wave 160 ms before each QRS, or f-waves."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 8.0, n)
+    t = np.arange(n)
+    if not p_waves:  # fibrillatory waves: ~6 Hz, wandering phase, not time-locked to the QRS
+        phase = np.cumsum(2 * np.pi * (6.0 + rng.normal(0, 0.8, n)) / FS)
+        x += 40.0 * np.sin(phase)
+    for b in beats:
+        lo, hi = max(0, b.sample - 100), min(n, b.sample + 120)
+        tt = t[lo:hi] - b.sample
+        x[lo:hi] += 1000 * np.exp(-(tt / 4.0) ** 2) + 200 * np.exp(-((tt - 70) / 15.0) ** 2)
+        if p_waves:
+            x[lo:hi] += 120 * np.exp(-((tt + 40) / 7.0) ** 2)
+    return x
+
+
+@pytest.mark.parametrize(("p_waves", "af_expected"), [(True, False), (False, True)])
+def test_p_waves_veto_af_on_irregular_rr(p_waves: bool, af_expected: bool) -> None:
+    rr = 1.5 * np.diff(FIX["afdb_04043_af_beats"]) / FS  # AF-like irregularity at a slower rate
+    beats = [Beat(int(100 + s * FS)) for s in np.concatenate([[0.0], np.cumsum(rr)])]
+    n = beats[-1].sample + 200
+    x = _ecg_with_atrial_activity(beats, n, p_waves)
+    eps, _ = stream(beats, n, signal=x)
+    assert ("AF" in labels(eps)) is af_expected

@@ -1,6 +1,7 @@
 """P-wave presence on an ensemble of recent beats (used to veto AF calls in sinus rhythm with ectopy).
 
-The PR region of each beat (350 ms to 60 ms before the fiducial point) is averaged over two
+The PR region of each beat (250 ms to 60 ms before the fiducial point; only beats whose previous RR
+leaves room for the preceding T wave, ≥ 650 ms) is averaged over two
 interleaved halves of the ensemble.  A genuine P wave is time-locked to the QRS and so repeats
 in both half-averages (high split-half correlation) with an amplitude that is a visible fraction
 of the QRS; AF fibrillatory waves are not time-locked and average towards noise.  This is the
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PR_FROM_S = 0.35
+PR_FROM_S = 0.25
 PR_TO_S = 0.06
 MIN_BEATS = 8
 MIN_CORRELATION = 0.5  # P waves present enough to veto an AF onset

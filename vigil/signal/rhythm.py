@@ -220,7 +220,7 @@ class RhythmTracker:
         qrs = self._segment(b.sample - w, b.sample + w)
         if qrs is not None:
             self._qrs_amp.append(float(np.ptp(qrs)))
-        if b.label not in ("N", "S") or prev is None or b.sample - prev.sample < 0.5 * self.fs:
+        if b.label not in ("N", "S") or prev is None or b.sample - prev.sample < (PR_FROM_S + 0.4) * self.fs:
             return
         lo = b.sample - int(PR_FROM_S * self.fs)
         hi = b.sample - int(PR_TO_S * self.fs)
