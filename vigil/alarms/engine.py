@@ -127,7 +127,8 @@ class AlarmEngine:
         self._audit = audit
         self.auth = CommandAuthenticator(cfg, secrets)
         self._conds: dict[tuple[str, str], _Cond] = {}
-        self._pending: set[_Cond] = set()  # present, not yet raised (delay running or vetoed)
+        # present, not yet raised (delay running or vetoed); a dict keeps insertion order so replays are deterministic
+        self._pending: dict[_Cond, None] = {}
         self._paused: set[_Cond] = set()
         self._off: set[_Cond] = set()
         self._guest_pause: dict[str, tuple[float, Priority]] = {}
@@ -202,7 +203,7 @@ class AlarmEngine:
     def _update(self, c: _Cond, now: float) -> None:
         if c.present and c.spec.enabled:
             if c.raised:
-                self._pending.discard(c)
+                self._pending.pop(c, None)
                 return
             if c.pending_since is None:
                 c.pending_since = now
@@ -211,18 +212,18 @@ class AlarmEngine:
                 if c.vetoed != veto:
                     c.vetoed = veto
                     self._audit_row("system", "alarm.vetoed", {"guest": c.guest, "condition": c.cid, "reason": veto})
-                self._pending.add(c)
+                self._pending[c] = None
                 return
             c.vetoed = None
             if now - c.pending_since >= c.spec.delay_s - 1e-9:
-                self._pending.discard(c)
+                self._pending.pop(c, None)
                 self._raise(c, now)
             else:
-                self._pending.add(c)
+                self._pending[c] = None
         else:
             c.pending_since = None
             c.vetoed = None
-            self._pending.discard(c)
+            self._pending.pop(c, None)
             if c.raised:
                 self._clear(c, now)
 
