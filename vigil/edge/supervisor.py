@@ -174,7 +174,9 @@ class DeviceSupervisor:
                 try:
                     while True:
                         try:
-                            item = await asyncio.wait_for(inbox.get(), self.stale_after_s)
+                            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel and hang close()
+                            async with asyncio.timeout(self.stale_after_s):
+                                item = await inbox.get()
                         except TimeoutError:
                             if self.state is DeviceState.STREAMING or self.state is DeviceState.CONNECTING:
                                 self._set_state(DeviceState.STALE)
