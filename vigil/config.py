@@ -298,6 +298,7 @@ class Operator(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
     secret_file: str | None = None  # shared secret for signing commands (HMAC-SHA256)
     may_alarm_off: bool = False
+    mqtt_password_file: str | None = None  # this operator's dashboard broker password (broker user = name)
 
 
 # --------------------------------------------------------------------------- infrastructure
@@ -319,8 +320,15 @@ class StoreConfig(Strict):
     min_free_mb: float = Field(default=200.0, ge=0)
 
 
+class MqttRole(Strict):
+    """Broker credentials of one process role other than the daemon (e.g. `vigil sync`)."""
+
+    username: str
+    password_file: str | None = None
+
+
 class MqttConfig(Strict):
-    """The room's broker."""
+    """The room's broker; `username`/`password_file` are the daemon's (per-role users: mosquitto-vigil.acl)."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=1883, gt=0, lt=65536)
@@ -328,6 +336,7 @@ class MqttConfig(Strict):
     password_file: str | None = None
     tls_ca_file: str | None = None
     keepalive_s: int = Field(default=10, ge=2, le=600)
+    sync: MqttRole | None = None  # `vigil sync`'s read-only broker user; None = the daemon's credentials
 
 
 class BookingSync(Strict):
@@ -417,6 +426,22 @@ class VigilConfig(Strict):
     def device(self, device_id: str) -> DeviceConfig | None:
         """The device with `device_id`, if any."""
         return next((d for d in self.devices if d.id == device_id), None)
+
+    def mqtt_credentials(self, role: Literal["daemon", "sync", "dashboard"],
+                         operator: str | None = None) -> tuple[str | None, str | None]:
+        """Broker (username, password_file) of a process role.
+
+        daemon: [mqtt]; sync: [mqtt.sync] when given; dashboard: the operator's name with its
+        `mqtt_password_file` when given. A role without its own credentials uses [mqtt]'s.
+        """
+        m = self.mqtt
+        if role == "sync" and m.sync is not None:
+            return m.sync.username, m.sync.password_file
+        if role == "dashboard" and operator is not None:
+            op = next((o for o in self.operators if o.name == operator), None)
+            if op is not None and op.mqtt_password_file:
+                return op.name, op.mqtt_password_file
+        return m.username, m.password_file
 
     def resolve_path(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""
