@@ -5,6 +5,9 @@
 * On MIT-BIH the first 5 minutes are excluded from the statistics (EC57 §5.2.14, learning period).
 * MIT-BIH beat symbols map to AAMI classes: N = N L R e j, S = A a J S, V = V E, F = F, Q = / f Q ?;
   the ventricular flutter wave ``!`` is scored as Q.  Non-beat annotations are ignored.
+* Ventricular flutter/fibrillation episodes marked in the reference (``[`` to ``]``, both included; no
+  ``]`` = to the end) are excluded as in ``bxb``: reference beats inside are not scored, and an
+  unmatched test beat inside is not a false positive (``score(..., exclude=read_vf_episodes(...))``).
 * QRS: Se = TP / (TP + FN), +P = TP / (TP + FP).
 * VEB (EC57 §4.2.3.1): Se = Vv / (Vv + Vn + Vs + Vq + Vo); +P = Vv / (Vv + Nv + Sv + Ov) — fusion (Fv)
   and unclassifiable (Qv) reference beats detected as V are not counted against +P.
@@ -109,10 +112,18 @@ def _ratio(a: int, b: int) -> float:
     return a / b if b else float("nan")
 
 
+def _inside(s: int, intervals: Sequence[tuple[int, int]]) -> bool:
+    return any(a <= s <= b for a, b in intervals)
+
+
 def score(ref: Iterable[tuple[int, str]], test: Iterable[tuple[int, str]], fs: float,
-          start: int = 0, end: int | None = None, window_s: float = MATCH_WINDOW_S) -> BeatScore:
-    """Score test beats (sample, AAMI class) against reference beats within [start, end)."""
-    ref_l = sorted((s, c) for s, c in ref)
+          start: int = 0, end: int | None = None, window_s: float = MATCH_WINDOW_S,
+          exclude: Sequence[tuple[int, int]] = ()) -> BeatScore:
+    """Score test beats (sample, AAMI class) against reference beats within [start, end).
+
+    `exclude` holds reference VF episodes [on, off] (inclusive), skipped as ``bxb`` does.
+    """
+    ref_l = sorted((s, c) for s, c in ref if not _inside(s, exclude))
     test_l = sorted((s, c) for s, c in test)
     w = int(round(window_s * fs))
     pairs = match([s for s, _ in ref_l], [s for s, _ in test_l], w)
@@ -129,7 +140,7 @@ def score(ref: Iterable[tuple[int, str]], test: Iterable[tuple[int, str]], fs: f
             sc.fn += 1
             sc.matrix[c, "O"] += 1
     for j, (s, c) in enumerate(test_l):
-        if j not in matched_t and start <= s < hi:
+        if j not in matched_t and start <= s < hi and not _inside(s, exclude):
             sc.fp += 1
             sc.matrix["O", c] += 1
     return sc
@@ -143,3 +154,21 @@ def read_reference(path_without_ext: str, extension: str = "atr") -> tuple[list[
     beats = [(int(s), c) for s, sym in zip(ann.sample, ann.symbol, strict=True)
              if (c := aami_class(sym)) is not None]
     return beats, float(ann.fs or 0.0)
+
+
+def read_vf_episodes(path_without_ext: str, extension: str = "atr") -> list[tuple[int, int]]:
+    """Reference ventricular flutter/fibrillation episodes ``[`` … ``]`` as inclusive sample spans."""
+    import wfdb
+
+    ann = wfdb.rdann(path_without_ext, extension)
+    spans: list[tuple[int, int]] = []
+    on: int | None = None
+    for s, sym in zip(ann.sample, ann.symbol, strict=True):
+        if sym == "[" and on is None:
+            on = int(s)
+        elif sym == "]" and on is not None:
+            spans.append((on, int(s)))
+            on = None
+    if on is not None:
+        spans.append((on, 1 << 62))
+    return spans
