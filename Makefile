@@ -13,6 +13,8 @@ help:
 	@echo "make eval   - accuracy tables on the PhysioNet records in VIGIL_DATA ($(VIGIL_DATA))"
 	@echo "make bench  - speed and memory tables"
 	@echo "make lint   - ruff + mypy"
+	@echo "make install - install the appliance (root; DESTDIR=/tmp/root stages it without touching the system)"
+	@echo "make soak   - simulated night with injected faults (SOAK_ARGS='--hours 12 --speed 10')"
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-system-packages.sh python
@@ -38,6 +40,12 @@ bench: $(STAMP) sysdeps
 lint: $(STAMP)
 	$(BIN)/ruff check vigil tests
 	$(BIN)/mypy vigil
+
+install:
+	scripts/install.sh $(if $(DESTDIR),--destdir $(DESTDIR)) $(INSTALL_ARGS)
+
+soak: $(STAMP) sysdeps
+	$(BIN)/python -m vigil.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
