@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import re
 import secrets
-import ssl
 import tempfile
 import threading
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from vigil.testing.loopback import App, LoopbackServer, Reply
+from vigil.testing.tls import make_ca_and_server
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _PATH = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Messages\.json$")
@@ -191,42 +191,6 @@ class TwilioApp(App):
                                 "next_page_uri": None, "previous_page_uri": None, "uri": ""})
 
 
-def make_local_ca(folder: Path) -> tuple[ssl.SSLContext, Path]:
-    """A throw-away CA and a 127.0.0.1 server certificate; returns (server context, CA file)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vigil test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                        x509.DNSName("localhost")]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    folder.mkdir(parents=True, exist_ok=True)
-    ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert_file, key_file)
-    return ctx, ca_file
-
-
 class TwilioServer:
     """Loopback Twilio: `with TwilioServer() as tw: tw.base_url, tw.account_sid, tw.auth_token, tw.twilio`."""
 
@@ -239,7 +203,8 @@ class TwilioServer:
         ctx = None
         if tls:
             self._tmp = tempfile.TemporaryDirectory(prefix="vigil-twilio-ca-")
-            ctx, self.ca_file = make_local_ca(Path(self._tmp.name))
+            files = make_ca_and_server(Path(self._tmp.name), name="vigil-twilio")
+            ctx, self.ca_file = files.server_context(), files.ca_cert
         self.server = LoopbackServer(self.twilio, name="twilio", ssl_context=ctx)
 
     @property
