@@ -28,6 +28,33 @@ from vigil.model import DeviceState, Metric, NumericReading, TechnicalEvent, Tec
 
 log = logging.getLogger(__name__)
 
+CLOSE_TIMEOUT_S = 10.0  # close() gives up waiting for a task that ignores cancellation after this
+
+
+RECANCEL_S = 1.0  # close() cancels again after this, in case a transport swallowed the cancellation
+
+
+async def cancel_and_wait(task: asyncio.Task[None], timeout_s: float = CLOSE_TIMEOUT_S,
+                          interval_s: float = 0.1) -> bool:
+    """Cancel `task` until it is done, for at most `timeout_s`; True when it finished.
+
+    One `cancel()` is not always enough: on Python 3.11 `asyncio.wait_for` swallows a cancellation
+    that lands while its inner future completes (CPython gh-86296, fixed in 3.12), so cancel again
+    every `interval_s` instead of awaiting the task unboundedly.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not task.done():
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(interval_s, left))
+    if not task.cancelled():
+        with contextlib.suppress(BaseException):
+            task.exception()  # retrieved: no "exception was never retrieved" warning
+    return True
+
 
 class Transport(Protocol):
     """What the supervisor needs of a transport (see vigil/edge/transports/base.py)."""
@@ -66,6 +93,10 @@ class DeviceSupervisor:
         self._active: dict[TechnicalKind, bool] = {}
         self._ended = False
         self._streamed = False
+        self._transport: Transport | None = None
+        self._closing = False
+        self._corrupt_closed = 0  # corrupt frames of finished connections
+        self._dropped_closed = 0  # outputs dropped by finished connections' queues
 
     # -- public
     @property
@@ -81,14 +112,36 @@ class DeviceSupervisor:
                         tb: TracebackType | None) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        """Stop the device (disconnects) and end the iteration."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    @property
+    def corrupt_frames(self) -> int:
+        """Corrupt frames/packets dropped by the parsers, over all connections so far."""
+        return self._corrupt_closed + _count(self._transport, "corrupt_frames")
+
+    def stats(self) -> dict[str, object]:
+        """Counters for status reports: state, connects, failures, corrupt frames, drops, gaps."""
+        return {"state": self.state.value, "connects": self.connects, "failures": self.failures,
+                "corrupt_frames": self.corrupt_frames,
+                "dropped": self.dropped + self._dropped_closed + _count(self._transport, "dropped"),
+                "gaps": len(self.stamper.gaps)}
+
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop the device (disconnects) and end the iteration; returns within ~`timeout_s`."""
+        self._closing = True  # also stops the run loop if a transport swallowed the cancellation
+        task, self._task = self._task, None
+        if task is not None and not await cancel_and_wait(task, timeout_s, RECANCEL_S):
+            log.error("%s: supervisor did not stop within %.0f s; abandoned", self.device_id, timeout_s)
         self.state = DeviceState.STOPPED
+        self._end()
+
+    def _end(self) -> None:
+        """Wake the consumer with the end marker (dropping the oldest output if the queue is full)."""
+        while True:
+            try:
+                self._out.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self._out.get_nowait()
+                self.dropped += 1
 
     def __aiter__(self) -> Self:
         return self
@@ -104,10 +157,16 @@ class DeviceSupervisor:
 
     # -- internals
     def _emit(self, out: Output) -> None:
-        try:
-            self._out.put_nowait(out)
-        except asyncio.QueueFull:
-            self.dropped += 1
+        """Queue an output; when the consumer is far behind, data is dropped (counted), conditions never."""
+        while True:
+            try:
+                self._out.put_nowait(out)
+                return
+            except asyncio.QueueFull:
+                self.dropped += 1
+                if not isinstance(out, TechnicalEvent):
+                    return
+                self._out.get_nowait()  # make room: the oldest output goes, the condition stays
 
     def _condition(self, kind: TechnicalKind, active: bool, detail: str = "") -> None:
         if self._active.get(kind, False) == active:
@@ -135,12 +194,14 @@ class DeviceSupervisor:
     async def _run(self) -> None:
         attempt = 0
         try:
-            while True:
+            while not self._closing:
                 self._set_state(DeviceState.CONNECTING)
                 clean_end = await self._session()
+                if self._closing:
+                    return
                 if clean_end:
                     self._set_state(DeviceState.STOPPED)
-                    self._out.put_nowait(None) if not self._out.full() else None
+                    self._end()
                     return
                 self.failures += 1
                 self._set_state(DeviceState.LOST)
@@ -166,38 +227,61 @@ class DeviceSupervisor:
                 inbox.put_nowait(None)
             except (TransportError, OSError) as exc:
                 inbox.put_nowait(exc)
+            except Exception as exc:  # a transport bug is a failed link, not a dead supervisor
+                log.exception("%s: transport failed", self.device_id)
+                inbox.put_nowait(exc)
 
+        transport: Transport | None = None
         try:
-            async with self.factory(self.stamper) as transport:
+            transport = self.factory(self.stamper)
+            self._transport = transport
+            async with transport:
                 self.connects += 1
-                pump_task = asyncio.create_task(pump(transport))
+                pump_task = asyncio.create_task(pump(transport), name=f"pump-{self.device_id}")
                 try:
-                    while True:
-                        try:
-                            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel and hang close()
-                            async with asyncio.timeout(self.stale_after_s):
-                                item = await inbox.get()
-                        except TimeoutError:
-                            if self.state is DeviceState.STREAMING or self.state is DeviceState.CONNECTING:
-                                self._set_state(DeviceState.STALE)
-                                self._condition(TechnicalKind.DEVICE_STALE, True,
-                                                f"no data for {self.stale_after_s:g} s")
-                            continue
-                        if item is None:
-                            return True
-                        if isinstance(item, BaseException):
-                            log.info("%s: link lost: %s", self.device_id, item)
-                            return False
-                        if self.state is not DeviceState.STREAMING:
-                            self._set_state(DeviceState.STREAMING)
-                            self._condition(TechnicalKind.DEVICE_STALE, False)
-                            self._condition(TechnicalKind.DEVICE_DISCONNECTED, False)
-                            self._streamed = True
-                        self._forward(item)
+                    return await self._drain(inbox)
                 finally:
-                    pump_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await pump_task
+                    if not await cancel_and_wait(pump_task):
+                        log.error("%s: transport reader ignores cancellation", self.device_id)
         except (TransportError, OSError) as exc:
             log.info("%s: connect failed: %s", self.device_id, exc)
             return False
+        except Exception:
+            log.exception("%s: connect failed", self.device_id)
+            return False
+        finally:
+            if transport is not None:
+                self._corrupt_closed += _count(transport, "corrupt_frames")
+                self._dropped_closed += _count(transport, "dropped")
+            self._transport = None
+
+    async def _drain(self, inbox: asyncio.Queue[Output | BaseException | None]) -> bool:
+        """Forward a connection's outputs, watching for staleness; True at a clean end."""
+        while not self._closing:
+            try:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel and hang close()
+                async with asyncio.timeout(self.stale_after_s):
+                    item = await inbox.get()
+            except TimeoutError:
+                if self.state is DeviceState.STREAMING or self.state is DeviceState.CONNECTING:
+                    self._set_state(DeviceState.STALE)
+                    self._condition(TechnicalKind.DEVICE_STALE, True, f"no data for {self.stale_after_s:g} s")
+                continue
+            if item is None:
+                return True
+            if isinstance(item, BaseException):
+                log.info("%s: link lost: %s", self.device_id, item)
+                return False
+            if self.state is not DeviceState.STREAMING:
+                self._set_state(DeviceState.STREAMING)
+                self._condition(TechnicalKind.DEVICE_STALE, False)
+                self._condition(TechnicalKind.DEVICE_DISCONNECTED, False)
+                self._streamed = True
+            self._forward(item)
+        return True
+
+
+def _count(transport: object, name: str) -> int:
+    """An integer counter of a transport (0 when it has none)."""
+    value = getattr(transport, name, 0) if transport is not None else 0
+    return value if isinstance(value, int) else 0

@@ -155,6 +155,13 @@ class QueueTransport:
         self.dropped = 0
         self.parse_errors = 0
 
+    @property
+    def corrupt_frames(self) -> int:
+        """Corrupt frames dropped on this connection: packet parse errors plus the stream parser's count."""
+        parser = getattr(self, "parser", None)
+        corrupt = getattr(parser, "corrupt", 0)
+        return self.parse_errors + (corrupt if isinstance(corrupt, int) else 0)
+
     async def open(self) -> None:
         """Connect and start streaming."""
         raise NotImplementedError

@@ -80,8 +80,11 @@ class BleTransport(QueueTransport):
         target: Any = self.address
         try:
             if self.rediscover:
-                found = await BleakScanner.find_device_by_address(
-                    self.address, timeout=self.scan_timeout_s, backend=self.scanner_backend, **self.backend_kwargs)
+                scan_kwargs: dict[str, Any] = dict(self.backend_kwargs)
+                if self.scanner_backend is not None:
+                    scan_kwargs["backend"] = self.scanner_backend
+                found = await BleakScanner.find_device_by_address(self.address, timeout=self.scan_timeout_s,
+                                                                  **scan_kwargs)
                 if found is None:
                     raise TransportError(f"{self.address} is not advertising")
                 target = found
@@ -112,7 +115,7 @@ class BleTransport(QueueTransport):
                     continue
                 raise TransportError(f"{self.address} lacks characteristic {s.characteristic} ({s.name})")
             if s.mode == "read":
-                self._tasks.append(asyncio.create_task(self._poll(s.characteristic, s.parser, s.poll_s or 60.0)))
+                self._tasks.append(asyncio.create_task(self._poll(char.uuid, s.parser, s.poll_s or 60.0)))
                 continue
             parse = packet_parser(s.parser)
             await self.client.start_notify(char, self._callback(parse))
@@ -193,8 +196,10 @@ async def scan(timeout: float = 8.0, scanner_backend: type | None = None,
     from vigil.edge.profiles import load_profiles
 
     profiles = [p for p in load_profiles().values() if p.transport == "ble"]
-    found = await BleakScanner.discover(timeout=timeout, return_adv=True, backend=scanner_backend,
-                                        **(backend_kwargs or {}))
+    kwargs: dict[str, Any] = dict(backend_kwargs or {})
+    if scanner_backend is not None:
+        kwargs["backend"] = scanner_backend
+    found = await BleakScanner.discover(timeout=timeout, return_adv=True, **kwargs)
     out = []
     for device, adv in found.values():
         match = next((p.name for p in profiles

@@ -139,22 +139,16 @@ class SerialTransport(QueueTransport):
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # shutting down
                 await t
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-                pass
         self._tasks.clear()
         if self._ser is not None and self._fd is not None:
             for cmd in self.profile.commands:
                 if cmd.on_stop:
-                    try:
+                    with contextlib.suppress(Exception):  # the port may already be gone
                         self._ser.write(cmd.payload())
-                    except Exception:  # noqa: BLE001 - the port may already be gone
-                        pass
         self._detach()
         if self._ser is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._ser.close()
-            except Exception:  # noqa: BLE001
-                pass
             self._ser = None
