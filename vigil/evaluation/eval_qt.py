@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -115,7 +115,8 @@ def measure_beat(x: np.ndarray, fs: float, beats: np.ndarray, peak: int) -> Deli
     if d is None:
         return None
     off = peak + shift - before
-    return Delineation(d.r + off, d.qrs_on + off, d.qrs_off + off, d.t_peak + off, d.t_end + off)
+    return replace(d, r=d.r + off, qrs_on=d.qrs_on + off, qrs_off=d.qrs_off + off, t_peak=d.t_peak + off,
+                   t_end=d.t_end + off)
 
 
 def stream_qt(x: np.ndarray, fs: float, beats: np.ndarray) -> list[tuple[int, float]]:

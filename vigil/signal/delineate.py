@@ -24,6 +24,7 @@ FLAT_S = 0.012  # the slope must stay below threshold this long
 QRS_SEARCH_S = 0.16  # how far from R the QRS boundaries are searched
 T_FIRST_FRACTION = 0.5  # a wave this large relative to the largest is taken as T (a later one as U)
 TR_AFTER_TM_S = 0.15  # x_r = x_m + this (bounded by the search window)
+TURN_FRACTION = 0.2  # rise after the T descent that marks the next wave (fraction of T amplitude)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +118,20 @@ def delineate(beat: np.ndarray, r: int, fs: float, rr_s: float) -> Delineation |
     sign = 1.0 if dev[t_peak - t_lo] >= 0 else -1.0
     ds = np.gradient(s) * fs
     limit = min(n - 1, r + int(min(0.7 * rr_s, 0.9) * fs))  # before the next P wave
-    m_hi = min(limit - 2, t_peak + int(0.15 * fs))
+    if limit - 2 <= t_peak + 1:
+        return None
+    # the T wave ends before the signal turns back (start of a U or P wave): the trough before the
+    # first rise of more than TURN_FRACTION of the T amplitude
+    y = sign * s[t_peak:limit - 1]
+    rise = y - np.minimum.accumulate(y)
+    amp = float(abs(dev[t_peak - t_lo]))
+    back = np.flatnonzero(rise > TURN_FRACTION * amp)
+    turn = t_peak + (int(np.argmin(y[:back[0]])) if back.size else len(y))
+    m_hi = min(turn, t_peak + int(0.15 * fs))
     if m_hi <= t_peak + 1:
         return None
     xm = t_peak + int(np.argmin(sign * ds[t_peak:m_hi]))  # steepest descent back towards baseline
-    xr = min(limit, xm + int(TR_AFTER_TM_S * fs))
+    xr = min(limit, turn, xm + int(TR_AFTER_TM_S * fs))
     if xr <= xm + 1:
         return None
     t = np.arange(xm, xr + 1)
