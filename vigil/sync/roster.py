@@ -7,9 +7,11 @@ roster is written atomically to ``roster.json`` next to the record store and pub
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -84,21 +86,36 @@ def cache_path(store_path: Path) -> Path:
 
 def write_cache(path: Path, roster: Roster) -> None:
     """Atomically write the roster cache (mode 600: it holds names)."""
-    tmp = path.with_suffix(".tmp")
+    # a private temporary name: the daemon and `vigil sync` both write this cache
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(roster.model_dump_json(indent=1))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(roster.model_dump_json(indent=1))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_cache(path: Path) -> Roster | None:
+    """The cached roster, None when there is none; RosterError when it is unreadable or malformed."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RosterError(f"cannot read the roster cache: {exc.strerror or exc}") from None
+    return parse_roster(raw)
 
 
 def load_cache(path: Path) -> Roster | None:
     """The cached roster, or None when there is none (a corrupt cache is logged and ignored)."""
     try:
-        return parse_roster(path.read_bytes())
-    except FileNotFoundError:
-        return None
+        return read_cache(path)
     except RosterError as exc:
         log.error("roster cache %s unusable: %s", path, exc)
         return None
