@@ -1,0 +1,177 @@
+"""Export speed: 1 h of one guest's ECG (MIT-BIH 119 at 360 Hz, replayed through the live pipeline into a
+real SQLite store) exported in every format; prints format, seconds, MB and peak RSS growth.
+
+``python -m vigil.benchmarks.bench_export [--minutes 60] [--key] [--keep DIR]``
+
+`build_session` is also what the export tests use to make their stores: real records replayed through
+`vigil.edge.pipeline.Pipeline` (ECG analysis + alarm engine) with a `StoreSink` into a `RecordStore`,
+optionally with a link loss (blocks dropped: a seq jump, recorded as a gap) and an operator acknowledgement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+START_WALL = 1_795_000_000.0  # 2026-11-18 ~08:53 UTC
+
+
+@dataclass
+class GuestSpec:
+    """One guest of a built session: a vendored (or given) record replayed as its device(s)."""
+
+    mat: str
+    record: str  # path without extension
+    name: str = "Test Guest"
+    start_s: float = 0.0
+    channel: int | str | None = None
+
+
+@dataclass
+class Built:
+    """What build_session made."""
+
+    db: Path
+    sid: str
+    key: bytes | None
+    cfg: Any
+    alarms: list[Any] = field(default_factory=list)
+    gaps: list[tuple[str, str, str, int, int, str]] = field(default_factory=list)
+
+
+class _SyncWriter:
+    """StoreWriter stand-in for a single-threaded build: `submit` calls the store at once."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def submit(self, name: str, *args: Any) -> bool:
+        getattr(self.store, name)(*args)
+        self.store.maybe_commit()
+        return True
+
+
+def build_session(db: Path, guests: list[GuestSpec], *, seconds: float, key: bytes | None = None,
+                  gap: tuple[float, float] | None = None, ack_after_s: float | None = 5.0,
+                  escalate: bool = True, loop: bool = False, analysis: bool = True) -> Built:
+    """Replay `guests` for `seconds` through the pipeline into the store at `db`; return the session."""
+    from vigil.clock import SimulatedClock
+    from vigil.config import VigilConfig
+    from vigil.edge.pipeline import MemorySink, Pipeline, StoreSink
+    from vigil.edge.records import Record, load_record
+    from vigil.edge.transports.replay import BlockItem, replay_events, to_output
+    from vigil.model import AlarmEvent, GuestInfo, Metric
+    from vigil.store import RecordStore
+
+    devices, gcfg, records = [], [], {}
+    for g in guests:
+        rec = load_record(g.record, channel=g.channel, start_s=g.start_s)
+        owner = {Metric.SBP: "abp", Metric.DBP: "abp", Metric.MAP: "abp", Metric.PULSE_RATE: "pleth",
+                 Metric.SPO2: "pleth"}
+        per: dict[str, Record] = {f"{g.mat}-{ch.name}": Record(rec.path, [ch], []) for ch in rec.channels}
+        for n in rec.numerics:
+            per.get(f"{g.mat}-{owner.get(n.metric, 'ecg')}", per[f"{g.mat}-ecg"]).numerics.append(n)
+        records.update(per)
+        devices += [{"id": d, "profile": "replay-wfdb", "record": g.record} for d in per]
+        gcfg.append({"mat": g.mat, "name": g.name, "devices": list(per), "baseline_qtc_ms": 410})
+    cfg = VigilConfig.model_validate({"site": {"name": "test", "room": "room1"}, "devices": devices,
+                                      "guests": gcfg, "operators": [{"name": "lead"}]})
+    clock = SimulatedClock(start_wall=START_WALL)
+    store = RecordStore.open(db, key=key, clock=clock.monotonic)
+    sid = store.start_session("room1", clock.wall(), {"site": "test"})
+    for g, gc in zip(guests, gcfg, strict=True):
+        store.upsert_guest(sid, GuestInfo(g.mat, g.name, 410.0, tuple(gc["devices"])))
+        for d in gc["devices"]:
+            store.upsert_device(sid, d, "replay-wfdb", g.mat)
+    mem = MemorySink()
+    pipe = Pipeline(cfg, clock, [StoreSink(_SyncWriter(store), sid), mem],
+                    analyzer_factory=bool(analysis))
+    t0 = clock.monotonic()
+    def tagged(i: int, dev: str, rec: Any) -> Any:
+        for t, item in replay_events(rec, 0.25, loop):
+            yield t, i, dev, item
+
+    streams = [tagged(i, dev, rec) for i, (dev, rec) in enumerate(records.items())]
+    next_tick, acked = 0.0, set()
+    for t, _i, dev, item in heapq.merge(*streams, key=lambda e: (e[0], e[1])):
+        if t > seconds:
+            break
+        while next_tick <= t:
+            clock.set(t0 + next_tick)
+            pipe.tick()
+            next_tick += 0.1
+            if ack_after_s is not None:
+                for ev in mem.alarms:
+                    if ev.event == "raised" and (ev.guest, ev.condition) not in acked \
+                            and clock.monotonic() - ev.t_mono >= ack_after_s:
+                        acked.add((ev.guest, ev.condition))
+                        pipe.command({"v": 1, "op": "ack", "operator": "lead", "guest": ev.guest,
+                                      "condition": ev.condition, "ts": clock.wall(), "nonce": uuid.uuid4().hex})
+        clock.set(t0 + t)
+        if gap is not None and isinstance(item, BlockItem) and gap[0] <= t < gap[1]:
+            continue  # link loss: the block never arrives (the pipeline sees a seq jump)
+        pipe.feed(dev, to_output(dev, item, clock.monotonic(), clock.wall()))
+    pipe.finish()
+    pipe.tick()
+    if escalate:  # what the Escalator records for an SMS attempt (no SMS service in a build)
+        raised = next((e for e in mem.alarms if e.event == "raised"), None)
+        if raised is not None:
+            ev = AlarmEvent(raised.guest, raised.condition, raised.priority, "escalated", raised.state,
+                            raised.t_mono + 30, raised.wall + 30, None, "unacknowledged 30 s",
+                            None, {"step": 1, "contact": "on-call", "channel": "sms", "outcome": "sent"})
+            store.add_alarm_event(sid, ev)
+            mem.alarms.append(ev)
+    store.end_session(sid, clock.wall())
+    store.close()
+    return Built(db, sid, key, cfg, mem.alarms, mem.gaps)
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build a session of `--minutes` of 119 and time every export format."""
+    from vigil.datasets import vendored
+    from vigil.export.api import export_session
+    from vigil.store import RecordStore
+
+    ap = argparse.ArgumentParser(prog="bench_export", description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--key", action="store_true", help="encrypted store (AES-256-GCM chunks)")
+    ap.add_argument("--keep", metavar="DIR", help="build and export under DIR (kept)")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as td:
+        root = Path(args.keep) if args.keep else Path(td)
+        root.mkdir(parents=True, exist_ok=True)
+        key = bytes(range(32)) if args.key else None
+        t = time.perf_counter()
+        built = build_session(root / "bench.db", [GuestSpec("A1", str(vendored("119")))], seconds=args.minutes * 60,
+                              key=key, loop=True)
+        print(f"built {args.minutes:g} min of MIT-BIH 119 (360 Hz) through the pipeline in "
+              f"{time.perf_counter() - t:.1f} s ({len(built.alarms)} alarm events, key={'yes' if key else 'no'})")
+        store = RecordStore.open(built.db, key=key)
+        print(f"{'format':>6} {'seconds':>8} {'MB':>8} {'files':>5} {'RSS +MB':>8}")
+        try:
+            for fmt in ("wfdb", "edf", "csv", "fhir", "pdf"):
+                rss0 = _rss_mb()
+                t = time.perf_counter()
+                res = export_session(store, built.sid, fmt, root / "out", mat="A1", operator="bench",
+                                     thresholds=built.cfg.thresholds_for)
+                dt_s = time.perf_counter() - t
+                print(f"{fmt:>6} {dt_s:8.2f} {res.bytes / 1e6:8.2f} {len(res.files):5d} {_rss_mb() - rss0:8.1f}")
+        finally:
+            store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
