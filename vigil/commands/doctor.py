@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -67,19 +68,35 @@ def check_store(cfg: object) -> list[Check]:
             out.append(Check("store", "ok" if res == "ok" else "fail", f"{path}: quick_check {res}",
                              "" if res == "ok" else "stop vigil, copy the file aside, run: sqlite3 FILE .recover"))
         except sqlite3.Error as exc:
-            out.append(Check("store", "fail", f"{path}: {exc}", "check the file permissions and disk"))
+            damaged = isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+            out.append(Check("store", "fail", f"{path}: {exc}",
+                             "stop vigil, copy the file aside, run: sqlite3 FILE .recover" if damaged
+                             else "check the file permissions and disk"))
     else:
         out.append(Check("store", "ok", f"{path} will be created on first start"))
-    if folder.exists():
-        free_mb = shutil.disk_usage(folder).free / 1e6
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists():
+        free_mb = shutil.disk_usage(probe).free / 1e6
         need = cfg.store.min_free_mb
         out.append(Check("disk", "ok" if free_mb > need else "fail", f"{free_mb:,.0f} MB free (minimum {need:,.0f} MB)",
                          "" if free_mb > need else "free space or export and remove old sessions"))
-    if cfg.store.key_file:
-        out.append(_secret_check(cfg, cfg.store.key_file, "store key"))
-    else:
+    return out
+
+
+def check_keys(cfg: object) -> list[Check]:
+    """Every secret file named in the config exists, is readable and is not group/other accessible."""
+    from vigil.config import VigilConfig, secret_files
+
+    assert isinstance(cfg, VigilConfig)
+    out: list[Check] = []
+    if not cfg.store.key_file:
         out.append(Check("keys", "warn", "no store.key_file: waveforms and PHI are stored unencrypted",
                          "head -c 32 /dev/urandom > /etc/vigil/credentials/store.key; chmod 600 it; set store.key_file"))
+    for key, filename, is_secret in secret_files(cfg):
+        if is_secret:
+            out.append(_secret_check(cfg, filename, key))
     return out
 
 
@@ -89,10 +106,16 @@ def _secret_check(cfg: object, filename: str, what: str) -> Check:
 
     assert isinstance(cfg, VigilConfig)
     try:
-        read_secret(cfg, filename, what=what)
+        value = read_secret(cfg, filename, what=what)
     except SecretError as exc:
-        return Check(f"secret: {what}", "fail", str(exc), "create the file with mode 600 or load it with LoadCredential=")
-    return Check(f"secret: {what}", "ok", f"{filename} readable, permissions tight")
+        text = str(exc)
+        fix = (text.split("run: ", 1)[1] if "run: " in text else
+               f"create {filename} (mode 600) in /etc/vigil/credentials and load it with LoadCredential=")
+        detail = text.split("; run: ", 1)[0].removeprefix(f"{what}: ")
+        return Check(f"key: {what}", "fail", detail, fix)
+    if not value:
+        return Check(f"key: {what}", "fail", f"{filename} is empty", f"put the secret into {filename} (mode 600)")
+    return Check(f"key: {what}", "ok", f"{filename} readable, permissions tight")
 
 
 def check_broker(cfg: object) -> Check:
@@ -100,12 +123,77 @@ def check_broker(cfg: object) -> Check:
     from vigil.config import VigilConfig
 
     assert isinstance(cfg, VigilConfig)
+    where = f"{cfg.mqtt.host}:{cfg.mqtt.port}"
     try:
         with socket.create_connection((cfg.mqtt.host, cfg.mqtt.port), timeout=2):
-            return Check("broker", "ok", f"{cfg.mqtt.host}:{cfg.mqtt.port} reachable")
+            pass
     except OSError as exc:
-        return Check("broker", "fail", f"{cfg.mqtt.host}:{cfg.mqtt.port}: {exc.strerror or exc}",
-                     "systemctl start mosquitto (see systemd/mosquitto-vigil.conf)")
+        return Check("broker", "fail", f"{where}: {exc.strerror or exc}",
+                     "systemctl start mosquitto; check /etc/mosquitto/conf.d/vigil.conf (listener)")
+    user, pw_file = cfg.mqtt_credentials("daemon")
+    password = None
+    if pw_file:
+        try:
+            password = read_secret_text(cfg, pw_file)
+        except Exception as exc:  # reported by the keys check
+            return Check("broker", "warn", f"{where} reachable; cannot log in: {exc}", "fix the key row below")
+    rc = mqtt_login(cfg.mqtt.host, cfg.mqtt.port, user, password)
+    if rc is None:
+        return Check("broker", "fail", f"{where} accepts TCP but does not answer MQTT CONNECT",
+                     "journalctl -u mosquitto; systemctl restart mosquitto")
+    if rc != 0:
+        who = user or "anonymous"
+        return Check("broker", "fail", f"{where} refused login as {who} (CONNACK {rc})",
+                     f"mosquitto_passwd -b /etc/mosquitto/vigil.passwd {who} \"$(cat CREDENTIAL)\"; "
+                     "systemctl restart mosquitto" if user else "set mqtt.username and mqtt.password_file")
+    return Check("broker", "ok", f"{where} reachable, login as {user or 'anonymous'} accepted")
+
+
+def read_secret_text(cfg: object, filename: str) -> str:
+    """A secret file's content as text (permission-checked)."""
+    from vigil.config import VigilConfig, read_secret
+
+    assert isinstance(cfg, VigilConfig)
+    return read_secret(cfg, filename, what="mqtt password").decode()
+
+
+def mqtt_login(host: str, port: int, username: str | None, password: str | None, timeout: float = 3.0) -> int | None:
+    """Send one MQTT 3.1.1 CONNECT and return the CONNACK return code (0 = accepted), None on no answer."""
+    user_b = (username or "").encode()
+    pw_b = (password or "").encode()
+    flags = 0x02 | (0x80 if username else 0) | (0x40 if username and password is not None else 0)
+    client_id = f"vigil-doctor-{os.getpid()}".encode()
+    var = b"\x00\x04MQTT\x04" + bytes([flags]) + (10).to_bytes(2, "big")
+    payload = len(client_id).to_bytes(2, "big") + client_id
+    if username:
+        payload += len(user_b).to_bytes(2, "big") + user_b
+        if password is not None:
+            payload += len(pw_b).to_bytes(2, "big") + pw_b
+    body = var + payload
+    length = b""
+    n = len(body)
+    while True:
+        byte, n = n % 128, n // 128
+        length += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            break
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(b"\x10" + length + body)
+            reply = b""
+            while len(reply) < 4:
+                chunk = s.recv(4 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+            if len(reply) == 4 and reply[0] == 0x20:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"\xe0\x00")  # DISCONNECT
+                return reply[3]
+    except OSError:
+        return None
+    return None
 
 
 def check_audio() -> Check:
@@ -137,17 +225,18 @@ def check_serial(cfg: object) -> list[Check]:
     out: list[Check] = []
     ports = [(d.id, d.port) for d in cfg.devices if d.port]
     if cfg.escalation.modem:
-        ports.append(("gsm-modem", cfg.escalation.modem.port))
-    for name, port in ports:
+        ports.append(("modem", cfg.escalation.modem.port))
+    for dev, port in ports:
+        name = "modem" if dev == "modem" else f"serial: {dev}"
         if port is None or "://" in port or port.startswith("usb:"):
-            out.append(Check(f"serial: {name}", "ok", f"{port} (resolved at connect time)"))
+            out.append(Check(name, "ok", f"{port} (resolved at connect time)"))
             continue
         if not os.path.exists(port):
-            out.append(Check(f"serial: {name}", "fail", f"{port} does not exist", "plug the adapter in; check `ls /dev/serial/by-id`"))
+            out.append(Check(name, "fail", f"{port} does not exist", "plug the adapter in; check `ls /dev/serial/by-id`"))
         elif not os.access(port, os.R_OK | os.W_OK):
-            out.append(Check(f"serial: {name}", "fail", f"{port} not accessible", "add the vigil user to the dialout group"))
+            out.append(Check(name, "fail", f"{port} not accessible", "add the vigil user to the dialout group"))
         else:
-            out.append(Check(f"serial: {name}", "ok", port))
+            out.append(Check(name, "ok", port))
     if not cfg.escalation.modem:
         out.append(Check("modem", "warn", "no GSM modem configured: no SMS escalation while offline",
                          "add [escalation.modem] with the modem's port"))
@@ -177,12 +266,34 @@ def run_checks(config_path: str) -> list[Check]:
     checks.append(cfg_check)
     if cfg is not None:
         steps: list[Callable[[], Check | list[Check]]] = [
-            lambda: check_store(cfg), lambda: check_broker(cfg), lambda: check_serial(cfg)]
+            lambda: check_store(cfg), lambda: check_keys(cfg), lambda: check_broker(cfg), lambda: check_serial(cfg)]
         for step in steps:
             result = step()
             checks.extend(result if isinstance(result, list) else [result])
     checks.extend([check_audio(), check_bluetooth(), check_clock()])
     return checks
+
+
+def format_table(checks: list[Check], width: int = 48) -> str:
+    """STATUS | CHECK | DETAIL | FIX table (FIX only for problems, long cells wrapped), then a summary."""
+    import textwrap
+
+    mark = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
+    rows = [("STATUS", "CHECK", "DETAIL", "FIX")] + [
+        (mark[c.status], c.name, c.detail, c.fix if c.status != "ok" else "") for c in checks]
+    cells = [[textwrap.wrap(cell, width, break_on_hyphens=False) or [""] for cell in r] for r in rows]
+    w = [max(len(line) for r in cells for line in r[i]) for i in range(4)]
+    lines: list[str] = []
+    for n, r in enumerate(cells):
+        for k in range(max(len(c) for c in r)):
+            parts = [c[k] if k < len(c) else "" for c in r]
+            lines.append("  ".join(f"{p:<{w[i]}}" for i, p in enumerate(parts)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * x for x in w))
+    fails = sum(c.status == "fail" for c in checks)
+    warns = sum(c.status == "warn" for c in checks)
+    lines.append(f"\n{len(checks)} checks: {fails} failed, {warns} warnings")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,10 +302,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix} for c in checks], indent=2))
     else:
-        width = max(len(c.name) for c in checks)
-        mark = {"ok": "OK  ", "warn": "WARN", "fail": "FAIL"}
-        for c in checks:
-            print(f"{mark[c.status]}  {c.name:<{width}}  {c.detail}")
-            if c.fix and c.status != "ok":
-                print(f"      {'':<{width}}  fix: {c.fix}")
+        print(format_table(checks))
     return 1 if any(c.status == "fail" for c in checks) else 0
