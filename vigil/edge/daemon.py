@@ -169,6 +169,7 @@ class Daemon:
         self.supervisors: dict[str, Any] = {}
         self._records: dict[str, Any] = {}
         self.annunciator: Any = None
+        self.roster: Any = None  # vigil.edge.roster_apply.RosterApplier
         self._tasks: list[asyncio.Task[Any]] = []
         self._published_alarms: dict[str, str] = {}
         self.broker_up = False
@@ -241,13 +242,17 @@ class Daemon:
         if m.password_file:
             password = read_secret(self.cfg, m.password_file, what="mqtt.password_file").decode()
         self.bus = Bus(self.room, m.host, m.port, username=m.username, password=password, keepalive=m.keepalive_s,
-                       subscriptions=[f"vigil/{self.room}/cmd/+"], on_message=self._on_message,
+                       subscriptions=[f"vigil/{self.room}/cmd/+", f"vigil/{self.room}/roster"],
+                       on_message=self._on_message,
                        on_state=self._broker_state)
         self.bus_sink = BusSink(self.bus)
         assert self.pipeline is not None
         self.pipeline.add_sink(self.bus_sink)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if self.roster is not None and topic == self.roster.topic:
+            self.roster.on_message(payload)  # a changed roster is applied at once (no restart)
+            return
         parts = topic.split("/")
         if len(parts) != 4 or parts[2] != "cmd" or self.pipeline is None or self.bus is None:
             return  # replies (cmd/<op>/reply) and anything else are not commands
@@ -409,6 +414,11 @@ class Daemon:
             self.pipeline = Pipeline(self.cfg, self.clock, [StoreSink(self.writer, self.session_id)],
                                      secrets=_operator_secrets(self.cfg), audit=self._audit)
             self._start_annunciator()
+            from vigil.edge.roster_apply import RosterApplier
+
+            self.roster = RosterApplier(self.cfg, self.clock, pipeline=self.pipeline, writer=self.writer,
+                                        session_id=self.session_id)
+            self.roster.start()  # the last roster seen (roster.json), for offline starts
             self._start_bus()
             assert self.bus is not None
             await self.bus.__aenter__()
@@ -440,6 +450,8 @@ class Daemon:
         self._tasks.clear()
         if self.pipeline is not None:
             self.pipeline.finish()
+        if self.roster is not None:
+            await asyncio.to_thread(self.roster.close)
         if self.annunciator is not None:
             try:
                 await asyncio.to_thread(self.annunciator.close)
