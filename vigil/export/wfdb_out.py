@@ -116,21 +116,25 @@ def write_header(path: Path, name: str, seg: Segment, dat: DatWriter, descriptio
     path.write_text("\n".join(lines) + "\n", encoding="ascii", errors="replace")
 
 
-def rhythm_changes(episodes: list[RhythmEpisode], lo: int, hi: int) -> list[tuple[int, str]]:
-    """(sample, aux) at each change of the most urgent active rhythm within [lo, hi)."""
+def rhythm_labels(episodes: list[RhythmEpisode], lo: int, hi: int) -> list[tuple[int, str | None]]:
+    """(sample, label) at each change of the most urgent active rhythm within [lo, hi); None = none classified."""
     points = sorted({lo} | {e.start for e in episodes if lo <= e.start < hi}
                     | {e.end for e in episodes if e.end is not None and lo <= e.end < hi})
     rank = {lab: i for i, lab in enumerate(RHYTHM_RANK)}
-    out: list[tuple[int, str]] = []
+    out: list[tuple[int, str | None]] = []
     current: str | None = None
     for p in points:
         active = [e.label for e in episodes if e.start <= p and (e.end if e.end is not None else e.start + 1) > p]
         label = min(active, key=lambda lab: rank.get(lab, len(rank))) if active else None
-        aux = RHYTHM_AUX.get(label, f"({label}") if label else NO_RHYTHM
-        if aux != current and (label is not None or current is not None):
-            out.append((p, aux))
-            current = aux
+        if label != current:
+            out.append((p, label))
+            current = label
     return out
+
+
+def rhythm_changes(episodes: list[RhythmEpisode], lo: int, hi: int) -> list[tuple[int, str]]:
+    """(sample, MIT-style aux note) at each rhythm change within [lo, hi)."""
+    return [(p, RHYTHM_AUX.get(lab, f"({lab}") if lab else NO_RHYTHM) for p, lab in rhythm_labels(episodes, lo, hi)]
 
 
 def alarm_note(ev: AlarmEvent) -> str:
