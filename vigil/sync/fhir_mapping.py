@@ -160,6 +160,71 @@ def vital_observations(session_id: str, guest_id: str, wall: float, metrics: dic
     return out
 
 
+def _median(values: Sequence[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
+
+
+def vital_window_observations(session_id: str, guest_id: str, start_wall: float, period_s: float,
+                              series: dict[str, Sequence[float | None]], patient_ref: str,
+                              encounter_ref: str | None) -> list[dict[str, Any]]:
+    """Observations summarising a window of periodic vitals samples: one per metric (BP: one panel).
+
+    Each carries the median of the samples present (None/NaN = no value) as ``valueQuantity``, the
+    window as ``effectivePeriod`` [start, start + n·period) and ``method.text`` saying how many
+    samples it summarises; a metric with no sample in the window gives no Observation. The median
+    is robust to the odd artefact a 5-s sample can carry (a single spike does not move it).
+    """
+    if period_s <= 0:
+        raise ValueError("a vitals window needs period_s > 0")
+    n = max((len(v) for v in series.values()), default=0)
+    if n == 0:
+        return []
+    stamp = int(round(start_wall * 1000))
+    period = {"start": iso(start_wall), "end": iso(start_wall + n * period_s)}
+
+    def values(key: str) -> list[float]:
+        return [float(x) for x in series.get(key) or [] if x is not None and x == x]
+
+    def method(k: int) -> dict[str, Any]:
+        return {"text": f"median of {k} samples taken every {period_s:g} s"}
+
+    out: list[dict[str, Any]] = []
+    for key, (code, display, unit, profile, category) in VITALS.items():
+        vals = values(key)
+        if not vals:
+            continue
+        codings = [{"system": LOINC, "code": code, "display": display}]
+        if key == "spo2":
+            codings.append({"system": LOINC, "code": "59408-5",
+                            "display": "Oxygen saturation in Arterial blood by Pulse oximetry"})
+        obs = _observation_base(f"{session_id}.{guest_id}.{key}.w{stamp}", {"coding": codings, "text": display},
+                                category, patient_ref, encounter_ref, profile)
+        obs["effectivePeriod"] = dict(period)
+        obs["valueQuantity"] = _quantity(_median(vals), unit)
+        obs["method"] = method(len(vals))
+        out.append(obs)
+    sbp, dbp = series.get("sbp") or [], series.get("dbp") or []
+    pairs = [(float(a), float(b)) for a, b in zip(sbp, dbp, strict=False)
+             if a is not None and b is not None and a == a and b == b]
+    if pairs:
+        obs = _observation_base(f"{session_id}.{guest_id}.bp.w{stamp}",
+                                {"coding": [{"system": LOINC, "code": "85354-9",
+                                             "display": "Blood pressure panel with all children optional"}],
+                                 "text": "Blood pressure"}, "vital-signs", patient_ref, encounter_ref, "bp")
+        obs["effectivePeriod"] = dict(period)
+        obs["method"] = method(len(pairs))
+        obs["component"] = [
+            {"code": {"coding": [{"system": LOINC, "code": "8480-6", "display": "Systolic blood pressure"}]},
+             "valueQuantity": _quantity(_median([a for a, _ in pairs]), "mm[Hg]")},
+            {"code": {"coding": [{"system": LOINC, "code": "8462-4", "display": "Diastolic blood pressure"}]},
+             "valueQuantity": _quantity(_median([b for _, b in pairs]), "mm[Hg]")},
+        ]
+        out.append(obs)
+    return out
+
+
 def ecg_strip_observation(session_id: str, guest_id: str, start_wall: float, fs: float,
                           samples_uV: Sequence[int], patient_ref: str, encounter_ref: str | None,
                           lead: str = "II", reason: str = "") -> dict[str, Any]:
@@ -235,6 +300,9 @@ def resources_for_payload(payload: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [patient, enc]
     if kind == "vitals":
         out += vital_observations(sid, gid, float(payload["wall"]), payload["metrics"], p_ref, e_ref)
+    elif kind == "vitals_window":
+        out += vital_window_observations(sid, gid, float(payload["start_wall"]), float(payload["period_s"]),
+                                         payload["series"], p_ref, e_ref)
     elif kind == "ecg_strip":
         out.append(ecg_strip_observation(sid, gid, float(payload["start_wall"]), float(payload["fs"]),
                                          payload["samples_uV"], p_ref, e_ref, payload.get("lead", "II"),
