@@ -235,3 +235,27 @@ class SampleClock:
         """Wall time of `sample` (None when there is no waveform to anchor it)."""
         seg = self.segment(sample)
         return None if seg is None else seg.wall_of(sample)
+
+
+def read_window(store: RecordStore, sid: str, streams: list[Stream], wall_lo: float, wall_hi: float,
+                channel: str = "ecg") -> tuple[Segment, npt.NDArray[np.int32]] | None:
+    """Samples of the guest's `channel` between two wall times, from the one segment covering most of them.
+
+    Returns (segment clipped to the window, samples) or None when no stored samples fall in the window.
+    """
+    best: tuple[int, Segment] | None = None
+    for st in streams:
+        if st.channel != channel:
+            continue
+        for seg in st.segments:
+            lo = max(seg.seq_lo, int(np.ceil(seg.seq_of(wall_lo))))
+            hi = min(seg.seq_hi, int(np.floor(seg.seq_of(wall_hi))))
+            if hi > lo and (best is None or hi - lo > best[0]):
+                sub = Segment(seg.device_id, seg.channel, seg.kind, seg.fs, seg.unit, seg.gain, lo, hi,
+                              seg.anchors_seq, seg.anchors_wall)
+                best = (hi - lo, sub)
+    if best is None:
+        return None
+    seg = best[1]
+    parts = list(iter_samples(store, sid, seg))
+    return seg, (np.concatenate(parts) if parts else np.zeros(0, np.int32))
