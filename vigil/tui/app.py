@@ -100,7 +100,7 @@ class AlarmPanel(Widget):
 class StatusBar(Widget):
     """Broker, daemon heartbeat, sync, operator, last command reply."""
 
-    DEFAULT_CSS = "StatusBar { height: 1; dock: top; }"
+    DEFAULT_CSS = "StatusBar { height: 1; }"
 
     def render(self) -> Text:
         """Render one line."""
@@ -112,7 +112,7 @@ class StatusBar(Widget):
 class Banner(Widget):
     """The STALE banner (only displayed while the room is not live)."""
 
-    DEFAULT_CSS = "Banner { height: 1; dock: top; }"
+    DEFAULT_CSS = "Banner { height: 1; }"
 
     def render(self) -> Text:
         """One line saying why nothing is live."""

@@ -1,0 +1,160 @@
+"""Snapshot-style tests: the dashboard rendered headless at 80×24 and 160×48 from deterministic bus input.
+
+The screen text is read from Textual's compositor (what a terminal would show, cell by cell).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from vigil.tui.app import Connection, DashboardApp, GuestScreen
+from vigil.tui.model import RoomView
+
+ROOM = "snap"
+
+
+def screen_text(app: DashboardApp) -> list[str]:
+    """The screen as lines of text."""
+    return [s.text for s in app.screen._compositor.render_strips()]  # noqa: SLF001
+
+
+def feed(room: RoomView, n: int, names: bool = True) -> None:
+    """Deterministic messages for n guests: vitals, 1 s of ECG, a high alarm on guest 3, a heartbeat."""
+    now = time.monotonic()
+    wall = time.time()
+    mats = [f"M{i + 1:02d}" for i in range(n)]
+    room.broker_connected = True
+    room.apply(f"vigil/{ROOM}/status", {"v": 1, "state": "running", "uptime_s": 321, "guests": mats}, now)
+    fs = 120.0
+    t = np.arange(int(fs)) / fs
+    beat = (np.exp(-((t % 0.8) - 0.4) ** 2 / 0.0004) * 1200).astype(int).tolist()
+    for i, mat in enumerate(mats):
+        g = room.guest(mat)
+        if names:
+            g.name = f"Guest {i + 1:02d} Name"
+        g.bands = {"hr": (40, 50, 100, 120), "spo2": (85, 90, None, None), "sbp": (80, 90, 150, 180),
+                   "qtc": (None, None, 450, 500)}
+        g.baseline_qtc = 430.0
+        room.apply(f"vigil/{ROOM}/guest/{mat}/vitals", {
+            "v": 1, "mat": mat, "t": wall, "rhythm": "SINUS", "quality": 0.95, "quality_flags": [], "beats": 99,
+            "devices": {f"d{i}": "streaming"},
+            "vitals": {"hr": {"value": 60 + i, "age_s": 0.3, "unit": "/min"},
+                       "spo2": {"value": 96, "age_s": 0.3, "unit": "%"},
+                       "sbp": {"value": 121, "age_s": 30, "unit": "mm[Hg]"},
+                       "dbp": {"value": 79, "age_s": 30, "unit": "mm[Hg]"},
+                       "qtc": {"value": 452, "age_s": 4, "unit": "ms"}}}, now)
+        room.apply(f"vigil/{ROOM}/guest/{mat}/ecg", {"v": 1, "mat": mat, "seq": 0, "fs": fs, "decimation": 1,
+                                                    "unit": "uV", "t": wall, "samples": beat}, now)
+    room.apply(f"vigil/{ROOM}/guest/M03/alarms", {"v": 1, "mat": "M03", "t": wall, "alarms": [
+        {"condition": "vt", "priority": "high", "state": "active", "since_s": 4.0, "latching": True, "value": None,
+         "reason": "VT", "pause_left_s": None}]}, now)
+
+
+async def run(size: tuple[int, int], n: int, names: bool = True) -> tuple[DashboardApp, list[str]]:
+    room = RoomView(ROOM)
+    app = DashboardApp(Connection(ROOM, operator="ana"), room, connect=False)
+    async with app.run_test(size=size) as pilot:
+        feed(room, n, names)
+        await pilot.pause(0.6)
+        lines = screen_text(app)
+    return app, lines
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_four_guests_show_names_numbers_alarm_and_status(size: tuple[int, int]) -> None:
+    _, lines = await run(size, 4)
+    w, h = size
+    assert len(lines) == h and all(len(x) <= w for x in lines)
+    text = "\n".join(lines)
+    for i in range(4):
+        assert f"M{i + 1:02d} Guest {i + 1:02d} Name" in text  # never cut at these sizes
+        assert f"HR {60 + i}" in text
+    assert text.count("SpO2 96") == 4 and text.count("BP 121/79 30s") == 4
+    assert text.count("QTc 452 Δ+22") == 4 and text.count("SINUS") == 4
+    assert "!!! HIGH vt" in text  # priority symbol + word: readable without colour
+    assert text.count(" OK") >= 3
+    status = lines[0]
+    assert "broker up" in status and "daemon ok" in status and "sync n/a" in status and "op ana" in status
+    panel = [x for x in lines if "M03" in x and "vt" in x and "ACTIVE" in x]
+    assert panel and panel[0].lstrip().startswith(">!!! HIGH")
+    assert any(ch in text for ch in "⡇⢸⣿⠁")  # an ECG trace is drawn
+    assert "STALE" not in text
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_twenty_guests_fit(size: tuple[int, int]) -> None:
+    _, lines = await run(size, 20)
+    w, h = size
+    assert len(lines) == h and all(len(x) <= w for x in lines)
+    text = "\n".join(lines)
+    for i in range(20):
+        assert f"M{i + 1:02d}" in text
+        assert (f"HR{60 + i}" in text) or (f"HR {60 + i}" in text)
+    if size == (160, 48):
+        for i in range(20):
+            assert f"M{i + 1:02d} Guest {i + 1:02d} Name" in text  # full names on the big screen
+        assert text.count("BP 121/79") == 20
+    else:
+        assert text.count("121/79") == 20  # compact tiles keep the numbers
+        m03 = next(x for x in lines if "M03" in x and "!!! HIGH vt" in x)
+        assert "M03 Guest" in m03 and "…" in m03  # names cut visibly, never silently
+    assert "!!! HIGH vt" in text
+
+
+async def test_stale_banner_replaces_the_numbers() -> None:
+    room = RoomView(ROOM)
+    app = DashboardApp(Connection(ROOM), room, connect=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        feed(room, 4)
+        await pilot.pause(0.4)
+        assert "HR 60" in "\n".join(screen_text(app))
+        room.status_received = time.monotonic() - 5.0  # heartbeat silent for 5 s
+        await pilot.pause(0.6)
+        text = "\n".join(screen_text(app))
+        assert "STALE — no heartbeat from the daemon" in text
+        assert "HR 60" not in text and "SpO2 96" not in text and "daemon STALE" in text
+        # one guest silent while the daemon lives: only that tile goes stale
+        room.status_received = time.monotonic()
+        room.guests["M02"].vitals_received = time.monotonic() - 4.0
+        await pilot.pause(0.6)
+        text = "\n".join(screen_text(app))
+        assert "HR 60" in text and "HR 61" not in text and text.count("STALE") == 1
+        room.broker_connected = False
+        room.broker_error = "connection refused"
+        await pilot.pause(0.6)
+        text = "\n".join(screen_text(app))
+        assert "no connection to the room's broker" in text and "BROKER DOWN" in text and "HR 60" not in text
+
+
+async def test_keys_night_large_guest_view_and_off_confirmation() -> None:
+    room = RoomView(ROOM)
+    app = DashboardApp(Connection(ROOM), room, connect=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        feed(room, 4)
+        await pilot.pause(0.4)
+        await pilot.press("n")
+        await pilot.pause(0.3)
+        assert app.palette.name == "night" and "NIGHT" in screen_text(app)[0]
+        assert "#c06000" in app.export_screenshot().lower()  # amber text
+        await pilot.press("L")
+        await pilot.pause(0.3)
+        text = "\n".join(screen_text(app))
+        assert "LARGE" in text and "┏━┓" in text
+        await pilot.press("o")  # ALARM OFF asks first; n keeps alarming
+        await pilot.pause(0.3)
+        assert "Switch ALARM OFF for vt of M03 Guest 03 Name?" in "\n".join(screen_text(app))
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert app.sent == []
+        await pilot.press("enter")  # guest view of the selected alarm's guest
+        await pilot.pause(0.4)
+        assert isinstance(app.screen, GuestScreen) and app.screen.mat == "M03"
+        text = "\n".join(screen_text(app))
+        for label in ("HR /min", "SpO2 %", "SBP mmHg", "QTc ms", "lim 40/50/100/120", "alarm history", "ECG (last"):
+            assert label in text, label
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, GuestScreen)
