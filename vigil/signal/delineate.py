@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -40,12 +41,18 @@ class Delineation:
     noise: float = 0.0  # high-frequency residual of the beat (µV), for lead selection
 
 
+@lru_cache(maxsize=32)
+def _lowpass_sos(hz: float, fs: float) -> np.ndarray:
+    import scipy.signal as sps
+
+    return np.asarray(sps.butter(2, min(hz, 0.45 * fs), btype="lowpass", fs=fs, output="sos"))
+
+
 def zero_phase_lowpass(x: np.ndarray, fs: float, hz: float) -> np.ndarray:
     """Zero-phase Butterworth low-pass (offline, on a short beat)."""
     import scipy.signal as sps
 
-    hz = min(hz, 0.45 * fs)
-    sos = sps.butter(2, hz, btype="lowpass", fs=fs, output="sos")
+    sos = _lowpass_sos(float(hz), float(fs))
     padlen = min(len(x) - 1, 3 * 2 * len(sos))
     return np.asarray(sps.sosfiltfilt(sos, x, padlen=padlen), dtype=float)
 

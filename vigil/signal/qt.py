@@ -23,7 +23,7 @@ from collections import deque
 import numpy as np
 
 from vigil.model import Beat, Measurement, Metric, QualityReport
-from vigil.signal.delineate import delineate, refine_r, zero_phase_lowpass
+from vigil.signal.delineate import delineate, refine_r
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class QtMeasurer:
         self.channel = channel
         self._before = int(BEFORE_S * self.fs)
         self._after = int(AFTER_S * self.fs)
+        k = max(1, int(round(0.012 * self.fs)) | 1)  # odd boxcar ~12 ms (first zero near 80 Hz)
+        self._box = np.full(k, 1.0 / k)
         cap = int((self._before + self._after) + 2 * self.fs) + int(4 * self.fs)
         self._buf = np.zeros(cap)
         self._buf_end: int | None = None  # absolute index one past the last buffered sample
@@ -141,7 +143,7 @@ class QtMeasurer:
             seg = self._segment(lo, hi)
             if seg is None or rr is None:
                 continue
-            lp = zero_phase_lowpass(seg, self.fs, 40.0)
+            lp = np.convolve(seg, self._box, mode="same")  # cheap zero-phase smoothing for alignment
             r = refine_r(lp, self._before + margin, self.fs, 0.04)
             w = seg[r - self._before:r + self._after]
             if len(w) != self._before + self._after:
