@@ -66,7 +66,8 @@ class AfDetector:
             return None
         rr = np.fromiter(self._rr, dtype=float)
         win = rr[-WINDOW:]
-        irr = min(float(np.quantile(np.abs(win - rr[-WINDOW - k:-k]), QUANTILE)) for k in range(1, LAGS + 1))
+        lagged = np.lib.stride_tricks.sliding_window_view(rr[:-1], WINDOW)[::-1]  # row k-1: lag k
+        irr = float(np.min(np.quantile(np.abs(win - lagged[:LAGS]), QUANTILE, axis=1)))
         irr /= float(np.mean(win))
         self._n += 1
         if self._n == 1 and not self.active:

@@ -116,7 +116,7 @@ class QtMeasurer:
             self._buf[:] = x[-cap:]
             self._n = cap
         else:
-            self._buf = np.roll(self._buf, -len(x))
+            self._buf[:-len(x)] = self._buf[len(x):]
             self._buf[-len(x):] = x
             self._n = min(cap, self._n + len(x))
         self._buf_end = start + len(x)

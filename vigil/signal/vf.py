@@ -22,8 +22,8 @@ spurious "beats" emitted during VF do not matter.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -49,18 +49,24 @@ def vf_leakage(x: np.ndarray, fs: float) -> float:
     return float(np.sum(np.abs(a + b)) / denom) if denom > 0 else 1.0
 
 
+@lru_cache(maxsize=16)
+def _spectral_setup(n: int, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hann window, frequencies of the 1-30 Hz band, and the 2.5-9 Hz mask within it, for `n` samples."""
+    freqs = np.fft.rfftfreq(n, 1.0 / fs)
+    total_band = (freqs >= 1.0) & (freqs <= 30.0)
+    band_freqs = freqs[total_band]
+    return np.hanning(n), total_band, band_freqs, (band_freqs >= 2.5) & (band_freqs <= 9.0)
+
+
 def spectral_concentration(x: np.ndarray, fs: float) -> tuple[float, float]:
     """Return (power fraction in 2.5-9 Hz of 1-30 Hz, dominant frequency in Hz) of a Hann-windowed window."""
     x = np.asarray(x, dtype=float)
-    x = (x - np.mean(x)) * np.hanning(len(x))
-    spec = np.abs(np.fft.rfft(x)) ** 2
-    freqs = np.fft.rfftfreq(len(x), 1.0 / fs)
-    total_band = (freqs >= 1.0) & (freqs <= 30.0)
-    vf_band = (freqs >= 2.5) & (freqs <= 9.0)
-    total = float(np.sum(spec[total_band]))
+    hann, total_band, band_freqs, vf_band = _spectral_setup(len(x), float(fs))
+    spec = np.abs(np.fft.rfft((x - np.mean(x)) * hann)[total_band]) ** 2
+    total = float(np.sum(spec))
     if total <= 0.0:
         return 0.0, 0.0
-    dominant = float(freqs[total_band][int(np.argmax(spec[total_band]))])
+    dominant = float(band_freqs[int(np.argmax(spec))])
     return float(np.sum(spec[vf_band])) / total, dominant
 
 
@@ -88,7 +94,8 @@ class VfDetector:
         self.fs = fs
         self._win = int(round(WINDOW_S * fs))
         self._hop = max(1, int(round(HOP_S * fs)))
-        self._buf: deque[float] = deque(maxlen=self._win)
+        self._buf = np.zeros(self._win)  # the newest sample is last
+        self._n = 0  # valid samples at the end of `_buf`
         self._end = 0  # sample index one past the last buffered sample
         self._since_eval = 0
         self._pos = 0  # consecutive VF-like windows
@@ -99,34 +106,43 @@ class VfDetector:
 
     def reset(self) -> None:
         """Forget buffered signal (after a gap)."""
-        self._buf.clear()
+        self._n = 0
         self._since_eval = 0
         self._pos = self._neg = 0
 
     def feed(self, x: np.ndarray, start: int) -> list[VfDecision]:
         """Consume samples [start, start+len(x)); return state changes."""
-        if start != self._end and self._buf:
+        if start != self._end and self._n:
             self.reset()
         out: list[VfDecision] = []
         i = 0
         n = len(x)
         while i < n:
             take = min(n - i, self._hop - self._since_eval)
-            self._buf.extend(x[i:i + take].tolist())
+            self._push(x[i:i + take])
             i += take
             self._since_eval += take
             self._end = start + i
             if self._since_eval >= self._hop:
                 self._since_eval = 0
-                if len(self._buf) == self._win:
+                if self._n == self._win:
                     d = self._evaluate()
                     if d is not None:
                         out.append(d)
         self._end = start + n
         return out
 
+    def _push(self, x: np.ndarray) -> None:
+        k = len(x)
+        if k >= self._win:
+            self._buf[:] = x[-self._win:]
+        elif k:
+            self._buf[:-k] = self._buf[k:]
+            self._buf[-k:] = x
+        self._n = min(self._win, self._n + k)
+
     def _evaluate(self) -> VfDecision | None:
-        vf = is_vf_like(np.fromiter(self._buf, dtype=float, count=len(self._buf)), self.fs)
+        vf = is_vf_like(self._buf, self.fs)
         win_start = self._end - self._win
         if vf:
             if self._pos == 0:
