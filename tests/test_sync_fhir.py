@@ -140,3 +140,88 @@ def test_wrong_ca_is_refused_and_invalid_records_dead_letter(sekmet: SekmetProce
         assert st.delivered == 1 and st.dead == 1
         assert "cannot map to valid FHIR" in store.dead_letters("fhir")[0][4]
     store.close()
+
+
+def test_vitals_window_maps_to_median_observations_and_replays_idempotently(sekmet: SekmetProcess,
+                                                                            tmp_path: Path) -> None:
+    base = {"session_id": "SW", "guest": {"id": "GW"}, "session_start": WALL}
+    window = {**base, "kind": "vitals_window", "start_wall": WALL, "period_s": 5.0,
+              "series": {"hr": [60, 61, 62, 180, 63, 64, None, 65, 66, 67, 68, 69],  # one artefact, one gap
+                         "sbp": [None] * 11 + [121], "dbp": [None] * 11 + [79]}}
+    res = fm.resources_for_payload(window)
+    for r in res:
+        fm.validate_resource(r)
+    obs = {r["code"]["coding"][0]["code"]: r for r in res if r["resourceType"] == "Observation"}
+    assert set(obs) == {"8867-4", "85354-9"}
+    assert obs["8867-4"]["valueQuantity"]["value"] == 65.0  # median of the 11 samples present
+    assert obs["8867-4"]["method"]["text"] == "median of 11 samples taken every 5 s"
+    assert obs["8867-4"]["effectivePeriod"] == {"start": fm.iso(WALL), "end": fm.iso(WALL + 60)}
+    assert [c["valueQuantity"]["value"] for c in obs["85354-9"]["component"]] == [121, 79]
+    store = RecordStore.open(tmp_path / "v.db")
+    worker = SyncWorker(store, [FhirDestination(sekmet.base_url, session=make_session())], clock=SystemClock(),
+                        idle_poll_s=0.05)
+    before = _total(sekmet, "Observation")
+    _enqueue(store, [window], "w1")
+    _enqueue(store, [window], "w2")  # the same window queued twice
+    assert asyncio.run(worker.drain(60))
+    assert _total(sekmet, "Observation") - before == 2
+    store.close()
+
+
+async def test_daemon_rows_reach_booking_and_the_emr(sekmet: SekmetProcess, tmp_path: Path) -> None:
+    """Daemon -> outbox (OutboxFeed) -> SyncWorker -> loopback booking platform and sekmet."""
+    from vigil.config import parse_config
+    from vigil.datasets import VENDORED_RECORDS
+    from vigil.edge.broker import free_port
+    from vigil.edge.daemon import Daemon
+    from vigil.sync.booking import BookingDestination
+    from vigil.testing.booking_server import BookingApp, booking_server
+
+    text = "\n".join([
+        "[site]", 'name = "t"', 'room = "t1"', "[store]", 'path = "vigil.db"', "min_free_mb = 1",
+        "[mqtt]", f"port = {free_port()}", "[alarms]", "sound_enabled = false",
+        "[[devices]]", 'id = "ox"', 'profile = "replay-bidmc"', f'record = "{VENDORED_RECORDS / "bidmc_04"}"',
+        "[[guests]]", 'mat = "G1"', 'name = "Secret Name"', 'devices = ["ox"]',
+        "[sync.booking]", 'url = "http://127.0.0.1:1/v1/events"', 'secret_file = "b.secret"',
+        "[sync.fhir]", f'base_url = "{sekmet.base_url}"']) + "\n"
+    (tmp_path / "config.toml").write_text(text)
+    cfg = parse_config(text, tmp_path / "config.toml")
+    daemon = Daemon(cfg)
+    stop = asyncio.Event()
+    run = asyncio.create_task(daemon.run(stop, handle_signals=False))
+    await asyncio.wait_for(daemon.ready.wait(), 20)
+    await asyncio.sleep(11.5)  # two vitals samples (every 5 s)
+    stop.set()
+    await asyncio.wait_for(run, 30)
+    sid = daemon.session_id
+    store = RecordStore.open(tmp_path / "vigil.db")
+    before = _total(sekmet, "Observation")
+    with booking_server(b"bk-secret") as bk:
+        dests = [BookingDestination(bk.base_url + "/v1/events", b"bk-secret", session=make_session()),
+                 FhirDestination(sekmet.base_url, session=make_session())]
+        worker = SyncWorker(store, dests, clock=SystemClock(), idle_poll_s=0.05)
+        assert await worker.drain(60)
+        app = bk.app
+        assert isinstance(app, BookingApp)
+        types = [e["type"] for e in app.applied]
+    store.close()
+    assert types[:2] == ["session.started", "guest.checked_in"] and types[-1] == "session.ended"
+    vitals = [e["data"] for e in app.applied if e["type"] == "vitals.summary"]
+    assert len(vitals) == 2 and all(v["spo2"] == pytest.approx(93, abs=3) for v in vitals)  # BIDMC 04 SpO2
+    assert vitals[0]["guest"] == f"{sid}-G1" and "Secret Name" not in str(app.applied)
+    got = requests.get(f"{sekmet.base_url}/Observation?_count=100", timeout=10).json()
+    mine = [e["resource"] for e in got.get("entry", [])
+            if e["resource"]["identifier"][0]["value"].startswith(f"{sid}.{sid}-G1.")]
+    codes = [o["code"]["coding"][0]["code"] for o in mine]
+    assert len(mine) == _total(sekmet, "Observation") - before
+    # the partial minute was flushed at stop: one Observation per metric seen, one strip per raised alarm
+    raised = [e for e in app.applied if e["type"] == "alarm.raised" and e["data"]["mat"] == "G1"]
+    strips = [o for o in mine if o["code"]["coding"][0]["code"] == "131330"]
+    assert 1 <= len(strips) <= len(raised)  # alarms less than 5 s apart share one strip
+    assert {e["data"]["condition"] for e in raised} == {c.strip() for o in strips
+                                                        for c in o["note"][0]["text"].removeprefix("alarm ").split(",")}
+    assert {"8867-4", "2708-6"} <= set(codes) and all(codes.count(c) == 1 for c in set(codes) - {"131330"})
+    spo2 = next(o for o in mine if o["code"]["coding"][0]["code"] == "2708-6")
+    assert spo2["valueQuantity"]["value"] == pytest.approx(93, abs=3) and spo2["method"]["text"].endswith("every 5 s")
+    assert _total(sekmet, "DiagnosticReport", f"&identifier={fm.REPORT_SYSTEM}|{sid}.{sid}-G1.summary") == 1
+    assert _total(sekmet, "Encounter", f"&identifier={fm.ENCOUNTER_SYSTEM}|{sid}.{sid}-G1") == 1

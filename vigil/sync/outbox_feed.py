@@ -305,7 +305,13 @@ class OutboxFeed:
         if event.event == "raised" and event.guest != SYSTEM_GUEST:
             g = self._guest(event.guest)
             g.alarms[event.condition] = g.alarms.get(event.condition, 0) + 1
-            self._strips.append((event.t_mono + STRIP_HALF_S, event.guest, event.wall, f"alarm {event.condition}"))
+            for k, (due_at, mat, at_wall, reason) in enumerate(self._strips):
+                if mat == event.guest and abs(event.wall - at_wall) < STRIP_HALF_S:  # one strip shows both
+                    self._strips[k] = (due_at, mat, at_wall, f"{reason}, {event.condition}")
+                    break
+            else:
+                self._strips.append((event.t_mono + STRIP_HALF_S, event.guest, event.wall,
+                                     f"alarm {event.condition}"))
 
     def technical(self, mat: str | None, event: TechnicalEvent) -> None:
         """device.lost / device.recovered."""
@@ -328,3 +334,16 @@ def _hhmm(wall: float) -> str:
     import time
 
     return time.strftime("%H:%M", time.gmtime(wall))
+
+
+def attach(daemon: Any) -> OutboxFeed | None:
+    """Create the feed for a started daemon (store, pipeline, roster ready); None when no destination is set."""
+    if daemon.writer is None or daemon.session_id is None or daemon.pipeline is None:
+        return None
+    feed = OutboxFeed(daemon.cfg, daemon.clock, daemon.writer.submit, daemon.session_id, pipeline=daemon.pipeline,
+                      roster=lambda: getattr(daemon.roster, "current", None))
+    if not feed.active:
+        return None
+    daemon.pipeline.add_sink(feed)
+    feed.start()
+    return feed

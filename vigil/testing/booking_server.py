@@ -3,7 +3,7 @@
 ``POST /v1/events`` — body ``{"events": [...]}``; 401 on a bad signature; answers
 ``{"results": [{"id", "status": "applied"|"duplicate"|"rejected", "reason"?}]}``.
 ``GET /v1/rooms/<room>/roster`` — the roster set with `set_roster` (ETag / If-None-Match → 304).
-Counts `received` (every event seen, duplicates included) and `applied` (in arrival order).
+Counts `received` (every event seen, duplicates included), `applied` (in arrival order), `posts` and `bytes_in`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class BookingApp(App):
         self.applied: list[dict[str, Any]] = []
         self.applied_ids: set[str] = set()
         self.received = 0
+        self.bytes_in = 0  # request bodies of POST /v1/events (what went on the wire)
+        self.posts = 0
         self.signature_failures: list[str] = []
         self.roster: Any = None
         self.roster_raw: bytes | None = None
@@ -55,6 +57,9 @@ class BookingApp(App):
         return Reply.json(404, {"error": f"no route {method} {path}"})
 
     def _events(self, headers: dict[str, str], body: bytes) -> Reply:
+        with self._lock:
+            self.bytes_in += len(body)
+            self.posts += 1
         try:
             verify_header(self.secret, body, headers.get(SIGNATURE_HEADER.lower()))
         except SignatureError as exc:

@@ -104,6 +104,8 @@ class GatewayApp(App):
         self.tokens_issued = 0
         self.unauthorized = 0
         self.transactions = 0
+        self.bytes_in = 0  # transaction Bundle bodies forwarded (what went on the wire)
+        self.entries = 0  # Bundle entries forwarded
         self._lock = threading.Lock()
         self._session = requests.Session()
         self._session.trust_env = False
@@ -129,7 +131,10 @@ class GatewayApp(App):
                     {"severity": "error", "code": "login", "diagnostics": "missing or expired bearer token"}]},
                     {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         if method == "POST" and path.rstrip("/") == "/fhir":
-            self.transactions += 1
+            with self._lock:
+                self.transactions += 1
+                self.bytes_in += len(body)
+                self.entries += body.count(b'"request":')
         up = self._session.request(method, self.upstream + path.removeprefix("/fhir"), data=body or None,
                                    headers={k: v for k, v in headers.items()
                                             if k in ("content-type", "accept", "if-none-exist")}, timeout=60)
