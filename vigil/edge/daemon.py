@@ -170,6 +170,7 @@ class Daemon:
         self._records: dict[str, Any] = {}
         self.annunciator: Any = None
         self.roster: Any = None  # vigil.edge.roster_apply.RosterApplier
+        self.feed: Any = None  # vigil.sync.outbox_feed.OutboxFeed (rows for `vigil sync`), None without [sync]
         self._tasks: list[asyncio.Task[Any]] = []
         self._published_alarms: dict[str, str] = {}
         self.broker_up = False
@@ -419,6 +420,9 @@ class Daemon:
             self.roster = RosterApplier(self.cfg, self.clock, pipeline=self.pipeline, writer=self.writer,
                                         session_id=self.session_id)
             self.roster.start()  # the last roster seen (roster.json), for offline starts
+            from vigil.sync.outbox_feed import attach
+
+            self.feed = attach(self)
             self._start_bus()
             assert self.bus is not None
             await self.bus.__aenter__()
@@ -428,6 +432,8 @@ class Daemon:
             raise
         self._tasks.append(asyncio.create_task(self._alarm_loop(), name="alarm-loop"))
         self._tasks.append(asyncio.create_task(self._publish_loop(), name="publisher"))
+        if self.feed is not None:
+            self._tasks.append(asyncio.create_task(self.feed.run(), name="outbox-feed"))
         self.notify.ready(f"monitoring {len(self.cfg.guests)} guests in room {self.room}")
         self.ready.set()
         log.info("daemon ready: %d devices, %d guests, analysis %s, alarms %s", len(self.supervisors),
@@ -450,6 +456,8 @@ class Daemon:
         self._tasks.clear()
         if self.pipeline is not None:
             self.pipeline.finish()
+        if self.feed is not None:
+            self.feed.close()  # session.ended, summaries: queued before the store closes
         if self.roster is not None:
             await asyncio.to_thread(self.roster.close)
         if self.annunciator is not None:
