@@ -123,6 +123,8 @@ class Banner(Widget):
 class GuestDetail(Widget):
     """Body of the guest view."""
 
+    DEFAULT_CSS = "GuestDetail { height: 1fr; }"
+
     def __init__(self, mat: str) -> None:
         super().__init__()
         self.mat = mat

@@ -417,7 +417,7 @@ def guest_detail(room: RoomView, g: GuestView, width: int, height: int, now: flo
         lines.append(stale_banner(room, width, now, p) if room.room_stale(now)
                      else _pad(Text(" STALE: no data from this guest for more than 3 s", style=f"bold on {p.stale}"),
                                width))
-    hist_h = max(3, height // 5)
+    hist_h = max(3, height // 4)  # lines kept free for the history
     ecg_h = max(3, height // 4)
     trend_h = max(1, (height - len(lines) - hist_h - ecg_h - 2 - 4) // 4)
     t0 = min((tr[0][0] for tr in g.trends.values() if tr), default=wall - 60)
@@ -467,9 +467,14 @@ def guest_detail(room: RoomView, g: GuestView, width: int, height: int, now: flo
     else:
         for _ in range(ecg_h):
             lines.append(Text("\u2800" * width))
-    # alarm history
-    lines.append(_pad(Text(" alarm history", style=f"bold {p.fg}"), width))
-    hist = list(g.history)[-hist_h:]
+    # alarm history: fills the rest; when it does not fit, low-priority transitions make room first
+    lines.append(_pad(Text(" alarm history (newest first)", style=f"bold {p.fg}"), width))
+    room_left = max(1, height - len(lines))
+    hist = list(g.history)
+    if len(hist) > room_left:
+        keep = [e for e in hist if e.priority != "low" or e.operator or e.event == "escalated"]
+        hist = keep if len(keep) >= room_left else hist
+    hist = hist[-room_left:]
     for ev in reversed(hist):
         t = Text()
         t.append(f" {clock_text(ev.wall)} ", style=p.dim)
