@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-START_WALL = 1_795_000_000.0  # 2026-11-18 ~08:53 UTC
+START_WALL = 1_795_000_000.0  # 2026-11-18 11:06:40 UTC
 
 
 @dataclass

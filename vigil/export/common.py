@@ -59,8 +59,8 @@ class Progress:
             self._last = now
             self._draw()
 
-    def _draw(self) -> None:
-        frac = min(1.0, self.done / self.total) if self.total > 0 else 0.0
+    def _draw(self, final: bool = False) -> None:
+        frac = 1.0 if final else min(1.0, self.done / self.total) if self.total > 0 else 0.0
         width = 30
         bar = "#" * int(frac * width)
         self.stream.write(f"\r{self.label} [{bar:<{width}}] {frac * 100:5.1f}%")
@@ -71,7 +71,7 @@ class Progress:
         """Draw 100 % and end the line."""
         if self.enabled:
             self.done = max(self.done, self.total)
-            self._draw()
+            self._draw(final=True)
             self.stream.write("\n")
             self.stream.flush()
 

@@ -41,7 +41,7 @@ SPEED_MM_S, GAIN_MM_MV = 25.0, 10.0
 STRIP_BEFORE_S, STRIP_AFTER_S = 7.0, 3.0
 STRIPS_PER_PAGE = 3
 MAX_STRIPS = 60
-ROWS_PER_PAGE = 28
+ROWS_PER_PAGE = 33
 GRID_MINOR = "#f5b7b1"  # 1 mm
 GRID_MAJOR = "#e74c3c"  # 5 mm
 BAND_WARN, BAND_CRIT = "#fff3b0", "#f8c4c4"
@@ -101,21 +101,27 @@ def _header(fig: Any, title: str, sub: str) -> None:
              fontsize=6, ha="right", color="#666666")
 
 
-def _table(fig: Any, rect: tuple[float, float, float, float], header: list[str], rows: list[list[str]],
-           widths: list[float]) -> None:
-    ax = fig.add_axes(rect)
-    ax.axis("off")
+def _table(fig: Any, top_mm: float, header: list[str], rows: list[list[str]], widths: list[int],
+           line_mm: float = 5.0) -> None:
+    """A ruled table drawn as one monospace text line per row (fast for long alarm lists)."""
+    def line(cells: list[str]) -> str:
+        return "  ".join(c[:w].ljust(w) for c, w in zip(cells, widths, strict=True))
+
+    x = 14 / PAGE_W
+    y = top_mm
+    if header:
+        fig.text(x, 1 - y / PAGE_H, line(header), family="monospace", fontsize=7, weight="bold", va="top")
+        y += line_mm
     if not rows:
-        ax.text(0, 1, "none", va="top", fontsize=8)
+        fig.text(x, 1 - y / PAGE_H, "none", fontsize=8, va="top")
         return
-    tbl = ax.table(cellText=rows, colLabels=header or None, colWidths=widths, loc="upper left", cellLoc="left")
-    tbl.auto_set_font_size(False)
-    tbl.set_fontsize(7)
-    tbl.scale(1, 1.1)
-    for (r, _c), cell in tbl.get_celld().items():
-        cell.set_linewidth(0.3)
-        if r == 0 and header:
-            cell.set_facecolor("#dddddd")
+    from matplotlib.lines import Line2D
+
+    for i, r in enumerate(rows):
+        fig.text(x, 1 - (y + i * line_mm) / PAGE_H, line(r), family="monospace", fontsize=7, va="top")
+    ys = [y - 1.2 + i * line_mm for i in range(len(rows) + 1)]
+    for yy in ys:
+        fig.add_artist(Line2D([x, 1 - 12 / PAGE_W], [1 - yy / PAGE_H] * 2, lw=0.3, color="#999999"))
 
 
 def _summary_rows(ctx: ExportContext, mat: str, streams: list[Stream], clock: SampleClock) -> list[list[str]]:
@@ -226,21 +232,36 @@ def _trend_page(fig: Any, ctx: ExportContext, mat: str, clock: SampleClock) -> N
         ax.xaxis.set_major_formatter(mdates.DateFormatter(fmt, tz=dt.UTC))
 
 
-def _grid(ax: Any) -> None:
-    """ECG paper: 1 mm minor and 5 mm major lines over the strip's mm coordinates."""
-    from matplotlib.collections import LineCollection
+def _grid(ax: Any, x0: float, y0: float) -> None:
+    """ECG paper at (x0, y0) mm on the page: 1 mm minor and 5 mm major lines (one path per line weight)."""
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path as MPath
 
-    minor, major = [], []
-    for x in range(int(STRIP_W_MM) + 1):
-        (major if x % 5 == 0 else minor).append([(x, 0), (x, STRIP_H_MM)])
-    for y in range(int(STRIP_H_MM) + 1):
-        (major if y % 5 == 0 else minor).append([(0, y), (STRIP_W_MM, y)])
-    ax.add_collection(LineCollection(minor, colors=GRID_MINOR, linewidths=0.25, zorder=0))
-    ax.add_collection(LineCollection(major, colors=GRID_MAJOR, linewidths=0.6, zorder=0))
+    for major, colour, lw in ((False, GRID_MINOR, 0.25), (True, GRID_MAJOR, 0.6)):
+        verts: list[tuple[float, float]] = []
+        for x in range(int(STRIP_W_MM) + 1):
+            if (x % 5 == 0) == major:
+                verts += [(x0 + x, y0), (x0 + x, y0 + STRIP_H_MM)]
+        for y in range(int(STRIP_H_MM) + 1):
+            if (y % 5 == 0) == major:
+                verts += [(x0, y0 + y), (x0 + STRIP_W_MM, y0 + y)]
+        codes = [MPath.MOVETO, MPath.LINETO] * (len(verts) // 2)
+        patch = PathPatch(MPath(verts, codes), fill=False, edgecolor=colour, lw=lw, zorder=0 + major)
+        patch.set_transform(ax.transData)
+        ax.add_artist(patch)  # not add_patch: the limits are fixed, skip its slow data-limit update
 
 
-def _strip(fig: Any, slot: int, ctx: ExportContext, mat: str, ev: AlarmEvent, ecg: list[Stream]) -> bool:
-    """Draw one strip in slot 0..2 of the page; False when no ECG was stored around the alarm."""
+def _page_axes(fig: Any) -> Any:
+    """One axes over the whole page in millimetres (origin bottom left)."""
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, PAGE_W)
+    ax.set_ylim(0, PAGE_H)
+    ax.set_axis_off()
+    return ax
+
+
+def _strip(ax: Any, slot: int, ctx: ExportContext, mat: str, ev: AlarmEvent, ecg: list[Stream]) -> bool:
+    """Draw one strip in slot 0..2 of a page axes (mm); False when no ECG was stored around the alarm."""
     win = read_window(ctx.store, ctx.sid, ecg, ev.wall - STRIP_BEFORE_S, ev.wall + STRIP_AFTER_S, ecg[0].channel)
     if win is None or len(win[1]) == 0:
         return False
@@ -251,20 +272,19 @@ def _strip(fig: Any, slot: int, ctx: ExportContext, mat: str, ev: AlarmEvent, ec
     t_first = seg.wall_start - t0  # seconds from the strip's left edge
     xs = (t_first + np.arange(len(mv)) / seg.fs) * SPEED_MM_S
     ys = (mv - float(np.median(mv))) * GAIN_MM_MV + STRIP_H_MM / 2
-    bottom = PAGE_H - (28 + slot * 60 + STRIP_H_MM)
-    ax = fig.add_axes((24 / PAGE_W, bottom / PAGE_H, STRIP_W_MM / PAGE_W, STRIP_H_MM / PAGE_H))
-    ax.set_xlim(0, STRIP_W_MM)
-    ax.set_ylim(0, STRIP_H_MM)
-    ax.set_axis_off()
-    _grid(ax)
-    ax.plot(xs, np.clip(ys, 0, STRIP_H_MM), color="black", lw=0.6, zorder=2)
-    onset = STRIP_BEFORE_S * SPEED_MM_S
-    ax.plot([onset, onset], [0, STRIP_H_MM], color="#0050ff", lw=1.4, ls=(0, (4, 2)), zorder=5)
+    x0, y0 = 24.0, PAGE_H - (28 + slot * 60 + STRIP_H_MM)
+    _grid(ax, x0, y0)
+    keep = (xs >= 0) & (xs <= STRIP_W_MM)
+    ax.plot(x0 + xs[keep], y0 + np.clip(ys[keep], 0, STRIP_H_MM), color="black", lw=0.6, zorder=2)
+    onset = x0 + STRIP_BEFORE_S * SPEED_MM_S
+    ax.plot([onset, onset], [y0, y0 + STRIP_H_MM], color="#0050ff", lw=1.4, ls=(0, (4, 2)), zorder=5)
+    by_label: dict[str, list[float]] = {}
     for b in beats_in(ctx.store, ctx.sid, mat, seg.channel, seg.seq_lo, seg.seq_hi):
-        bx = (t_first + (b.sample - seg.seq_lo) / seg.fs) * SPEED_MM_S
-        ax.text(bx, STRIP_H_MM - 1.5, b.label, ha="center", va="top", fontsize=6, zorder=4,
-                color="#c0392b" if b.label != "N" else "#1f3b73", weight="bold" if b.label != "N" else "normal")
-    fig.text(24 / PAGE_W, (bottom + STRIP_H_MM + 1.5) / PAGE_H,
+        by_label.setdefault(b.label, []).append(x0 + (t_first + (b.sample - seg.seq_lo) / seg.fs) * SPEED_MM_S)
+    for label, xs_b in by_label.items():  # one marker collection per label (fast): the letter above each beat
+        ax.scatter(xs_b, [y0 + STRIP_H_MM - 2.5] * len(xs_b), marker=f"$\\mathrm{{{label}}}$", s=18, lw=0,
+                   color="#c0392b" if label != "N" else "#1f3b73", zorder=4, clip_on=False)
+    ax.text(x0, y0 + STRIP_H_MM + 1.5,
              f"{utc(ev.wall)} UTC  {ev.condition} ({ev.priority.label}) raised"
              + (f", value {ev.value:g}" if ev.value is not None and not math.isnan(ev.value) else "")
              + f"   |   {seg.channel}, 25 mm/s, 10 mm/mV, {seg.fs:g} Hz; dashed line = alarm onset",
@@ -293,23 +313,21 @@ def export_guest(ctx: ExportContext, mat: str, dest: Path) -> list[Path]:
     with PdfPages(path, metadata={"Title": title, "Creator": "vigil export"}) as pdf:
         table = _alarm_table_rows(rows)
         header = ["raised (UTC)", "condition", "priority", "value", "acknowledged", "escalations", "cleared"]
-        widths = [0.17, 0.15, 0.07, 0.07, 0.2, 0.2, 0.14]
+        widths = [19, 20, 8, 7, 30, 34, 16]
         fig = _page(Figure)
         _header(fig, title, sub)
-        _table(fig, (12 / PAGE_W, 1 - 82 / PAGE_H, 273 / PAGE_W, 58 / PAGE_H), [],
-               _summary_rows(ctx, mat, streams, clock), [0.18, 0.82])
-        fig.text(12 / PAGE_W, 1 - 90 / PAGE_H, f"Alarms: {len(rows)} raised"
+        _table(fig, 26, [], _summary_rows(ctx, mat, streams, clock), [20, 120])
+        fig.text(12 / PAGE_W, 1 - 72 / PAGE_H, f"Alarms: {len(rows)} raised"
                  + (f" (ECG strips for the first {MAX_STRIPS})" if len(rows) > MAX_STRIPS else ""),
                  fontsize=10, weight="bold", va="top")
-        first = 12
-        _table(fig, (12 / PAGE_W, 14 / PAGE_H, 273 / PAGE_W, 1 - 110 / PAGE_H), header, table[:first], widths)
+        first = 22
+        _table(fig, 80, header, table[:first], widths)
         pdf.savefig(fig)
         ctx.progress.advance(1)
         for i in range(first, len(table), ROWS_PER_PAGE):
             fig = _page(Figure)
             _header(fig, title + " - alarms (continued)", sub)
-            _table(fig, (12 / PAGE_W, 14 / PAGE_H, 273 / PAGE_W, 1 - 40 / PAGE_H), header,
-                   table[i:i + ROWS_PER_PAGE], widths)
+            _table(fig, 26, header, table[i:i + ROWS_PER_PAGE], widths)
             pdf.savefig(fig)
         fig = _page(Figure)
         _header(fig, title + " - trends", sub + "; bands: yellow = warning, red = critical limits")
@@ -320,8 +338,9 @@ def export_guest(ctx: ExportContext, mat: str, dest: Path) -> list[Path]:
             fig = _page(Figure)
             _header(fig, title + " - ECG strips", sub)
             drawn = 0
+            ax = _page_axes(fig)
             for j, ev in enumerate(strips[i:i + STRIPS_PER_PAGE]):
-                drawn += _strip(fig, j, ctx, mat, ev, ecg)
+                drawn += _strip(ax, j, ctx, mat, ev, ecg)
                 ctx.progress.advance(1)
             if drawn:
                 pdf.savefig(fig)

@@ -63,7 +63,9 @@ class Segment:
             return w[0] - (s[0] - seq) / self.fs
         if seq >= s[-1]:
             return w[-1] + (seq - s[-1]) / self.fs
-        return float(np.interp(seq, s, w))
+        i = bisect.bisect_right(s, seq)
+        s0, s1, w0, w1 = s[i - 1], s[i], w[i - 1], w[i]
+        return w0 + (seq - s0) / (s1 - s0) * (w1 - w0)
 
     def seq_of(self, wall: float) -> float:
         """Sample position (fractional, device numbering) of wall time `wall` (inverse of wall_of)."""
