@@ -21,6 +21,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
+from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
@@ -28,6 +29,7 @@ from vigil.bus import Bus, Topics, decode
 from vigil.tui import render
 from vigil.tui.layout import GAP, grid_for
 from vigil.tui.model import RoomView
+from vigil.tui.strips import text_strip
 
 log = logging.getLogger(__name__)
 
@@ -49,40 +51,58 @@ class Connection:
 
 
 class Tiles(Widget):
-    """All guest tiles, laid out by `layout.grid_for` and drawn as one renderable (cheap to refresh)."""
+    """All guest tiles, laid out by `layout.grid_for`, drawn with the line API from strips built once per tick."""
 
     DEFAULT_CSS = "Tiles { height: 1fr; }"
 
-    def render(self) -> Text:
-        """Compose the tiles of every guest row by row."""
+    def __init__(self) -> None:
+        super().__init__()
+        self._strips: list[Strip] = []
+        self._key: tuple[int, int, int] | None = None
+
+    def build(self) -> list[Strip]:
+        """Compose the tiles of every guest row by row into one strip per screen line."""
         app: DashboardApp = self.app  # type: ignore[assignment]
         room = app.room
-        now = app.flash_time()
         w, h = self.size.width, self.size.height
         guests = room.ordered_guests()
         if not guests:
-            return Text("waiting for the daemon's guest list…", style=app.palette.dim)
+            return [text_strip(Text("waiting for the daemon's guest list…", style=app.palette.dim), w)] + \
+                [Strip.blank(w)] * max(0, h - 1)
         grid = grid_for(len(guests), w, h)
-        stale = room.room_stale(time.monotonic())
         mono = time.monotonic()
+        stale = room.room_stale(mono)
+        flash_t = app.flash_time()
         rendered = []
         for i, g in enumerate(guests):
-            col, row = grid.cell(i)
+            col, _ = grid.cell(i)
             tw = grid.tile_w if col < grid.cols - 1 else w - (grid.cols - 1) * (grid.tile_w + GAP)
-            text = render.tile(g, tw, grid.tile_h, mono, stale, app.palette, large=app.large,
-                               selected=(i == app.tile_cursor), flash_t=now)
-            rendered.append(text.split("\n"))
-        out: list[Text] = []
+            lines = render.tile_lines(g, tw, grid.tile_h, mono, stale, app.palette, large=app.large,
+                                      selected=(i == app.tile_cursor), flash_t=flash_t)
+            rendered.append([text_strip(t, tw) for t in lines])
+        gap = Strip.blank(GAP)
+        out: list[Strip] = []
         for r in range(grid.rows):
             row_tiles = rendered[r * grid.cols:(r + 1) * grid.cols]
             for line in range(grid.tile_h):
-                t = Text()
+                parts: list[Strip] = []
                 for j, tl in enumerate(row_tiles):
                     if j:
-                        t.append(" " * GAP)
-                    t.append_text(tl[line] if line < len(tl) else Text(""))
-                out.append(t)
-        return Text("\n").join(out[:h])
+                        parts.append(gap)
+                    parts.append(tl[line])
+                out.append(Strip.join(parts).adjust_cell_length(w))
+        out = out[:h]
+        out += [Strip.blank(w)] * (h - len(out))
+        return out
+
+    def render_line(self, y: int) -> Strip:
+        """One screen line of the grid (the grid is rebuilt at most once per redraw tick)."""
+        app: DashboardApp = self.app  # type: ignore[assignment]
+        key = (app.redraws, self.size.width, self.size.height)
+        if key != self._key:
+            self._strips = self.build()
+            self._key = key
+        return self._strips[y] if 0 <= y < len(self._strips) else Strip.blank(self.size.width)
 
 
 class AlarmPanel(Widget):
@@ -229,6 +249,7 @@ class DashboardApp(App[int]):
         self._clock = clock
         self._seen: tuple[int, tuple[int, ...]] = (-1, ())
         self.frames = 0
+        self.redraws = 0  # bumped whenever the tiles must be rebuilt
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -282,6 +303,7 @@ class DashboardApp(App[int]):
             self.tile_cursor = max(0, len(self.room.guests) - 1)
         self._layout_panel()
         screen = self.screen
+        self.redraws += 1
         for w in screen.query(Tiles):
             w.refresh()
         self.frames += 1
@@ -371,6 +393,7 @@ class DashboardApp(App[int]):
 
     def refresh_panels(self) -> None:
         """Redraw everything now (after a key)."""
+        self.redraws += 1
         for w in self.screen.query("Tiles, AlarmPanel, StatusBar"):
             w.refresh()
 

@@ -144,7 +144,14 @@ def big_digits(s: str) -> list[str]:
 
 def tile(g: GuestView, width: int, height: int, now: float, room_stale: bool, p: Palette = DAY, *,
          large: bool = False, selected: bool = False, flash_t: float | None = None) -> Text:
-    """One guest tile of `width` × `height` cells (adapts from 3 lines up); `flash_t` drives the flash phase."""
+    """One guest tile of `width` × `height` cells as one Text (see `tile_lines`)."""
+    return Text("\n").join(tile_lines(g, width, height, now, room_stale, p, large=large, selected=selected,
+                                      flash_t=flash_t))
+
+
+def tile_lines(g: GuestView, width: int, height: int, now: float, room_stale: bool, p: Palette = DAY, *,
+               large: bool = False, selected: bool = False, flash_t: float | None = None) -> list[Text]:
+    """One guest tile, `height` lines of `width` cells (adapts from 3 lines up); `flash_t` drives the flash."""
     lines: list[Text] = []
     top = g.top_alarm()
     badge = alarm_badge(top, now)
@@ -174,7 +181,7 @@ def tile(g: GuestView, width: int, height: int, now: float, room_stale: bool, p:
         lines.append(_pad(st, width))
         while len(lines) < height:
             lines.append(Text(" " * width))
-        return Text("\n").join(lines[:height])
+        return lines[:height]
 
     label, hr = g.heart_rate()
     hr_v = g.vitals.get("hr" if label == "HR" else "pulse_rate")
@@ -270,7 +277,7 @@ def tile(g: GuestView, width: int, height: int, now: float, room_stale: bool, p:
         lines.append(_pad(footer, width))
     while len(lines) < height:
         lines.append(Text(" " * width))
-    return Text("\n").join(lines[:height])
+    return lines[:height]
 
 
 def ecg_sweep(g: GuestView, width: int, rows: int, now: float) -> list[str]:
