@@ -20,6 +20,9 @@ DEMO_GUESTS = [
 ]
 
 
+OPERATOR_SECRET = "demo-operator.secret"
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the demo's options."""
     parser.add_argument("--headless", action="store_true", help="no dashboard: print a one-line summary each second")
@@ -55,7 +58,8 @@ def demo_config_text(run_dir: Path, mqtt_port: int, speed: float = 1.0, room: st
         "[store]", f'path = "{(run_dir / "vigil.db").as_posix()}"', "min_free_mb = 50", "",
         "[mqtt]", 'host = "127.0.0.1"', f"port = {mqtt_port}", "",
         "[alarms]", "sound_enabled = false", "",
-        "[[operators]]", 'name = "demo"', "",
+        "# the dashboard's operator: commands are HMAC-signed with this secret (written mode 600 by `vigil demo`)",
+        "[[operators]]", 'name = "demo"', f'secret_file = "{OPERATOR_SECRET}"', "may_alarm_off = true", "",
     ]
     for mat, _name, record, profile, what in DEMO_GUESTS:
         lines += [f"# {what}", "[[devices]]", f'id = "rec-{mat.lower()}"', f'profile = "{profile}"',
@@ -86,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     broker.start()
     try:
         cfg_path = run_dir / "config.toml"
+        _write_secret(run_dir / OPERATOR_SECRET)
         cfg_path.write_text(demo_config_text(run_dir, broker.port, args.speed))
         cfg = parse_config(cfg_path.read_text(), cfg_path)
         print(f"vigil demo: run folder {run_dir}; broker 127.0.0.1:{broker.port}; config {cfg_path}", flush=True)
@@ -103,6 +108,16 @@ def run(args: argparse.Namespace) -> int:
         return _with_dashboard(cfg_path, tui_args, args.duration, run_dir)
     finally:
         broker.stop()
+
+
+def _write_secret(path: Path) -> None:
+    """A fresh random operator secret, readable by the owner only."""
+    import secrets
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    path.chmod(0o600)
 
 
 def _headless(cfg: object, duration: float | None, speed: float) -> int:
