@@ -50,6 +50,18 @@ def test_demo_dashboard_in_tmux_shows_tiles_numbers_and_status_then_quits(tmp_pa
         assert any(ch in screen for ch in "⡇⢸⣿")  # ECG traces
         assert all(len(line) <= 80 for line in lines) and len(lines) <= 24
         assert "STALE" not in screen
+        # the demo's records raise alarms within seconds; acknowledge the top one with a signed command
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not re.search(r"ALARMS [1-9]", screen):
+            time.sleep(0.5)
+            screen = _capture(session)
+        assert re.search(r">\s*!{1,3} (HIGH|MED|LOW) A\d", screen), screen  # the cursor row of the alarm panel
+        subprocess.run(["tmux", "send-keys", "-t", session, "a"], check=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "ack: ok" not in screen:
+            time.sleep(0.3)
+            screen = _capture(session)
+        assert re.search(r"ALARMS \d+ +ack: ok ok \(", screen), screen  # the daemon's reply above the alarm list
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline and not rc_file.exists():

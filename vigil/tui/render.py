@@ -25,6 +25,7 @@ from vigil.tui.model import (
 )
 
 SWEEP_S = 4.0  # seconds across a tile's ECG sweep (at ~30 cells: ~25 mm/s-like detail)
+REPLY_SHOW_S = 15.0  # how long the daemon's answer to a command stays on screen
 STATE_WORD = {"active": "", "acknowledged": "ACK", "audio_paused": "PAUSED", "latched": "LATCHED",
               "alarm_off": "OFF", "inactive": ""}
 
@@ -303,8 +304,15 @@ def alarm_panel(room: RoomView, width: int, height: int, now: float, cursor: int
     lines: list[Text] = []
     title = Text()
     title.append(f" ALARMS {len([a for a in alarms if a.state != 'alarm_off'])} ", style=f"bold reverse {p.fg}")
-    title.append("  a ack  p pause 2min  o off  r resume  ⏎ guest  n night  L large  q quit",
-                 style=p.dim)
+    reply = room.replies[-1] if room.replies else None
+    if reply is not None and now - reply.received < REPLY_SHOW_S:  # the daemon's answer replaces the key help
+        msg = f"  {reply.op or 'cmd'}: {'ok' if reply.ok else 'REFUSED'} {reply.reason}"
+        if reply.affected:
+            msg += " (" + ",".join(reply.affected) + ")"
+        title.append(msg, style=f"bold {p.ok}" if reply.ok else alarm_style(p, "medium"))
+    else:
+        title.append("  a ack  p pause 2min  o off  r resume  ⏎ guest  n night  L large  q quit",
+                     style=p.dim)
     lines.append(_pad(title, width))
     if not alarms:
         lines.append(_pad(Text("  no active alarms", style=p.dim), width))
@@ -378,7 +386,7 @@ def status_bar(room: RoomView, width: int, now: float, operator: str, p: Palette
     if large:
         t.append("LARGE ", style=p.dim)
     reply = room.replies[-1] if room.replies else None
-    if reply is not None and now - reply.received < 15:
+    if reply is not None and now - reply.received < REPLY_SHOW_S:
         t.append("│", style=p.dim)
         msg = f" {reply.op or 'cmd'}: {'ok' if reply.ok else 'REFUSED'} {reply.reason}"
         if reply.affected:
