@@ -1,0 +1,230 @@
+"""VT confirmation stage of the alarm path: does the pulse wave agree that a VT run is happening?
+
+The beat classifier calls VT on ≥ 5 consecutive ventricular beats at > 100 bpm (CinC 2015
+definition, Clifford et al., Physiol. Meas. 37 (2016) 1245). Most false VT alarms in ICU
+monitoring come from ECG artefact (Drew et al., PLOS ONE 9 (2014) e110274): motion or
+high-frequency noise read as wide, fast complexes while the heart keeps beating as before. The
+challenge entries that did best used the pulsatile channels to check ECG arrhythmia calls:
+Plesinger et al. (Physiol. Meas. 37 (2016) 1313) verify ECG-detected events against the
+beat-to-beat rhythm of ABP/PPG; Fallet et al. (ibid. 1299) and Eerikäinen et al. (ibid. 1204)
+use ABP/PPG rate and amplitude features beside the ECG ones; Kalidas & Tamil (ibid. 1253) reject
+VT when the pulsatile signal's rate stays normal.
+
+Rule used here (deliberately one-sided: it can only hold a VT call back, never create one):
+
+* baseline — pulse peaks of the band-passed (0.5–8 Hz) pleth/ABP over the `baseline_s` before the
+  run: ≥ 5 peaks, regular (interval CV ≤ `max_baseline_cv`); median interval and upstroke amplitude;
+* during the run (from its first ventricular beat + `transit_s` to now) the pulse is **unchanged**
+  when it has ≥ `min_intervals` intervals, every interval lies within ±`ibi_tol` of the baseline
+  interval, every pulse upstroke keeps ≥ `amp_floor` of the baseline amplitude, and no pulse is overdue.
+  A real VT either drives the pulse at its own rate or weakens/irregularises it (stroke volume
+  falls on fast ventricular beats), so a pulse that carries on exactly as before contradicts it;
+* anything else is **changed** (supports VT) or **unknown** (too little data, irregular or absent
+  baseline): no opinion, VT is raised as the beat classifier says.
+
+Pure numpy/scipy on buffered samples; no I/O, no clock (times are the caller's monotonic seconds).
+Thresholds are module defaults chosen by 5-fold cross-validation over challenge2015 records
+(``python -m vigil.evaluation.eval_alarms cv``; see README "Alarms").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+Verdict = Literal["unchanged", "changed", "unknown"]
+
+BUFFER_S = 40.0  # pulse history kept per wave
+RISE_S = 0.4  # the pulse upstroke (foot to peak) lies within this before the peak
+
+
+@dataclass(frozen=True, slots=True)
+class VtParams:
+    """Thresholds of the pulse-continuity rule (see the module docstring)."""
+
+    ibi_tol: float = 0.25
+    amp_floor: float = 0.80
+    min_intervals: int = 1
+    baseline_s: float = 20.0
+    transit_s: float = 0.3
+    max_baseline_cv: float = 0.15
+
+
+DEFAULT_PARAMS = VtParams()
+_active: list[VtParams] = [DEFAULT_PARAMS]
+
+
+def active_params() -> VtParams:
+    """Parameters new stages use (the defaults unless an evaluation overrides them)."""
+    return _active[-1]
+
+
+@contextlib.contextmanager
+def params_override(params: VtParams) -> Iterator[VtParams]:
+    """Use `params` for stages created inside the block (cross-validation harness only)."""
+    _active.append(params)
+    try:
+        yield params
+    finally:
+        _active.pop()
+
+
+@dataclass(frozen=True, slots=True)
+class PulseResponse:
+    """What one pulse wave did during a VT run."""
+
+    verdict: Verdict
+    baseline_ibi_s: float = math.nan
+    ibi_ratios: tuple[float, ...] = ()
+    amp_ratios: tuple[float, ...] = ()
+    why: str = ""
+
+
+def pulse_peaks(x: FloatArray, fs: float, prominence: float) -> tuple[FloatArray, FloatArray]:
+    """Peak positions (s from the segment start) and upstroke amplitudes of the 0.5–8 Hz band-passed wave."""
+    import scipy.signal as sps
+
+    if len(x) < int(2 * fs):
+        return np.zeros(0), np.zeros(0)
+    sos = sps.butter(2, [0.5, min(8.0, fs / 2.5)], btype="bandpass", fs=fs, output="sos")
+    y = sps.sosfiltfilt(sos, x - float(np.mean(x)))
+    pk, _ = sps.find_peaks(y, distance=max(1, int(0.25 * fs)), prominence=prominence)
+    rise = int(RISE_S * fs)  # amplitude = upstroke from the trough before the peak (needs no later samples)
+    amps = np.array([y[k] - y[max(0, k - rise):k + 1].min() for k in pk], dtype=float)
+    return pk / fs, amps
+
+
+def pulse_response(x: FloatArray, fs: float, t0: float, run_start: float, now: float,
+                   params: VtParams | None = None) -> PulseResponse:
+    """Classify the pulse wave `x` (first sample at time `t0`) during a VT run from `run_start` to `now`.
+
+    Baseline and run criteria as in the module docstring (after Plesinger et al. 2016 and
+    Kalidas & Tamil 2016: an arrhythmia the pulse does not show is rejected).
+    """
+    p = params or active_params()
+    x = np.asarray(x, dtype=float)
+    b0 = run_start - p.baseline_s
+    if t0 > b0 + 0.5 * p.baseline_s or len(x) == 0:
+        return PulseResponse("unknown", why="too little pulse history")
+    i0 = max(0, int((b0 - t0) * fs))
+    i1 = min(len(x), int((now - t0) * fs))
+    seg = x[i0:i1]
+    base_n = int((run_start - b0) * fs)
+    if len(seg) <= base_n + int(fs):
+        return PulseResponse("unknown", why="too little pulse data in the run")
+    base = seg[:base_n]
+    spread = float(np.percentile(base, 95) - np.percentile(base, 5))
+    if spread <= 0:
+        return PulseResponse("unknown", why="flat pulse baseline")
+    ts, prom = pulse_peaks(seg, fs, 0.3 * spread)
+    ts = ts + (t0 + i0 / fs)
+    in_base = ts < run_start - 0.2
+    if in_base.sum() < 5:
+        return PulseResponse("unknown", why="no regular pulse before the run")
+    ibi_base = np.diff(ts[in_base])
+    ibi_b = float(np.median(ibi_base))
+    if ibi_b <= 0 or float(np.std(ibi_base) / np.mean(ibi_base)) > p.max_baseline_cv:
+        return PulseResponse("unknown", baseline_ibi_s=ibi_b, why="irregular pulse before the run")
+    amp_b = float(np.median(prom[in_base]))
+    start = run_start + p.transit_s
+    edge = now - 0.25  # the filter's last quarter second is not trusted for peaks
+    run_idx = np.flatnonzero((ts >= start) & (ts <= edge))
+    if len(run_idx) == 0:
+        overdue = edge - max(start, float(ts[in_base][-1])) > 1.5 * ibi_b
+        return PulseResponse("changed" if overdue else "unknown", ibi_b,
+                             why="pulse stopped during the run" if overdue else "no pulse in the run yet")
+    first = int(run_idx[0])
+    seq = ts[max(0, first - 1):int(run_idx[-1]) + 1]
+    ibis = tuple(float(v) / ibi_b for v in np.diff(seq))
+    amps = tuple(float(a) / amp_b for a in prom[run_idx])
+    overdue = edge - float(ts[run_idx[-1]]) > (1.0 + p.ibi_tol) * ibi_b + 0.1
+    deviates = (any(abs(r - 1.0) > p.ibi_tol for r in ibis) or any(a < p.amp_floor for a in amps)
+                or overdue)
+    if deviates:
+        return PulseResponse("changed", ibi_b, ibis, amps, "pulse rate or amplitude changed with the run")
+    if len(ibis) < p.min_intervals:
+        return PulseResponse("unknown", ibi_b, ibis, amps, "too few pulses in the run yet")
+    return PulseResponse("unchanged", ibi_b, ibis, amps, "pulse unchanged through the run")
+
+
+class _Wave:
+    """Ring of one pulse wave with the monotonic time of its first sample."""
+
+    def __init__(self, fs: float) -> None:
+        self.fs = fs
+        self.buf: deque[FloatArray] = deque()
+        self.n = 0
+        self.t_end = -math.inf
+        self.cap = int(BUFFER_S * fs)
+
+    def feed(self, x: FloatArray, t_end: float) -> None:
+        if self.n and abs(t_end - len(x) / self.fs - self.t_end) > 1.0:  # a jump: start afresh
+            self.buf.clear()
+            self.n = 0
+        self.buf.append(x)
+        self.n += len(x)
+        self.t_end = t_end
+        while self.n - len(self.buf[0]) >= self.cap:
+            self.n -= len(self.buf.popleft())
+
+    def array(self) -> tuple[FloatArray, float]:
+        x = np.concatenate(list(self.buf)) if self.buf else np.zeros(0)
+        return x, self.t_end - len(x) / self.fs
+
+
+class VtStage:
+    """Per-guest VT confirmation: pulse waves, recent beat arrival times, the open VT run."""
+
+    def __init__(self, params: VtParams | None = None) -> None:
+        """Create a stage (thresholds default to `active_params()`)."""
+        self.params = params or active_params()
+        self._waves: dict[str, _Wave] = {}
+        self._beat_t: deque[tuple[int, float]] = deque(maxlen=64)
+        self._run_start: float | None = None
+        self.last: dict[str, PulseResponse] = {}
+
+    def feed_pulse(self, kind: str, samples: FloatArray, fs: float, t_end: float) -> None:
+        """Add pulse-wave samples (physical units) ending at monotonic time `t_end`."""
+        w = self._waves.get(kind)
+        if w is None or w.fs != fs:
+            w = self._waves[kind] = _Wave(fs)
+        w.feed(np.asarray(samples, dtype=float), t_end)
+
+    def on_beat(self, sample: int, t_mono: float) -> None:
+        """Remember when the analyser reported the beat at `sample` (maps run starts to time)."""
+        self._beat_t.append((sample, t_mono))
+
+    def on_vt(self, start_sample: int, open_: bool, t_mono: float) -> None:
+        """A VT episode opened (first ventricular beat at `start_sample`) or ended."""
+        if not open_:
+            self._run_start = None
+            return
+        t = next((tb for s, tb in self._beat_t if s == start_sample), None)
+        if t is None:  # beat not seen (e.g. before a restart): assume the usual 5 beats at 100 bpm
+            t = t_mono - 2.4
+        self._run_start = t - 0.3  # beats are reported ~0.3 s after their R peak
+
+    def veto(self, now: float) -> str | None:
+        """Why the open VT run must not raise an alarm now, or None (no contradiction)."""
+        if self._run_start is None:
+            return None
+        self.last = {}
+        for kind, w in self._waves.items():
+            if now - w.t_end > 2.0:
+                continue  # stale wave: no evidence
+            x, t0 = w.array()
+            self.last[kind] = pulse_response(x, w.fs, t0, self._run_start, min(now, w.t_end), self.params)
+        verdicts = {r.verdict for r in self.last.values()}
+        if "unchanged" in verdicts and "changed" not in verdicts:
+            kinds = "/".join(sorted(k for k, r in self.last.items() if r.verdict == "unchanged"))
+            return f"{kinds} pulse unchanged through the VT run"
+        return None  # no pulse evidence, or a pulse that changed with the run: VT stands
+
