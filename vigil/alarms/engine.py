@@ -54,6 +54,7 @@ from vigil.model import (
     TechnicalEvent,
     TechnicalKind,
 )
+from vigil.signal.vt import VtStage
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class AlarmEngine:
         self._pulse: dict[tuple[str, str], tuple[bool, float]] = {}
         self._quality: dict[str, deque[tuple[float, float, tuple[str, ...]]]] = {}
         self._analysis_hr_at: dict[str, float] = {}
+        self._vt: dict[str, VtStage] = {}  # VT confirmation against the pulse waves (vigil.signal.vt)
         self._device_guest = {d: g.mat for g in cfg.guests for d in g.devices}
 
     # ------------------------------------------------------------------ helpers
@@ -190,6 +192,10 @@ class AlarmEngine:
                 if p and p[0] and now - p[1] <= PULSE_FRESH_S:
                     return f"pulsatile {kind} contradicts {c.cid}"
         if c.cid == "vt":
+            stage = self._vt.get(c.guest)
+            why = stage.veto(now) if stage is not None else None
+            if why is not None:
+                return why
             q = self._quality.get(c.guest)
             if q:
                 recent = [v for t, v, _ in q if now - t <= QUALITY_WINDOW_S]
@@ -266,6 +272,8 @@ class AlarmEngine:
             self._metric(mat, output.metric, output.value)
         elif isinstance(output, RhythmEpisode):
             cid = RHYTHM_CONDITIONS.get(output.label)
+            if cid == "vt":
+                self._vt_stage(mat).on_vt(output.start, output.end is None, now)
             if cid is not None:
                 c = self._cond(mat, cid)
                 if output.end is not None and not c.present and c.spec.delay_s == 0:
@@ -275,7 +283,17 @@ class AlarmEngine:
         elif isinstance(output, QualityReport):
             self._on_quality(mat, output, now)
         elif isinstance(output, Beat):
-            pass
+            self._vt_stage(mat).on_beat(output.sample, now)
+
+    def _vt_stage(self, mat: str) -> VtStage:
+        stage = self._vt.get(mat)
+        if stage is None:
+            stage = self._vt[mat] = VtStage()
+        return stage
+
+    def on_pulse_wave(self, mat: str, kind: str, samples: Any, fs: float, t_mono: float) -> None:
+        """Feed pleth/ABP samples (physical units, ending at `t_mono`) to the VT confirmation stage."""
+        self._vt_stage(mat).feed_pulse(kind, samples, fs, t_mono)
 
     def _on_quality(self, mat: str, q: QualityReport, now: float) -> None:
         dq = self._quality.setdefault(mat, deque(maxlen=64))
