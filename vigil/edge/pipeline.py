@@ -267,7 +267,10 @@ class Pipeline:
             tracker = self._pulse.get(key)
             if tracker is None or tracker.fs != block.fs:
                 tracker = self._pulse[key] = Pulsatility(block.fs, block.kind.value)
-            verdict = tracker.feed(block.samples.astype(np.float64) * block.gain)
+            phys = block.samples.astype(np.float64) * block.gain
+            if self.engine is not None and hasattr(self.engine, "on_pulse_wave"):
+                _safe(self.engine.on_pulse_wave, mat, block.kind.value, phys, block.fs, block.t_mono)
+            verdict = tracker.feed(phys)
             if verdict is not None and self.engine is not None:
                 _safe(self.engine.on_waveform_pulsatile, mat, block.kind.value, verdict, block.t_mono)
 
