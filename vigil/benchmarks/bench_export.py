@@ -175,3 +175,55 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def build_hour_direct(db: Path, minutes: float = 60.0, key: bytes | None = None) -> tuple[str, int]:
+    """A fast long store without the analyser: MIT-BIH 119 looped as 1-s blocks, its expert beat
+    annotations as beats, and a ventricular_ectopy alarm (raised/cleared) per minute holding V beats.
+
+    Returns (session id, samples stored). Used by the speed guard test (building through the pipeline
+    takes ~50 s per hour of ECG).
+    """
+    import numpy as np
+    import wfdb
+
+    from vigil.datasets import vendored
+    from vigil.model import AlarmEvent, AlarmState, Beat, ChannelKind, GuestInfo, Priority, SampleBlock
+    from vigil.store import RecordStore
+
+    rec = wfdb.rdrecord(str(vendored("119")), channels=[0], physical=False)
+    fs = float(rec.fs)
+    uv = np.round(rec.d_signal[:, 0].astype(np.float64) * (1000.0 / rec.adc_gain[0])).astype(np.int32)
+    ann = wfdb.rdann(str(vendored("119")), "atr")
+    labels = {"N": "N", "L": "N", "R": "N", "e": "N", "j": "N", "V": "V", "E": "V", "A": "S", "a": "S", "J": "S",
+              "S": "S", "F": "F", "/": "Q", "f": "Q", "Q": "Q"}
+    beats = [(int(s), labels[sym]) for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in labels]
+    total = int(minutes * 60 * fs)
+    block = int(fs)  # 1-s blocks (the store cuts 2-s chunks either way)
+    store = RecordStore.open(db, key=key, commit_interval_s=10.0, clock=lambda: 0.0)  # one commit, at close
+    sid = store.start_session("room1", START_WALL, {"site": "bench"})
+    store.upsert_guest(sid, GuestInfo("A1", "Bench Guest", 410.0, ("A1-ecg",)))
+    store.upsert_device(sid, "A1-ecg", "replay-wfdb", "A1")
+    n_rec = len(uv)
+    for seq in range(0, total, block):
+        idx = np.arange(seq, min(seq + block, total)) % n_rec
+        t_end = (seq + len(idx)) / fs
+        store.add_block(sid, "A1", SampleBlock("A1-ecg", "ecg", ChannelKind.ECG, fs, "uV", 1.0, seq, uv[idx],
+                                               t_end, START_WALL + t_end))
+    out: list[Beat] = []
+    minutes_with_v: set[int] = set()
+    for lap in range(0, total, n_rec):
+        for s, lab in beats:
+            if lap + s < total:
+                out.append(Beat(lap + s, lab))  # type: ignore[arg-type]
+                if lab == "V":
+                    minutes_with_v.add(int((lap + s) / fs // 60))
+    store.add_beats(sid, "A1", "ecg", out)
+    for m in sorted(minutes_with_v):
+        w = START_WALL + m * 60 + 30
+        for event, state, dt_s in (("raised", AlarmState.ACTIVE, 0.0), ("cleared", AlarmState.INACTIVE, 5.0)):
+            store.add_alarm_event(sid, AlarmEvent("A1", "ventricular_ectopy", Priority.LOW, event, state,
+                                                  m * 60 + 30 + dt_s, w + dt_s))
+    store.end_session(sid, START_WALL + total / fs)
+    store.close()
+    return sid, total
