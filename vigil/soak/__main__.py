@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", type=Path, default=Path("run/soak"))
     ap.add_argument("--tmpfs-mb", type=int, default=0, help="size of the store's tmpfs (root; 0 = auto)")
     ap.add_argument("--keep", action="store_true", help="copy the store into the run folder")
+    ap.add_argument("--drain-timeout", type=float, default=180.0, metavar="S",
+                    help="how long sync may take to empty the outbox after the night (default 180)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = frozenset(k.strip() for k in args.faults.split(",")) if args.faults else None
     opt = SoakOptions(hours=hours, speed=args.speed, guests=args.guests, serial=args.serial, seed=args.seed,
                       kill_every_min=args.kill_every, run_dir=args.run_dir, tmpfs_mb=args.tmpfs_mb, kinds=kinds,
-                      keep=args.keep)
+                      keep=args.keep, drain_timeout_s=args.drain_timeout)
     report = run_soak(opt)
     print(format_report(report))
     print(f"\n(run folder: {opt.run_dir}; report.json and per-process logs there)")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MIN_ALARM_WINDOW_S = 20.0  # an incarnation this long (wall) must have raised every expected alarm
+MIN_ALARM_WINDOW_S = 15.0  # an incarnation this long (wall) must have raised every expected alarm
 DETECT_S = 3.0             # a fault must last this long under a live daemon to expect its technical alarm
 
 
@@ -138,7 +138,7 @@ def sample_holes(con: sqlite3.Connection) -> tuple[int, int]:
 
 
 def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: list[str], ox_mats: list[str],
-            ox_devices: list[str], serial_sent: int, serial_downtime_samples: int, booking_applied: list[str],
+            ox_devices: list[str], serial_sent: int, booking_applied: list[str],
             booking_received: int, params: dict[str, Any], wall_s: float, commit_interval_s: float,
             sync_rss: list[float], cpu_s: dict[str, float]) -> SoakReport:
     """Check the night against what had to happen."""
@@ -157,6 +157,8 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
             "SELECT session_id, MAX(wall_end) FROM waveform_chunks WHERE device_id NOT LIKE 'ox-%' GROUP BY session_id"))
         serial_stored = sum(r[0] or 0 for r in con.execute(
             "SELECT SUM(n) FROM waveform_chunks WHERE device_id LIKE 'ox-%' AND channel = 'pleth'"))
+        first_ox = dict(con.execute(
+            "SELECT session_id, MIN(wall) FROM waveform_chunks WHERE device_id LIKE 'ox-%' GROUP BY session_id"))
         outbox_rows = con.execute("SELECT idempotency_key, status FROM outbox WHERE destination = 'booking'").fetchall()
     finally:
         con.close()
@@ -197,6 +199,12 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
         if inc.how == "killed" and inc.session in last_wall and inc.end is not None:
             tail.append(max(0.0, inc.end + inc.offset_end - last_wall[inc.session]))
     window = commit_interval_s + 1.0
+    # oximeter samples sent between a run's end and the next run's first stored oximeter sample
+    down_s = 0.0
+    for a, b in zip(incs, incs[1:], strict=False):
+        if a.end is not None and b.session in first_ox:
+            down_s += max(0.0, first_ox[b.session] - (a.end + a.offset_end))
+    serial_downtime_samples = int(down_s * 60 * len(ox_devices))
     if holes:
         problems.append(f"{holes} samples missing inside streams without a gap record")
     if tail and max(tail) > window:
@@ -270,8 +278,8 @@ def format_report(r: SoakReport) -> str:
               f"samples stored      {r.samples_stored:,} (holes inside streams without a gap record: {r.sample_holes})",
               f"  lost at SIGKILL   {len(tail)} kills: " + (f"median {statistics.median(tail):.2f} s, max {max(tail):.2f} s "
                                                           f"of data (window {r.tail_window_s:.1f} s)" if tail else "none"),
-              f"  serial oximeters  sent {r.serial_sent:,}, stored {r.serial_stored:,}, sent while the daemon was down "
-              f"~{r.serial_downtime_samples:,}"]
+              f"  serial oximeters  sent {r.serial_sent:,}, stored {r.serial_stored:,}; sent between a daemon's "
+              f"death and the next one's first stored sample ~{r.serial_downtime_samples:,}"]
     ob = r.outbox
     lines += ["",
               f"outbox (booking)    drained in {p.get('drain_s', 0):.0f} s after the night" + (
