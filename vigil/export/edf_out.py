@@ -129,13 +129,13 @@ class EdfWriter:
         self._buf: list[npt.NDArray[np.int32]] = []
         self._buffered = 0
         self._k = 0
-        t = dt.datetime.fromtimestamp(start, tz=dt.UTC)
+        when = dt.datetime.fromtimestamp(start, tz=dt.UTC)
         pmin, pmax = fmt_num(DMIN * gain), fmt_num(DMAX * gain)
         ns = 2
         hdr = b"".join([
             _field("0", 8), _field(patient, 80),
-            _field(f"Startdate {t.day:02d}-{_MONTHS[t.month - 1]}-{t.year} {recording}", 80),
-            _field(t.strftime("%d.%m.%y"), 8), _field(t.strftime("%H.%M.%S"), 8), _field(str(256 * (ns + 1)), 8),
+            _field(f"Startdate {when.day:02d}-{_MONTHS[when.month - 1]}-{when.year} {recording}", 80),
+            _field(when.strftime("%d.%m.%y"), 8), _field(when.strftime("%H.%M.%S"), 8), _field(str(256 * (ns + 1)), 8),
             _field("EDF+C", 44), _field(str(self.n_records), 8), _field(self.duration_text, 8), _field(str(ns), 4),
             _field(label, 16), _field("EDF Annotations", 16),
             _field(transducer, 80), _field("", 80),

@@ -211,7 +211,8 @@ def _trend_page(fig: Any, ctx: ExportContext, mat: str, clock: SampleClock) -> N
     t_hi = ctx.to_wall if ctx.to_wall is not None else (ctx.session.ended_wall or max(ends or [t_lo + 60]))
     fmt = "%H:%M:%S" if t_hi - t_lo < 1200 else "%H:%M"
     top, h, gap = 22.0, 36.0, 9.0
-    for i, (key, label, (lo, hi)) in enumerate(spec):
+    for i, (key, label, (lo_i, hi_i)) in enumerate(spec):
+        lo, hi = float(lo_i), float(hi_i)
         ax = fig.add_axes((20 / PAGE_W, 1 - (top + (i + 1) * h + i * gap) / PAGE_H, 265 / PAGE_W, h / PAGE_H))
         t, v = series[key]
         if len(t) > 6000:  # thin very long series for the page (every k-th point)

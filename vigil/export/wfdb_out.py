@@ -124,7 +124,7 @@ def rhythm_labels(episodes: list[RhythmEpisode], lo: int, hi: int) -> list[tuple
     out: list[tuple[int, str | None]] = []
     current: str | None = None
     for p in points:
-        active = [e.label for e in episodes if e.start <= p and (e.end if e.end is not None else e.start + 1) > p]
+        active: list[str] = [e.label for e in episodes if e.start <= p and (e.end if e.end is not None else e.start + 1) > p]
         label = min(active, key=lambda lab: rank.get(lab, len(rank))) if active else None
         if label != current:
             out.append((p, label))
