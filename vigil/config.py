@@ -357,6 +357,8 @@ class FhirSync(Strict):
     client_id: str | None = None
     client_secret_file: str | None = None
     ca_file: str | None = None
+    vitals_window_s: int = Field(default=60, ge=5, le=3600, multiple_of=5,
+                                 description="one FHIR vitals Observation per metric per window (median of the 5-s samples)")
 
 
 class SendgridSettings(Strict):
