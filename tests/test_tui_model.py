@@ -222,3 +222,21 @@ def test_long_names_are_cut_with_an_ellipsis() -> None:
     g.name = "A Really Very Long Display Name Indeed"
     head = render.tile(g, 30, 4, 1.0, False).plain.split("\n")[0]
     assert "…" in head and head.rstrip().endswith("hr_high_critical") and len(head) == 30
+
+
+def test_box_wide_alarms_follow_their_events() -> None:
+    room = RoomView(ROOM)
+
+    def ev(event: str, state: str, wall: float) -> dict:
+        return {"v": 1, "guest": "_system", "condition": "broker_down", "priority": "medium", "event": event,
+                "state": state, "t_mono": 0.0, "wall": wall, "operator": None, "reason": "", "detail": {}}
+
+    room.apply(f"vigil/{ROOM}/alarms/events", ev("raised", "active", 1000.0), 1.0)
+    (a,) = room.active_alarms()
+    assert (a.mat, a.condition, a.state, a.onset_wall) == ("_system", "broker_down", "active", 1000.0)
+    room.apply(f"vigil/{ROOM}/alarms/events", ev("acknowledged", "acknowledged", 1005.0), 2.0)
+    assert room.active_alarms()[0].state == "acknowledged" and room.active_alarms()[0].onset_wall == 1000.0
+    text = render.alarm_panel(room, 80, 4, 2.0, 0).plain
+    assert "BOX broker_down" in text and "ACK" in text
+    room.apply(f"vigil/{ROOM}/alarms/events", ev("cleared", "inactive", 1010.0), 3.0)
+    assert room.active_alarms() == [] and "_system" not in room.guests

@@ -28,7 +28,7 @@ from textual.widgets import Static
 from vigil.bus import Bus, Topics, decode
 from vigil.tui import render
 from vigil.tui.layout import GAP, grid_for
-from vigil.tui.model import RoomView
+from vigil.tui.model import SYSTEM, RoomView
 from vigil.tui.strips import text_strip
 
 log = logging.getLogger(__name__)
@@ -429,19 +429,20 @@ class DashboardApp(App[int]):
 
     def confirm_off(self, mat: str, condition: str) -> None:
         """Ask, then send ALARM OFF for one condition of one guest."""
-        g = self.room.guest(mat)
+        g = self.room.guests.get(mat)
+        who = "the box" if mat == SYSTEM else f"{mat} {g.name if g is not None else ''}".strip()
 
         def done(yes: bool | None) -> None:
             if yes:
                 self.send("off", mat, condition)
 
-        self.push_screen(ConfirmOff(f"{condition} of {g.mat} {g.name}".strip()), done)
+        self.push_screen(ConfirmOff(f"{condition} of {who}"), done)
 
     def action_open_guest(self) -> None:
         """Open the guest view of the selected alarm's guest, else of the selected tile."""
         a = self.selected_alarm()
         guests = self.room.ordered_guests()
-        if a is not None:
+        if a is not None and a.mat in self.room.guests:
             mat = a.mat
         elif guests:
             mat = guests[min(self.tile_cursor, len(guests) - 1)].mat

@@ -20,6 +20,7 @@ OLD_VALUE_S = 10.0  # a numeric older than this (HR, SpO2) is shown with its age
 ECG_KEEP_S = 12.0  # seconds of waveform kept per guest (sweep + guest-view strip)
 TREND_KEEP = 6 * 3600  # points per trend (1/s for the 6 h of a long session)
 HISTORY_KEEP = 200
+SYSTEM = "_system"  # pseudo-guest of box-wide technical alarms
 PRIORITY_RANK = {"high": 3, "medium": 2, "low": 1}
 TREND_METRICS = ("hr", "spo2", "sbp", "qtc")
 
@@ -217,6 +218,7 @@ class RoomView:
     events: deque[EventView] = field(default_factory=lambda: deque(maxlen=HISTORY_KEEP))
     escalations: dict[tuple[str, str], list[EventView]] = field(default_factory=dict)
     replies: deque[Reply] = field(default_factory=lambda: deque(maxlen=20))
+    system_alarms: dict[str, ActiveAlarm] = field(default_factory=dict)  # box-wide ("_system"), from events
     version: int = 0
 
     # ------------------------------------------------------------------ set-up
@@ -261,7 +263,7 @@ class RoomView:
                 self._roster(payload)
                 return self._bump("")
             if rest == ["alarms", "events"]:
-                return self._bump(self._event(payload))
+                return self._bump(self._event(payload, now))
             if len(rest) == 3 and rest[0] == "guest":
                 mat, kind = rest[1], rest[2]
                 if kind == "vitals":
@@ -336,22 +338,34 @@ class RoomView:
                                    a.get("pause_left_s"), now))
         g.alarms = out
 
-    def _event(self, p: dict[str, Any]) -> str:
+    def _event(self, p: dict[str, Any], now: float) -> str:
         ev = EventView(str(p["guest"]), str(p["condition"]), str(p.get("priority", "low")), str(p["event"]),
                        str(p.get("state", "")), float(p.get("wall") or 0.0), p.get("operator"),
                        str(p.get("reason") or ""), dict(p.get("detail") or {}))
         self.events.append(ev)
-        mat = ev.mat if ev.mat != "_system" else ""
+        if ev.mat == SYSTEM and ev.event != "escalated":
+            self._system_event(ev, now)
+        mat = ev.mat if ev.mat != SYSTEM else ""
         if mat:
             self.guest(mat).history.append(ev)
         if ev.event == "escalated":
             self.escalations.setdefault((ev.mat, ev.condition), []).append(ev)
         return mat
 
+    def _system_event(self, ev: EventView, now: float) -> None:
+        """Box-wide conditions (broker down, store failed, ...) have no retained topic: follow their events."""
+        if ev.state == "inactive":
+            self.system_alarms.pop(ev.condition, None)
+            return
+        cur = self.system_alarms.get(ev.condition)
+        onset = cur.onset_wall if cur is not None and ev.event != "raised" else ev.wall
+        self.system_alarms[ev.condition] = ActiveAlarm(SYSTEM, ev.condition, ev.priority, ev.state, onset, False,
+                                                       None, ev.reason, None, now)
+
     # ------------------------------------------------------------------ derived
     def active_alarms(self) -> list[ActiveAlarm]:
-        """Every active alarm of the room, by priority (high first) then onset (oldest first)."""
-        all_ = [a for g in self.guests.values() for a in g.alarms]
+        """Every active alarm of the room (box-wide ones too), by priority (high first) then onset (oldest first)."""
+        all_ = [a for g in self.guests.values() for a in g.alarms] + list(self.system_alarms.values())
         return sorted(all_, key=lambda a: (-a.rank, a.onset_wall if a.onset_wall is not None else math.inf,
                                            a.mat, a.condition))
 

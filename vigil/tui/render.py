@@ -18,6 +18,7 @@ from vigil.tui.model import (
     OLD_VALUE_S,
     PRIORITY_SYMBOL,
     PRIORITY_WORD,
+    SYSTEM,
     ActiveAlarm,
     GuestView,
     RoomView,
@@ -328,7 +329,8 @@ def alarm_panel(room: RoomView, width: int, height: int, now: float, cursor: int
         t.append(f"{PRIORITY_SYMBOL.get(a.priority, '!'):>3} {PRIORITY_WORD.get(a.priority, '?'):<4}",
                  style=alarm_style(p, a.priority))
         name = g.name if g is not None and g.name != a.mat else ""
-        t.append(f" {a.mat}" + (f" {truncate(name, 16)}" if name else ""), style=f"bold {p.fg}")
+        who = "BOX" if a.mat == SYSTEM else a.mat  # box-wide technical alarms
+        t.append(f" {who}" + (f" {truncate(name, 16)}" if name else ""), style=f"bold {p.fg}")
         t.append(f" {a.condition}", style=f"bold {p.fg}")
         if a.value is not None and isinstance(a.value, int | float) and math.isfinite(a.value):
             t.append(f" {a.value:.0f}", style=p.fg)
@@ -336,7 +338,7 @@ def alarm_panel(room: RoomView, width: int, height: int, now: float, cursor: int
         word = STATE_WORD.get(a.state, a.state)
         if a.state == "audio_paused":
             left = a.pause_left(now)
-            word = f"PAUSED {int(left or 0) // 60}:{int(left or 0) % 60:02d}"
+            word = f"PAUSED {int(left) // 60}:{int(left) % 60:02d}" if left is not None else "PAUSED"
         if a.state == "alarm_off":
             word = "ALARM OFF (reminder: still off)"
         t.append(f" {word or 'ACTIVE'}", style=f"bold {p.fg}")
