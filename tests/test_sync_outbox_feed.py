@@ -154,3 +154,16 @@ def test_routine_strips_every_15_minutes_and_nothing_for_unconfigured_destinatio
     assert _rows(store, "booking") == [] and _rows(store, "email") == []
     assert len([r for r in _rows(store, "fhir") if r.event_type == "vitals_window"]) == 1900 // 60
     store.close()
+
+
+def test_fhir_window_length_follows_the_config(tmp_path: Path) -> None:
+    text = CONFIG.replace('base_url = "http://127.0.0.1:1/fhir"', 'base_url = "http://127.0.0.1:1/fhir"\nvitals_window_s = 300')
+    store, feed, _ = _run(tmp_path, 600, cfg_text=text)
+    store.flush()
+    windows = [r.payload for r in _rows(store, "fhir") if r.event_type == "vitals_window"]
+    assert [len(w["series"]["hr"]) for w in windows] == [60, 60]
+    assert windows[1]["start_wall"] - windows[0]["start_wall"] == 300.0
+    obs = fm.resources_for_payload(windows[0])
+    hr = next(o for o in obs if o.get("code", {}).get("coding", [{}])[0].get("code") == "8867-4")
+    assert hr["method"]["text"] == "median of 60 samples taken every 5 s"
+    store.close()

@@ -1,11 +1,14 @@
 """Drain the outbox backlog of a 12-hour, 20-guest night against the local servers.
 
-Workload (defaults): booking gets ``vitals.summary`` every 5 s per guest plus session, check-in,
-alarm (raised/acknowledged/resolved, ~1 alarm per guest-hour) and device events; the EMR (sekmet-fhir
-behind the OAuth gateway) gets a vitals sample every 5 min per guest, one ~10 s ECG strip per alarm
-and a summary report per guest; SendGrid one summary mail per guest; Twilio one SMS per guest.
-`vigil sync --drain` runs as its own process; we report time, events/s and its peak RSS (psutil).
-Targets (issue 6): < 5 min and < 150 MB.
+Workload (defaults): the rows are written by the daemon's own producer, `vigil.sync.outbox_feed.OutboxFeed`,
+driven second by second on a simulated clock with 20 guests (HR, SpO2 and ECG every second, QTc every
+10 s, BP every 5 min, one ~1 min alarm per guest-hour): booking gets ``vitals.summary`` every 5 s per
+guest plus session, check-in and alarm events; the EMR (sekmet-fhir behind the OAuth gateway) gets
+a ``vitals_window`` per guest-minute (twelve 5-s samples -> one median Observation per metric), a
+~10 s ECG strip per alarm and every 15 min, and a summary report per guest; SendGrid one summary mail
+per guest; Twilio one SMS per guest (added here: the feed sends none).
+`vigil sync --drain` runs as its own process; we report time, events/s, its peak RSS (psutil) and the
+bytes each receiver got. Targets (issue 6): < 5 min and < 150 MB.
 """
 
 from __future__ import annotations
@@ -20,64 +23,86 @@ from pathlib import Path
 from typing import Any, cast
 
 WALL0 = 1_700_000_000.0
+ALARM_EVERY_S = 3600  # one alarm per guest-hour
+ALARM_LASTS_S = 60
 
 
-def fill_outbox(db: Path, hours: float, guests: int) -> dict[str, int]:
-    """Write the night's outbox rows; return counts per destination."""
+def _ecg_second(fs: int = 130) -> Any:
+    """One second of a synthetic ECG in µV (a QRS-like bump on a small baseline wave)."""
+    import numpy as np
+
+    t = np.arange(fs) / fs
+    x = 1000 * np.exp(-((t - 0.4) ** 2) / (2 * 0.012 ** 2)) + 150 * np.exp(-((t - 0.7) ** 2) / (2 * 0.05 ** 2))
+    return (x - 60).round().astype(np.int32)
+
+
+def fill_outbox(db: Path, hours: float, guests: int, fhir_window_s: int = 60) -> dict[str, int]:
+    """Write the night's outbox rows through OutboxFeed; return counts per destination."""
+    from vigil.clock import SimulatedClock
+    from vigil.config import parse_config
+    from vigil.edge.pipeline import GuestState, Vital
+    from vigil.model import AlarmEvent, AlarmState, ChannelKind, Metric, Priority, SampleBlock
     from vigil.store import RecordStore
-    from vigil.sync.booking import make_event
+    from vigil.sync.outbox_feed import OutboxFeed
+    from vigil.sync.roster import Roster, RosterGuest
 
+    mats = [f"M{g:02d}" for g in range(guests)]
+    cfg = parse_config("\n".join(
+        ['[site]', 'name = "bench"', 'room = "room1"',
+         '[sync.booking]', 'url = "http://127.0.0.1:1"', 'secret_file = "x"',
+         '[sync.fhir]', 'base_url = "http://127.0.0.1:1/fhir"', f'vitals_window_s = {fhir_window_s}',
+         '[sync.sendgrid]', 'api_key_file = "x"', 'from_email = "vigil@example.org"']
+        + [line for m in mats for line in ("[[guests]]", f'mat = "{m}"', f'name = "Guest {m}"')]) + "\n")
+    roster = Roster(room="room1", session_id="B-bench", guests=[
+        RosterGuest(id=f"G{i:02d}", mat=m, display_name=f"Guest {i}", baseline_qtc_ms=None, thresholds=None,
+                    responsible_clinician_email="doc@example.org")
+        for i, m in enumerate(mats)])
+    clock = SimulatedClock(start_wall=WALL0)
     store = RecordStore.open(db)
-    counts: dict[str, int] = {}
-    n = 0
 
-    def put(dest: str, etype: str, payload: dict[str, Any], key: str) -> None:
-        nonlocal n
-        store.enqueue(dest, etype, payload, key, wall=WALL0)
-        counts[dest] = counts.get(dest, 0) + 1
-        n += 1
-        if n % 5000 == 0:
-            store.flush()
+    def submit(method: str, *a: Any, **k: Any) -> bool:
+        getattr(store, method)(*a, **k)
+        return True
 
-    def ev(etype: str, data: dict[str, Any], wall: float, eid: str) -> None:
-        put("booking", etype, make_event(etype, data, source="vigil/room1", wall=wall, event_id=eid), eid)
+    class Pipe:
+        guests = {m: GuestState(m) for m in mats}
 
-    sid = "S-bench"
+    feed = OutboxFeed(cfg, clock, submit, "S-bench", pipeline=Pipe(), roster=lambda: roster)
+    feed.start()
+    ecg = _ecg_second()
     seconds = int(hours * 3600)
-    end = WALL0 + seconds
-    ev("session.started", {"session": sid}, WALL0, "evt_session_start")
-    gl = [{"id": f"G{g:02d}", "display_name": f"Guest {g}"} for g in range(guests)]
-    for g in gl:
-        ev("guest.checked_in", {"session": sid, "guest": g["id"]}, WALL0, f"evt_checkin_{g['id']}")
-    alarm_every = 3600  # one alarm per guest-hour
-    for t in range(0, seconds, 5):
-        wall = WALL0 + t
-        for i, g in enumerate(gl):
-            hr = 70 + 15 * math.sin(t / 900 + i)
-            ev("vitals.summary", {"session": sid, "guest": g["id"], "hr": round(hr, 1), "spo2": 97, "sbp": 122,
-                                  "dbp": 78, "qtc": 440}, wall, f"evt_v_{g['id']}_{t}")
-            base = {"session_id": sid, "guest": g, "session_start": WALL0}
+    seq = 0
+    for t in range(seconds):
+        now, wall = clock.monotonic(), clock.wall()
+        for i, m in enumerate(mats):
+            st = Pipe.guests[m]
+            phase = (t + 97 * i) % ALARM_EVERY_S
+            hr = 70 + 15 * math.sin(t / 900 + i) + (60 if phase < ALARM_LASTS_S else 0)
+            st.vitals[Metric.HR] = Vital(round(hr, 1), now, "analysis")
+            st.vitals[Metric.SPO2] = Vital(97.0 - (t + i) % 3, now, "ox")
+            if t % 10 == 0:
+                st.vitals[Metric.QTC] = Vital(430.0 + (t // 10 + i) % 20, now, "analysis")
             if t % 300 == 0:
-                put("fhir", "vitals", {**base, "kind": "vitals", "wall": wall,
-                                       "metrics": {"hr": round(hr, 1), "spo2": 97, "sbp": 122, "dbp": 78,
-                                                   "qtc": 440, "sdnn": 42}}, f"fhir_v_{g['id']}_{t}")
-            if (t + 97 * i) % alarm_every == 0:
-                aid = f"A_{g['id']}_{t}"
-                for k, kind in enumerate(("raised", "acknowledged", "resolved")):
-                    ev(f"alarm.{kind}", {"alarm": aid, "guest": g["id"], "condition": "hr_high"}, wall + 10 * k,
-                       f"evt_{aid}_{kind}")
-                put("fhir", "ecg_strip", {**base, "kind": "ecg_strip", "start_wall": wall - 5, "fs": 130.0,
-                                          "lead": "II", "reason": f"alarm {aid}",
-                                          "samples_uV": [int(800 * math.exp(-((j % 100) - 50) ** 2 / 8)) for j in range(1300)]},
-                    f"fhir_ecg_{aid}")
-    for g in gl:
-        put("fhir", "summary", {"session_id": sid, "guest": g, "session_start": WALL0, "session_end": end,
-                                "kind": "summary", "conclusion": "Bench session."}, f"fhir_sum_{g['id']}")
-        put("email", "session.summary", {"to": ["doc@example.org"], "subject": f"Session {sid} {g['id']}",
-                                         "text": "Summary."}, f"mail_{g['id']}")
-        put("sms", "session.summary", {"to": "+15551234567", "body": f"Session {sid} ended for {g['id']}"},
-            f"sms_{g['id']}")
-    ev("session.ended", {"session": sid}, end, "evt_session_end")
+                st.vitals[Metric.SBP] = Vital(120.0 + i % 7, now, "cuff")
+                st.vitals[Metric.DBP] = Vital(78.0 + i % 5, now, "cuff")
+                st.vitals[Metric.SDNN] = Vital(42.0 + i % 9, now, "analysis")
+            feed.block(m, SampleBlock(f"ecg-{m}", "ecg", ChannelKind.ECG, 130.0, "uV", 1.0, seq, ecg, now, wall))
+            if phase in (0, 10, ALARM_LASTS_S):
+                event, state = {0: ("raised", AlarmState.ACTIVE), 10: ("acknowledged", AlarmState.ACKNOWLEDGED),
+                                ALARM_LASTS_S: ("cleared", AlarmState.INACTIVE)}[phase]
+                feed.alarm(AlarmEvent(m, "hr_high_critical", Priority.HIGH, event, state, now, wall,
+                                      operator="ana" if event == "acknowledged" else None))
+        seq += 130
+        clock.advance(1.0)
+        feed.tick()
+        if t % 60 == 0:
+            store.flush()
+    feed.close()
+    counts = dict(feed.rows)
+    for m in mats:
+        store.enqueue("sms", "session.summary", {"to": "+15551234567", "body": f"Session S-bench ended for {m}"},
+                      f"sms_{m}", wall=clock.wall())
+    counts["sms"] = len(mats)
     store.flush()
     store.close()
     return counts
@@ -120,7 +145,7 @@ from_email = "vigil@example.org"
     return cfg
 
 
-def run(hours: float, guests: int) -> dict[str, Any]:
+def run(hours: float, guests: int, fhir_window_s: int = 60) -> dict[str, Any]:
     """Fill, drain with `vigil sync --drain`, verify the receivers; return the measurements."""
     import psutil
 
@@ -132,7 +157,7 @@ def run(hours: float, guests: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vigil-bench-sync-") as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
-        counts = fill_outbox(folder / "vigil.db", hours, guests)
+        counts = fill_outbox(folder / "vigil.db", hours, guests, fhir_window_s)
         fill_s = time.perf_counter() - t0
         with SekmetProcess() as sek, booking_server(b"bench-secret") as bk, \
                 fhir_gateway(sek.base_url) as gw, sendgrid_server("SG.bench") as sg, TwilioServer() as tw:
@@ -149,6 +174,7 @@ def run(hours: float, guests: int) -> dict[str, Any]:
                     break
                 time.sleep(0.1)
             elapsed = time.perf_counter() - t0
+            wall_end = time.time()
             err = proc.stderr.read() if proc.stderr else ""
             if proc.returncode != 0:
                 raise RuntimeError(f"vigil sync --drain failed ({proc.returncode}): {err[-2000:]}")
@@ -157,8 +183,21 @@ def run(hours: float, guests: int) -> dict[str, Any]:
             sga = cast(SendgridApp, sg.app)
             return {"counts": counts, "total": sum(counts.values()), "fill_s": fill_s, "elapsed_s": elapsed,
                     "peak_rss_mb": peak / 2**20, "booking_applied": len(bka.applied),
-                    "booking_received": bka.received, "fhir_transactions": gwa.transactions,
-                    "emails": len(sga.applied), "sms": len(tw.twilio.messages)}
+                    "booking_received": bka.received, "booking_posts": bka.posts, "booking_bytes": bka.bytes_in,
+                    "fhir_transactions": gwa.transactions, "fhir_bytes": gwa.bytes_in, "fhir_entries": gwa.entries,
+                    "emails": len(sga.applied), "sms": len(tw.twilio.messages),
+                    "done_after_s": _done_after(folder / "sync-status.json", wall_end - elapsed)}
+
+
+def _done_after(status_file: Path, wall_start: float) -> dict[str, float]:
+    """Seconds from the start of the drain to each destination's last success (from sync-status.json)."""
+    import json
+
+    try:
+        dests = json.loads(status_file.read_text())["destinations"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {n: d["last_success"] - wall_start for n, d in dests.items() if d.get("last_success")}
 
 
 def main(argv: list[str]) -> int:
@@ -166,10 +205,12 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="bench_sync")
     ap.add_argument("--hours", type=float, default=12.0)
     ap.add_argument("--guests", type=int, default=20)
+    ap.add_argument("--fhir-window", type=int, default=60, help="sync.fhir.vitals_window_s of the producer")
     args = ap.parse_args(argv)
-    r = run(args.hours, args.guests)
+    r = run(args.hours, args.guests, args.fhir_window)
     c = r["counts"]
-    print(f"Backlog of a {args.hours:g} h night, {args.guests} guests: {r['total']} outbox events "
+    print(f"Backlog of a {args.hours:g} h night, {args.guests} guests, FHIR vitals window {args.fhir_window} s: "
+          f"{r['total']} outbox events "
           f"(booking {c.get('booking', 0)}, fhir {c.get('fhir', 0)}, email {c.get('email', 0)}, "
           f"sms {c.get('sms', 0)}); filled in {r['fill_s']:.1f} s")
     print(f"{'drain time s':>12} {'events/s':>9} {'peak RSS MB':>12} {'target':>22}")
@@ -178,6 +219,9 @@ def main(argv: list[str]) -> int:
           f"{'< 300 s, < 150 MB: ' + ('met' if ok else 'MISSED'):>22}")
     print(f"receivers: booking applied {r['booking_applied']} (received {r['booking_received']}), "
           f"FHIR transactions {r['fhir_transactions']}, emails {r['emails']}, SMS {r['sms']}")
+    print(f"on the wire: booking {r['booking_posts']} POSTs, {r['booking_bytes'] / 1e6:.1f} MB; "
+          f"FHIR {r['fhir_transactions']} transactions, {r['fhir_entries']} entries, {r['fhir_bytes'] / 1e6:.1f} MB")
+    print("per destination, drained after: " + ", ".join(f"{n} {t:.0f} s" for n, t in sorted(r["done_after_s"].items())))
     complete = (r["booking_applied"] == c.get("booking", 0) and r["emails"] == c.get("email", 0)
                 and r["sms"] == c.get("sms", 0))
     if not complete:

@@ -20,7 +20,7 @@ class FhirDestination:
     name = "fhir"
 
     def __init__(self, base_url: str, *, session: Any, auth: ClientCredentials | None = None,
-                 batch_size: int = 20, timeout_s: float = 30.0) -> None:
+                 batch_size: int = 100, timeout_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._batch_size = batch_size
         self._solo_left = 0  # after a batch-wide 4xx, send this many rows one by one to find the culprit

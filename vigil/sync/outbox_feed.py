@@ -10,11 +10,12 @@ Cadence (issue 6):
 * booking: ``session.started/ended``, ``guest.checked_in`` (also for guests a roster adds later),
   ``alarm.raised/acknowledged/escalated/resolved``, ``device.lost/recovered`` as they happen, and a
   ``vitals.summary`` per guest every 5 s (latest values no older than 10 s).
-* FHIR: one ``vitals_window`` row per guest per minute carrying the twelve 5-s samples; the EMR gets
-  one Observation per metric per minute (median, ``effectivePeriod`` = the minute). Sending every
-  5-s sample as its own Observations would be ~864 000 resources (~1 GB of JSON) for a 12-hour,
-  20-guest night; the per-minute summary is ~72 000 and the full 5-s series stays in the store and
-  on the booking stream. A ~10 s ECG strip (5 s either side) for every raised alarm of a guest and a
+* FHIR: one ``vitals_window`` row per guest per ``sync.fhir.vitals_window_s`` (default 60 s) carrying
+  its 5-s samples; the EMR gets one Observation per metric per window (median of every sample,
+  ``effectivePeriod`` = the window), so no sample is left out of what is charted and one artefact
+  does not become the charted value. Sending every 5-s sample as its own Observations would be
+  ~864 000 resources (~1 GB of JSON) for a 12-hour, 20-guest night; per minute it is ~72 000, and
+  the full 5-s series stays in the store and on the booking stream. A ~10 s ECG strip (5 s either side) for every raised alarm of a guest and a
   routine strip every 15 minutes; a session-summary report per guest at the end.
 * e-mail: a plain-text session summary to each guest's responsible clinician (from the roster).
 
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 
 VITALS_EVERY_S = 5.0
 VITAL_MAX_AGE_S = 10.0
-FHIR_WINDOW_SAMPLES = 12  # 12 x 5 s = one FHIR vitals window per minute
 STRIP_HALF_S = 5.0  # an alarm strip spans 5 s before to 5 s after the alarm
 ROUTINE_STRIP_EVERY_S = 900.0
 ECG_RING_S = 20.0
@@ -119,6 +119,7 @@ class OutboxFeed:
         self.source = f"vigil/{cfg.site.room}"
         s = cfg.sync
         self.to_booking, self.to_fhir, self.to_email = bool(s.booking), bool(s.fhir), bool(s.sendgrid)
+        self.window_samples = max(1, round((s.fhir.vitals_window_s if s.fhir else 60) / VITALS_EVERY_S))
         self.start_wall = session_start_wall if session_start_wall is not None else clock.wall()
         self._guests: dict[str, _Guest] = {}
         self._ecg: dict[str, _Ecg] = {}
@@ -237,7 +238,7 @@ class OutboxFeed:
             for k in SERIES_KEYS:
                 g.series[k].append(metrics.get(k))
             g.samples += 1
-            if g.samples >= FHIR_WINDOW_SAMPLES:
+            if g.samples >= self.window_samples:
                 self._flush_window(mat, g, wall)
 
     def _flush_window(self, mat: str, g: _Guest, wall: float) -> None:
