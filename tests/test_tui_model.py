@@ -240,3 +240,22 @@ def test_box_wide_alarms_follow_their_events() -> None:
     assert "BOX broker_down" in text and "ACK" in text
     room.apply(f"vigil/{ROOM}/alarms/events", ev("cleared", "inactive", 1010.0), 3.0)
     assert room.active_alarms() == [] and "_system" not in room.guests
+
+
+def test_beat_labels_sit_under_their_beats_in_the_strip() -> None:
+    room = RoomView(ROOM)
+    fs = 100.0
+    x = np.zeros(800)
+    beats = []
+    for k, s in enumerate(range(50, 800, 100)):
+        x[s] = 1500.0
+        beats.append([s * 2, "V" if k == 3 else "N"])  # device numbering, decimation 2
+    room.apply(f"vigil/{ROOM}/guest/A1/ecg", {"v": 1, "mat": "A1", "seq": 0, "fs": fs, "decimation": 2,
+                                             "samples": x.astype(int).tolist(), "beats": beats}, 0.0)
+    e = room.guests["A1"].ecg
+    assert [b[1] for b in e.beats] == ["N", "N", "N", "V", "N", "N", "N", "N"]
+    rows = braille.strip(e.samples, 40, 2)
+    labels = render.beat_row(e.beats, e.end_index, len(e.samples), 40).plain
+    spike_cells = sorted({i for r in rows for i, c in enumerate(r) if (ord(c) - 0x2800) & 0x09})  # top dot row
+    label_cells = [i for i, c in enumerate(labels) if c != " "]
+    assert label_cells == spike_cells and labels[label_cells[3]] == "V"

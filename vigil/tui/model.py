@@ -105,6 +105,15 @@ class EcgBuffer:
         self.end_index = 0  # absolute bus-sample index one past the newest sample
         self.version = 0
         self.received: float | None = None
+        self.beats: deque[tuple[int, str]] = deque(maxlen=400)  # (bus-sample index, label), optional on the bus
+
+    def add_beats(self, beats: list[Any]) -> None:
+        """Beat labels carried by a frame as [[device seq, label], ...] (optional field)."""
+        start = self.end_index - len(self.samples)
+        for b in beats:
+            idx = int(b[0]) // self.decimation
+            if idx >= start and (not self.beats or idx > self.beats[-1][0]):
+                self.beats.append((idx, str(b[1])[:1]))
 
     def add(self, seq: int, fs: float, decimation: int, samples: list[int], now: float) -> None:
         """Append one frame; a jump in seq leaves NaN, a change of rate or a backwards jump restarts."""
@@ -117,6 +126,7 @@ class EcgBuffer:
         if self.fs != fs or self.decimation != decimation or start < self.end_index - len(self.samples) \
                 or start + len(x) <= self.end_index - len(self.samples):
             self.samples, self.end_index = np.empty(0), start
+            self.beats.clear()
         self.fs, self.decimation = fs, decimation
         if start > self.end_index:
             gap = start - self.end_index
@@ -269,8 +279,11 @@ class RoomView:
                 if kind == "vitals":
                     self._vitals(mat, payload, now)
                 elif kind == "ecg":
-                    self.guest(mat).ecg.add(int(payload["seq"]), float(payload["fs"]),
-                                            int(payload.get("decimation", 1)), payload.get("samples") or [], now)
+                    ecg = self.guest(mat).ecg
+                    ecg.add(int(payload["seq"]), float(payload["fs"]), int(payload.get("decimation", 1)),
+                            payload.get("samples") or [], now)
+                    if payload.get("beats"):
+                        ecg.add_beats(payload["beats"])
                     return mat  # waveform frames do not bump the version (the sweep has its own)
                 elif kind == "alarms":
                     self._alarms(mat, payload, now)

@@ -418,6 +418,24 @@ def stale_banner(room: RoomView, width: int, now: float, p: Palette = DAY) -> Te
 
 # ------------------------------------------------------------------ guest view
 
+def beat_row(beats: object, end_index: int, n_shown: int, width: int, p: Palette = DAY) -> Text:
+    """Beat labels (N, V, S, ...) under the columns of `braille.strip` where their R waves are drawn."""
+    chars = [" "] * width
+    ncols = width * 2
+    spp = max(1, int(np.ceil(n_shown / ncols))) if n_shown else 1
+    first = end_index - n_shown
+    for idx, label in beats:  # type: ignore[attr-defined]
+        j = idx - first
+        if 0 <= j < n_shown:
+            cell = (ncols * spp - n_shown + j) // spp // 2
+            if 0 <= cell < width:
+                chars[cell] = label
+    t = Text()
+    for ch in chars:
+        t.append(ch, style=alarm_style(p, "medium") if ch not in (" ", "N") else p.dim)
+    return t
+
+
 def guest_detail(room: RoomView, g: GuestView, width: int, height: int, now: float, p: Palette = DAY,
                  wall: float | None = None) -> Text:
     """Trends with threshold bands, a large recent ECG strip and the alarm history of one guest."""
@@ -479,8 +497,11 @@ def guest_detail(room: RoomView, g: GuestView, width: int, height: int, now: flo
                            f"{g.rhythm or '--'}  beats {g.beats}", style=p.dim), width))
     if e.fs and e.received is not None and now - e.received <= 3.0 and not stale:
         n = int(8 * e.fs)
-        for row in braille.strip(e.samples[-n:], width, ecg_h):
+        shown = e.samples[-n:]
+        for row in braille.strip(shown, width, ecg_h):
             lines.append(Text(row, style=p.ecg))
+        if e.beats:
+            lines.append(beat_row(e.beats, e.end_index, len(shown), width, p))
     else:
         for _ in range(ecg_h):
             lines.append(Text("\u2800" * width))
