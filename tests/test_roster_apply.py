@@ -231,3 +231,31 @@ async def test_daemon_starts_on_a_corrupt_cache_with_a_clear_technical_alarm(tmp
     finally:
         stop.set()
         await asyncio.wait_for(run, 30)
+
+
+def test_roster_limits_and_new_guests_drive_the_alarm_engine(tmp_path: Path) -> None:
+    from vigil.edge.pipeline import MemorySink, Pipeline
+    from vigil.model import NumericReading
+
+    cfg = _cfg(tmp_path)
+    clock = SimulatedClock()
+    sink = MemorySink()
+    pipe = Pipeline(cfg, clock, [sink], analyzer_factory=False)
+    ap = RosterApplier(cfg, clock, pipeline=pipe, technical=lambda ev: None)
+
+    def feed(seconds: int) -> None:
+        for _ in range(seconds * 10):
+            pipe.feed("dev-ecg", NumericReading("dev-ecg", Metric.HR, 95.0, clock.monotonic(), clock.wall()))
+            pipe.feed("dev-ox", NumericReading("dev-ox", Metric.SPO2, 91.0, clock.monotonic(), clock.wall()))
+            clock.advance(0.1)
+            pipe.tick()
+
+    def raised() -> set[tuple[str, str]]:
+        return {(e.guest, e.condition) for e in sink.alarms if e.event == "raised"}
+
+    feed(10)
+    assert raised() == set()  # HR 95 is under the config's 110; dev-ox is nobody's yet
+    assert ap.on_message(json.dumps(_roster()).encode())
+    feed(10)
+    assert raised() == {("G1", "hr_high"), ("G9", "spo2_low")}  # roster limit 90; new guest G9 with limit 93
+    ap.close()

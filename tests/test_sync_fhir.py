@@ -186,6 +186,7 @@ async def test_daemon_rows_reach_booking_and_the_emr(sekmet: SekmetProcess, tmp_
         "[sync.fhir]", f'base_url = "{sekmet.base_url}"']) + "\n"
     (tmp_path / "config.toml").write_text(text)
     cfg = parse_config(text, tmp_path / "config.toml")
+    assert not (tmp_path / "b.secret").exists()  # sync secrets missing never stop the daemon
     daemon = Daemon(cfg)
     stop = asyncio.Event()
     run = asyncio.create_task(daemon.run(stop, handle_signals=False))
