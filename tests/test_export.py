@@ -410,3 +410,39 @@ def test_cli_sessions_and_export(built: Built, tmp_path: Path, capsys: pytest.Ca
     assert cli_main(["export", built.sid, "--config", str(cfg), "-f", "csv", "-o", str(tmp_path / "o3")]) == 2
     assert "store.key" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
+
+
+def test_an_export_that_cannot_be_audited_is_not_delivered(store: RecordStore, built: Built, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from vigil.store.records import StoreWriteError
+
+    def full(*_a: object, **_k: object) -> None:
+        raise StoreWriteError("record store: the disk is full", "full")
+
+    monkeypatch.setattr(store, "audit", full)
+    out = tmp_path / "out"
+    with pytest.raises(StoreWriteError, match="disk is full"):
+        export_session(store, built.sid, "csv", out, mat="A1", operator="doc")
+    assert list(out.iterdir()) == []
+
+
+def test_a_tampered_chunk_stops_the_export_and_is_audited(built: Built, tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "v.db"
+    shutil.copy(built.db, db)
+    with sqlite3.connect(db) as c:
+        rid, data = c.execute("SELECT id, data FROM waveform_chunks WHERE mat='A1' ORDER BY seq LIMIT 1 OFFSET 3"
+                              ).fetchone()
+        blob = bytearray(data)
+        blob[-5] ^= 0x01
+        c.execute("UPDATE waveform_chunks SET data=? WHERE id=?", (bytes(blob), rid))
+    st = RecordStore.open(db, key=KEY)
+    try:
+        with pytest.raises(IntegrityError):
+            export_session(st, built.sid, "edf", tmp_path / "out", mat="A1", operator="doc")
+        assert list((tmp_path / "out").iterdir()) == []
+        last = list(st.audit_entries())[-1]
+        assert last.action == "export.refused" and "waveform chunk" in last.detail["error"]
+    finally:
+        st.close()

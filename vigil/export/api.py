@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vigil.errors import ExportError
+from vigil.errors import ExportError, StoreError
 from vigil.export.common import (
     FORMATS,
     ExportContext,
@@ -60,23 +60,26 @@ def export_session(store: RecordStore, session_id: str, fmt: str, out_dir: str |
         ctx = ExportContext(store=store, session=session, guests=store.guests(session.id), from_wall=from_wall,
                             to_wall=to_wall, thresholds=thresholds, progress=progress or Progress())
         files: list[Path] = []
-        with staging(Path(out_dir), folder_name(session.id, mat, fmt)) as tmp:
+        final = Path(out_dir) / folder_name(session.id, mat, fmt)
+        with staging(Path(out_dir), final.name) as tmp:
             for m in chosen:
                 files += writer.export_guest(ctx, m, tmp)
-            staged = [f.name for f in files]
-        final = Path(out_dir) / folder_name(session.id, mat, fmt)
-        out_files = [final / n for n in staged]
-        ctx.progress.finish()
-        result = ExportResult(path=final, files=out_files, bytes=sum(f.stat().st_size for f in out_files),
-                              seconds=time.perf_counter() - t0, guests=chosen, warnings=ctx.warnings)
-    except (ExportError, OSError) as exc:
-        record_export(store, operator=who, session=session, mats=[mat] if mat else mats, fmt=fmt,
-                      from_wall=from_wall, to_wall=to_wall, result=None, error=str(exc))
+            ctx.progress.finish()
+            result = ExportResult(path=final, files=[final / f.name for f in files],
+                                  bytes=sum(f.stat().st_size for f in files), seconds=time.perf_counter() - t0,
+                                  guests=chosen, warnings=ctx.warnings)
+            # audited (and announced) before the folder appears: an export that cannot be audited is not delivered
+            record_export(store, operator=who, session=session, mats=chosen, fmt=fmt, from_wall=from_wall,
+                          to_wall=to_wall, result=result)
+    except (ExportError, OSError, StoreError) as exc:
+        try:
+            record_export(store, operator=who, session=session, mats=[mat] if mat else mats, fmt=fmt,
+                          from_wall=from_wall, to_wall=to_wall, result=None, error=str(exc))
+        except StoreError as exc2:
+            log.error("could not audit the refused export: %s", exc2)
         if isinstance(exc, OSError):
             raise ExportError(f"cannot write the export: {exc}") from exc
         raise
-    record_export(store, operator=who, session=session, mats=chosen, fmt=fmt, from_wall=from_wall, to_wall=to_wall,
-                  result=result)
     log.info("exported session %s (%d guest(s)) as %s: %d files, %d bytes in %.1f s", session.id, len(chosen),
-             fmt, len(out_files), result.bytes, result.seconds)
+             fmt, len(result.files), result.bytes, result.seconds)
     return result
