@@ -69,3 +69,14 @@ async def test_broker_outage_shows_stale_and_recovers(mosquitto) -> None:
         publisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher
+
+
+def test_unknown_operator_is_a_config_error_naming_the_configured_ones(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from vigil.cli import main
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[site]\nname = "x"\nroom = "r1"\n[[operators]]\nname = "ana"\n[[operators]]\nname = "ben"\n')
+    assert main(["tui", "--config", str(cfg), "--operator", "nobody"]) == 2
+    assert "operator 'nobody' is not in [[operators]]" in capsys.readouterr().err
+    assert main(["tui", "--config", str(cfg)]) == 2  # two operators: must choose
+    assert "choose an operator with --operator NAME (configured: ana, ben)" in capsys.readouterr().err

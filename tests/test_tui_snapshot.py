@@ -158,3 +158,34 @@ async def test_keys_night_large_guest_view_and_off_confirmation() -> None:
         await pilot.press("escape")
         await pilot.pause(0.2)
         assert not isinstance(app.screen, GuestScreen)
+
+
+async def test_tiles_flash_at_iec_rates_on_screen() -> None:
+    """Sample the running app's screen for 5 s: the high badge blinks at ~2 Hz, the medium one at ~0.6 Hz."""
+    room = RoomView(ROOM)
+    app = DashboardApp(Connection(ROOM), room, connect=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        feed(room, 4)
+        room.apply(f"vigil/{ROOM}/guest/M01/alarms", {"v": 1, "mat": "M01", "t": time.time(), "alarms": [
+            {"condition": "hr_high", "priority": "medium", "state": "active", "since_s": 4.0, "latching": False,
+             "value": 111, "reason": "", "pause_left_s": None}]}, time.monotonic())
+        await pilot.pause(0.5)
+        lit: dict[str, list[bool]] = {"!!! HIGH": [], "!! MED": []}
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5.0:
+            room.status_received = time.monotonic()  # keep the room live while sampling
+            for g in room.guests.values():
+                g.vitals_received = time.monotonic()
+            strips = app.screen._compositor.render_strips()  # noqa: SLF001
+            for word in lit:
+                seg = next(s for strip in strips[:12] for s in strip if s.text.startswith(word))
+                lit[word].append(bool(seg.style and seg.style.bgcolor is not None and not seg.style.reverse))
+            await pilot.pause(0.04)
+        elapsed = time.monotonic() - t0
+
+    def hz(xs: list[bool]) -> float:
+        return sum(a != b for a, b in zip(xs, xs[1:], strict=False)) / 2 / elapsed
+
+    print("flash Hz", hz(lit["!!! HIGH"]), hz(lit["!! MED"]))
+    assert 1.4 <= hz(lit["!!! HIGH"]) <= 2.8, hz(lit["!!! HIGH"])
+    assert 0.4 <= hz(lit["!! MED"]) <= 0.8, hz(lit["!! MED"])
