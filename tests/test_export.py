@@ -99,6 +99,13 @@ def test_wfdb_reads_back_sample_for_sample_with_beats_rhythm_and_alarm_notes(sto
         all_rhythm += [a for a, sym in zip(ann.aux_note, ann.symbol, strict=True) if sym == "+"]
     assert "ALARM raised vt high" in all_notes and "(VT" in all_rhythm
     assert any(n.startswith("ALARM acknowledged") and n.endswith("by lead") for n in all_notes)
+    # the multi-segment record over the whole stream: the lost samples read back as NaN, never invented
+    whole = wfdb.rdrecord(str(res.path / "A3_ecg"))
+    lost = gap.to_seq - gap.from_seq
+    assert whole.sig_len == len(runs[0][1]) + lost + len(runs[1][1])
+    nan = np.isnan(whole.p_signal[:, 0])
+    assert nan.sum() == lost and nan[len(runs[0][1]):len(runs[0][1]) + lost].all()
+    np.testing.assert_allclose(whole.p_signal[~nan, 0], np.concatenate([x for _s, x in runs]) / 1000.0, atol=1e-9)
     # pleth and ABP are exported too, in their stored units
     rec = wfdb.rdrecord(str(res.path / "A3_abp_s01"), physical=False)
     np.testing.assert_array_equal(rec.d_signal[:, 0], _stored(store, built.sid, "A3", "abp")[0][1])

@@ -167,6 +167,33 @@ def write_annotations(dest: Path, name: str, seg: Segment, beats: list[Beat], ep
     return len(items)
 
 
+def write_master(dest: Path, name: str, segments: list[tuple[str, Segment, int]], description: str) -> list[Path]:
+    """Variable-layout multi-segment record over a whole stream: a layout segment, then each segment
+    record with ``~`` null segments holding the number of samples lost in each gap (read back as NaN /
+    WFDB's invalid sample, never as invented values). Returns the two headers written."""
+    first = segments[0][1]
+    gain, units = _gain_units(first)
+    fmt = max(f for _n, _s, f in segments)
+    lines: list[str] = [f"{name}_layout 0"]
+    prev: Segment | None = None
+    for seg_name, seg, _fmt in segments:
+        if prev is not None and seg.seq_lo > prev.seq_hi:
+            lines.append(f"~ {seg.seq_lo - prev.seq_hi}")
+        lines.append(f"{seg_name} {seg.n}")
+        prev = seg
+    total = sum(int(line.split()[1]) for line in lines)
+    start = dt.datetime.fromtimestamp(first.wall_start, tz=dt.UTC)
+    head = (f"{name}/{len(lines)} 1 {_fmt_float(first.fs)} {total} {start.strftime('%H:%M:%S')}."
+            f"{start.microsecond // 1000:03d} {start.strftime('%d/%m/%Y')}")
+    master = dest / f"{name}.hea"
+    master.write_text("\n".join([head, *lines, "# vigil: ~ = samples lost (link loss), never padded"]) + "\n",
+                      encoding="ascii")
+    layout = dest / f"{name}_layout.hea"
+    layout.write_text(f"{name}_layout 1 {_fmt_float(first.fs)} 0\n"
+                      f"~ {fmt} {_fmt_float(gain)}(0)/{units} {fmt} 0 0 0 0 {description}\n", encoding="ascii")
+    return [master, layout]
+
+
 def export_guest(ctx: ExportContext, mat: str, dest: Path) -> list[Path]:
     """Write every stream of one guest; return the files written."""
     streams = plan_streams(ctx.store, ctx.sid, mat, ctx.from_wall, ctx.to_wall)
@@ -176,6 +203,7 @@ def export_guest(ctx: ExportContext, mat: str, dest: Path) -> list[Path]:
     files: list[Path] = []
     for st in streams:
         multi = len(st.segments) > 1
+        written: list[tuple[str, Segment, int]] = []
         for i, seg in enumerate(st.segments, start=1):
             name = record_name(mat, st.channel, i if multi else None)
             dat = DatWriter(dest / f"{name}.dat")
@@ -188,10 +216,15 @@ def export_guest(ctx: ExportContext, mat: str, dest: Path) -> list[Path]:
             if dat.fmt == 32:
                 ctx.warnings.append(f"{name}: samples exceed 16 bits, written in WFDB format 32")
             write_header(dest / f"{name}.hea", name, seg, dat, f"{seg.kind.upper()} {st.channel}")
+            written.append((name, seg, dat.fmt))
             files += [dest / f"{name}.hea", dest / f"{name}.dat"]
             if seg.kind == "ecg":
                 beats = beats_in(ctx.store, ctx.sid, mat, st.channel, seg.seq_lo, seg.seq_hi)
                 eps = episodes_in(ctx.store, ctx.sid, mat, st.channel, seg.seq_lo, seg.seq_hi)
                 if write_annotations(dest, name, seg, beats, eps, alarms):
                     files.append(dest / f"{name}.atr")
+        same = len({(seg.fs, seg.gain, seg.unit) for _n, seg, _f in written}) == 1
+        if multi and same:  # one record over the whole stream for tools that read multi-segment records
+            files += write_master(dest, record_name(mat, st.channel, None), written,
+                                  f"{st.kind.upper()} {st.channel}")
     return files
