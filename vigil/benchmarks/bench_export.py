@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--direct", action="store_true",
                     help="build without the pipeline (fast; expert beats, per-minute alarms): for long sessions")
     ap.add_argument("--formats", default="wfdb,edf,csv,fhir,pdf")
+    ap.add_argument("--guests", type=int, default=1, help="with --direct: guests in the session (all exported)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as td:
         root = Path(args.keep) if args.keep else Path(td)
@@ -163,21 +164,22 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         db = root / "bench.db"
         if args.direct:
-            sid, _n = build_hour_direct(db, args.minutes, key=key)
+            sid, _n = build_hour_direct(db, args.minutes, key=key, guests=args.guests)
             how, thresholds = "directly (expert beats, per-minute alarms)", None
         else:
             built = build_session(db, [GuestSpec("A1", str(vendored("119")))], seconds=args.minutes * 60, key=key,
                                   loop=True)
             sid, thresholds = built.sid, built.cfg.thresholds_for
             how = f"through the pipeline ({len(built.alarms)} alarm events)"
-        print(f"built {args.minutes:g} min of MIT-BIH 119 (360 Hz) {how} in {time.perf_counter() - t:.1f} s, "
+        print(f"built {args.guests} x {args.minutes:g} min of MIT-BIH 119 (360 Hz) {how} in {time.perf_counter() - t:.1f} s, "
               f"key={'yes' if key else 'no'}; peak RSS so far {_peak_rss_mb():.0f} MB")
         store = RecordStore.open(db, key=key)
         print(f"{'format':>6} {'seconds':>8} {'CPU s':>7} {'MB':>8} {'files':>5} {'peak RSS MB':>11}")
         try:
             for fmt in args.formats.split(","):
                 t, cpu = time.perf_counter(), time.process_time()
-                res = export_session(store, sid, fmt, root / "out", mat="A1", operator="bench", thresholds=thresholds)
+                res = export_session(store, sid, fmt, root / "out", mat="A1" if args.guests == 1 else None,
+                                     operator="bench", thresholds=thresholds)
                 dt_s, cpu = time.perf_counter() - t, time.process_time() - cpu
                 print(f"{fmt:>6} {dt_s:8.2f} {cpu:7.2f} {res.bytes / 1e6:8.2f} {len(res.files):5d} "
                       f"{_peak_rss_mb():11.0f}")
@@ -187,12 +189,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 
-def build_hour_direct(db: Path, minutes: float = 60.0, key: bytes | None = None) -> tuple[str, int]:
+def build_hour_direct(db: Path, minutes: float = 60.0, key: bytes | None = None, guests: int = 1) -> tuple[str, int]:
     """A fast long store without the analyser: MIT-BIH 119 looped as 1-s blocks, its expert beat
     annotations as beats, and a ventricular_ectopy alarm (raised/cleared) per minute holding V beats.
 
-    Returns (session id, samples stored). Used by the speed guard test (building through the pipeline
-    takes ~50 s per hour of ECG).
+    `guests` > 1 adds mats A2, A3, ... with the same signal shifted by a minute per mat. Returns (session id,
+    samples stored per guest). Used by the speed guard test (the pipeline takes ~50 s per hour of ECG).
     """
     import numpy as np
     import wfdb
@@ -212,30 +214,35 @@ def build_hour_direct(db: Path, minutes: float = 60.0, key: bytes | None = None)
     block = int(fs)  # 1-s blocks (the store cuts 2-s chunks either way)
     store = RecordStore.open(db, key=key, commit_interval_s=10.0, clock=lambda: 0.0)  # one commit, at close
     sid = store.start_session("room1", START_WALL, {"site": "bench"})
-    store.upsert_guest(sid, GuestInfo("A1", "Bench Guest", 410.0, ("A1-ecg",)))
-    store.upsert_device(sid, "A1-ecg", "replay-wfdb", "A1")
     n_rec = len(uv)
-    for seq in range(0, total, block):
-        idx = np.arange(seq, min(seq + block, total)) % n_rec
-        t_end = (seq + len(idx)) / fs
-        store.add_block(sid, "A1", SampleBlock("A1-ecg", "ecg", ChannelKind.ECG, fs, "uV", 1.0, seq, uv[idx],
-                                               t_end, START_WALL + t_end))
-        if seq % (600 * block) == 0:
-            store.flush()  # a commit per 10 min of signal keeps the build's memory flat
-    out: list[Beat] = []
-    minutes_with_v: set[int] = set()
-    for lap in range(0, total, n_rec):
-        for s, lab in beats:
-            if lap + s < total:
-                out.append(Beat(lap + s, lab))  # type: ignore[arg-type]
-                if lab == "V":
-                    minutes_with_v.add(int((lap + s) / fs // 60))
-    store.add_beats(sid, "A1", "ecg", out)
-    for m in sorted(minutes_with_v):
-        w = START_WALL + m * 60 + 30
-        for event, state, dt_s in (("raised", AlarmState.ACTIVE, 0.0), ("cleared", AlarmState.INACTIVE, 5.0)):
-            store.add_alarm_event(sid, AlarmEvent("A1", "ventricular_ectopy", Priority.LOW, event, state,
-                                                  m * 60 + 30 + dt_s, w + dt_s))
+    for g in range(guests):
+        mat, dev, shift = f"A{g + 1}", f"A{g + 1}-ecg", int(g * 60 * fs)
+        store.upsert_guest(sid, GuestInfo(mat, f"Bench Guest {g + 1}", 410.0, (dev,)))
+        store.upsert_device(sid, dev, "replay-wfdb", mat)
+        for seq in range(0, total, block):
+            idx = (np.arange(seq, min(seq + block, total)) + shift) % n_rec
+            t_end = (seq + len(idx)) / fs
+            store.add_block(sid, mat, SampleBlock(dev, "ecg", ChannelKind.ECG, fs, "uV", 1.0, seq, uv[idx],
+                                                  t_end, START_WALL + t_end))
+            if seq % (600 * block) == 0:
+                store.flush()  # a commit per 10 min of signal keeps the build's memory flat
+        out: list[Beat] = []
+        minutes_with_v: set[int] = set()
+        for lap in range(-n_rec, total + n_rec, n_rec):
+            for s, lab in beats:
+                pos = lap + s - shift
+                if 0 <= pos < total:
+                    out.append(Beat(pos, lab))  # type: ignore[arg-type]
+                    if lab == "V":
+                        minutes_with_v.add(int(pos / fs // 60))
+        out.sort(key=lambda b: b.sample)
+        store.add_beats(sid, mat, "ecg", out)
+        for m in sorted(minutes_with_v):
+            w = START_WALL + m * 60 + 30
+            for event, state, dt_s in (("raised", AlarmState.ACTIVE, 0.0), ("cleared", AlarmState.INACTIVE, 5.0)):
+                store.add_alarm_event(sid, AlarmEvent(mat, "ventricular_ectopy", Priority.LOW, event, state,
+                                                      m * 60 + 30 + dt_s, w + dt_s))
+        store.flush()
     store.end_session(sid, START_WALL + total / fs)
     store.close()
     return sid, total
