@@ -81,6 +81,7 @@ class SoakReport:
     sync_rss_mb: tuple[float, float]
     cpu_percent: dict[str, float]
     problems: list[str] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -116,8 +117,8 @@ def session_of_audit(con: sqlite3.Connection) -> list[tuple[int, str | None, str
     return out
 
 
-def sample_holes(con: sqlite3.Connection) -> tuple[int, int]:
-    """(samples stored, samples missing inside a stream that no gap record explains)."""
+def sample_holes(con: sqlite3.Connection, where: dict[str, int] | None = None) -> tuple[int, int]:
+    """(samples stored, samples missing inside a stream that no gap record explains); `where` gets them per device."""
     stored = 0
     holes = 0
     gaps: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
@@ -133,6 +134,8 @@ def sample_holes(con: sqlite3.Connection) -> tuple[int, int]:
             covered = any(a <= end and b >= seq for a, b in gaps.get(key, []))
             if not covered:
                 holes += seq - end
+                if where is not None:
+                    where[f"{dev}/{ch}"] = where.get(f"{dev}/{ch}", 0) + seq - end
         prev, end = key, seq + n
     return stored, holes
 
@@ -152,7 +155,8 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
             raised.setdefault((sid, guest), []).append((cond, wall))
             counts[cond] = counts.get(cond, 0) + 1
         audit = session_of_audit(con)
-        stored, holes = sample_holes(con)
+        hole_where: dict[str, int] = {}
+        stored, holes = sample_holes(con, hole_where)
         last_wall = dict(con.execute(
             "SELECT session_id, MAX(wall_end) FROM waveform_chunks WHERE device_id NOT LIKE 'ox-%' GROUP BY session_id"))
         serial_stored = sum(r[0] or 0 for r in con.execute(
@@ -206,7 +210,8 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
             down_s += max(0.0, first_ox[b.session] - (a.end + a.offset_end))
     serial_downtime_samples = int(down_s * 60 * len(ox_devices))
     if holes:
-        problems.append(f"{holes} samples missing inside streams without a gap record")
+        problems.append(f"{holes} samples missing inside streams without a gap record: "
+                        + ", ".join(f"{k} {v}" for k, v in sorted(hole_where.items())))
     if tail and max(tail) > window:
         problems.append(f"up to {max(tail):.2f} s of samples lost at a SIGKILL (window {window:.1f} s)")
 
@@ -252,7 +257,9 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
         rss_growth_mb_per_h=growth,
         rss_peak_first_last_mb=(peaks[0], peaks[-1]) if peaks else (0.0, 0.0),
         sync_rss_mb=(sync_rss[0], sync_rss[-1]) if sync_rss else (0.0, 0.0),
-        cpu_percent=cpu, problems=problems)
+        cpu_percent=cpu, problems=problems,
+        runs=[{"n": i.n, "s": round((i.end or i.start) - i.start, 1), "how": i.how, "session": i.session,
+               "rss_max": max((mb for _t, mb in i.rss), default=None)} for i in incs])
 
 
 def format_report(r: SoakReport) -> str:

@@ -1,0 +1,186 @@
+"""Soak harness: the fault schedule, the clock shim, the report's checks, and a short night end to end.
+
+`make soak` runs the 12-hour night (`python -m vigil.soak`); here a 16-minute night at 20x with three
+guests runs every fault kind but the clock jumps (see the xfail test below for why) in about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vigil.soak.faults import FAULT_RATES, schedule
+from vigil.soak.report import Expectation, Incarnation, analyse, format_report, sample_holes
+
+
+def test_schedule_has_every_fault_inside_the_night_and_is_reproducible() -> None:
+    sim = 20 * 60.0
+    plan = schedule(sim, seed=3, kill_every_s=240)
+    kinds = {f.kind for f in plan}
+    assert kinds == set(FAULT_RATES) | {"daemon_kill"}
+    assert all(0.05 * sim <= f.at_s <= 0.95 * sim for f in plan)
+    assert [f.at_s for f in plan] == sorted(f.at_s for f in plan)
+    assert plan == schedule(sim, seed=3, kill_every_s=240)
+    assert plan != schedule(sim, seed=4, kill_every_s=240)
+    kills = sum(f.kind == "daemon_kill" for f in plan)
+    assert 3 <= kills <= 6  # ~ (0.9 x 20 min) / 4 min
+
+
+def test_schedule_scales_with_the_night_and_clock_jumps_cancel() -> None:
+    plan = schedule(12 * 3600.0, seed=1, kill_every_s=600)
+    count = {k: sum(f.kind == k for f in plan) for k in {f.kind for f in plan}}
+    assert count["broker_restart"] == 6 and count["disk_full"] == 3
+    assert 60 <= count["daemon_kill"] <= 70  # every ~10 simulated minutes over 90 % of 12 h
+    jumps = [f.params["seconds"] for f in plan if f.kind == "clock_jump"]
+    assert set(map(abs, jumps)) == {3600.0} and sum(jumps) == 0
+    only = schedule(3600.0, kinds=frozenset({"cloud_5xx"}))
+    assert {f.kind for f in only} == {"cloud_5xx"}
+
+
+def test_clock_shim_shifts_wall_time_but_not_monotonic(tmp_path: Path) -> None:
+    off = tmp_path / "offset"
+    off.write_text("3600")
+    code = ("import sys, time; from pathlib import Path; from vigil.soak.clockshim import install\n"
+            "real = time.time(); mono = time.monotonic(); install(Path(sys.argv[1]))\n"
+            "print(time.time() - real, time.time_ns() / 1e9 - real)\n"
+            "Path(sys.argv[1]).write_text('-60'); time.sleep(0.6)\n"
+            "print(time.time() - real, time.monotonic() - mono)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(off)], capture_output=True, text=True, timeout=30)
+    first, second = [list(map(float, line.split())) for line in res.stdout.split("\n") if line.strip()]
+    assert first[0] == pytest.approx(3600, abs=1) and first[1] == pytest.approx(3600, abs=1)
+    assert second[0] == pytest.approx(-60, abs=2) and 0.5 < second[1] < 5
+
+
+def _tiny_store(path: Path) -> None:
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, room TEXT, started_wall REAL, ended_wall REAL, meta TEXT);
+        CREATE TABLE waveform_chunks (session_id TEXT, device_id TEXT, channel TEXT, seq INT, n INT, wall REAL,
+                                      wall_end REAL);
+        CREATE TABLE gaps (session_id TEXT, device_id TEXT, channel TEXT, from_seq INT, to_seq INT);
+        CREATE TABLE alarm_events (id INTEGER PRIMARY KEY, session_id TEXT, guest TEXT, condition TEXT, event TEXT,
+                                   wall REAL);
+        CREATE TABLE audit (id INTEGER PRIMARY KEY, action TEXT, detail TEXT);
+        CREATE TABLE outbox (destination TEXT, idempotency_key TEXT, status TEXT);
+        INSERT INTO sessions VALUES ('S1', 'r', 1000, 1100, '{}'), ('S2', 'r', 1102, NULL, '{}');
+        -- S1: 0..100, 100..200, then a hole 200..250, 250..300 (the hole at 300..320 is a recorded gap)
+        INSERT INTO waveform_chunks VALUES ('S1','rep-M01','ecg',0,100,1001,1002), ('S1','rep-M01','ecg',100,100,1002,1003),
+            ('S1','rep-M01','ecg',250,50,1004,1005), ('S1','rep-M01','ecg',320,10,1005,1050.5),
+            ('S2','rep-M01','ecg',0,100,1103,1104), ('S2','ox-M01','pleth',0,60,1104,1105);
+        INSERT INTO gaps VALUES ('S1','rep-M01','ecg',300,320);
+        INSERT INTO alarm_events VALUES (1,'S1','M01','hr_high','raised',1004), (2,'S2','M01','hr_high','raised',1110);
+        INSERT INTO audit VALUES (1,'start','{"session":"S1"}'), (2,'technical','{"kind":"broker_down","active":true}'),
+            (3,'start','{"session":"S2"}');
+        INSERT INTO outbox VALUES ('booking','e1','delivered'), ('booking','e2','delivered'), ('booking','e3','pending');
+    """)
+    con.commit()
+    con.close()
+
+
+def test_report_finds_holes_missed_alarms_kill_loss_and_outbox_problems(tmp_path: Path) -> None:
+    from vigil.soak.report import FaultRun
+
+    db = tmp_path / "s.db"
+    _tiny_store(db)
+    con = sqlite3.connect(db)
+    assert sample_holes(con) == (420, 50)  # 200..250 missing, 300..320 explained by the gap record
+    con.close()
+    incs = [Incarnation(1, 11, 1000.0, 1052.0, "killed", session="S1", rss=[(1030.0, 100.0), (1050.0, 101.0)]),
+            Incarnation(2, 12, 1101.0, 1130.0, "stopped", session="S2", rss=[(1125.0, 102.0)])]
+    faults = [FaultRun("broker_restart", 100.0, 1010.0, 1014.0), FaultRun("disk_full", 500.0, 1105.0, 1120.0)]
+    r = analyse(db=db, incs=incs, faults=faults, mats=["M01"], ox_mats=["M01"], ox_devices=["ox-M01"],
+                serial_sent=100, booking_applied=["e1", "e1"], booking_received=3,
+                params={"hours": 0.1, "speed": 10, "guests": 1, "serial": 1, "seed": 1}, wall_s=130.0,
+                commit_interval_s=1.0, sync_rss=[50.0, 51.0], cpu_s={"daemon": 13.0})
+    assert not r.ok and r.sample_holes == 50
+    assert r.tail_loss_s == [pytest.approx(1.5)]  # killed at 1052, last stored sample at 1050.5
+    want = {(e.what.split(" (")[0], e.incarnation): e.raised for e in r.expectations}
+    assert want == {("hr_high M01", 1): True, ("spo2_low M01", 1): False, ("hr_high M01", 2): True,
+                    ("spo2_low M01", 2): False, ("broker_down", 1): True, ("disk_low", 2): False}
+    assert r.outbox["applied_twice"] == 1 and r.outbox["delivered_not_applied"] == 1 and r.outbox["pending"] == 1
+    assert r.serial_downtime_samples == int((1104 - 1052) * 60)
+    assert r.cpu_percent["daemon"] == pytest.approx(10.0)
+    text = format_report(r)
+    assert "RESULT: FAIL" in text and "50 samples missing" in text and "not exactly-once" in text
+    assert any("expected alarm(s) not raised" in p for p in r.problems)
+    assert isinstance(r.expectations[0], Expectation) and json.loads(r.to_json())["ok"] is False
+
+
+def _soak(run: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict, float]:
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "vigil.soak", "--speed", "20", "--run-dir", str(run),
+                          "--drain-timeout", "60", *args], capture_output=True, text=True, timeout=230)
+    return res, json.loads((run / "report.json").read_text()), time.monotonic() - t0
+
+
+# the two kinds left out here fail for known reasons, each pinned by a strict xfail below
+KNOWN_BAD = {"clock_jump", "serial_storm"}
+
+
+@pytest.mark.timeout(240)
+def test_short_night_with_faults_passes(tmp_path: Path) -> None:
+    """16 simulated minutes, 3 guests (one with a serial oximeter) at 20x under every other fault kind."""
+    kinds = ",".join(["daemon_kill"] + [k for k in FAULT_RATES if k not in KNOWN_BAD])
+    run = tmp_path / "soak"
+    res, report, took = _soak(run, "--minutes", "16", "--guests", "3", "--serial", "1", "--kill-every", "8",
+                              "--faults", kinds)
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert "RESULT: PASS" in res.stdout and report["ok"]
+    assert set(report["faults"]) == set(kinds.split(",")) - ({"disk_full"} if os.geteuid() else set())
+    assert report["kills"] >= 2 and report["crashes"] == 0
+    exp = report["expectations"]
+    assert sum(e["what"].startswith("hr_high") for e in exp) >= 3 and all(e["raised"] for e in exp)
+    assert any(e["what"].startswith("broker_down") for e in exp)
+    assert report["sample_holes"] == 0 and report["samples_stored"] > 100_000
+    ob = report["outbox"]
+    assert ob["rows"] > 50 and ob["delivered"] == ob["rows"] == ob["applied"] and ob["applied_twice"] == 0
+    assert report["serial_stored"] > 0 and report["rss_max_mb"] > 50
+    assert took < 200
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(strict=True, reason="daemon drops the Stamper's reconnect gaps (DeviceSupervisor.gaps is only "
+                   "logged, never fed to pipeline.gap): the store's seq jumps with no gap row")
+def test_oximeter_unplug_storm_leaves_gap_records(tmp_path: Path) -> None:
+    res, report, _took = _soak(tmp_path / "soak", "--minutes", "5", "--guests", "1", "--serial", "1",
+                               "--faults", "serial_storm")
+    assert report["expectations"] and all(e["raised"] for e in report["expectations"])
+    assert report["serial_stored"] > 0
+    assert report["sample_holes"] == 0, report["problems"]
+
+
+@pytest.mark.xfail(strict=True, reason="sync retry_at is on the wall clock: after a backward clock step, rows that "
+                   "failed while the clock was ahead wait for the size of the step (soak: 1 h stall after -1 h)")
+def test_delivery_resumes_within_max_backoff_after_the_clock_steps_back(tmp_path: Path) -> None:
+    from vigil.clock import SimulatedClock
+    from vigil.store import RecordStore
+    from vigil.sync.booking import BookingDestination, make_event
+    from vigil.sync.outcome import make_session
+    from vigil.sync.worker import SyncWorker
+    from vigil.testing.booking_server import booking_server
+
+    with booking_server(b"s") as srv:
+        store = RecordStore.open(tmp_path / "v.db")
+        clock = SimulatedClock(start_mono=0.0, start_wall=time.time())
+        ev = make_event("session.started", {"session": "S1"}, source="vigil/r", wall=clock.wall())
+        store.enqueue("booking", ev["type"], ev, ev["id"])
+        store.flush()
+        w = SyncWorker(store, [BookingDestination(srv.base_url + "/v1/events", b"s", session=make_session())],
+                       clock=clock, max_backoff_s=5.0)
+        try:
+            clock.jump_wall(3600.0)      # the appliance clock is an hour ahead ...
+            srv.down()
+            assert w.step("booking") == -1  # ... while the platform is unreachable
+            srv.up()
+            clock.jump_wall(-3600.0)     # NTP steps it back
+            clock.advance(10.0)          # longer than max_backoff_s
+            assert w.step("booking") == 1
+        finally:
+            store.close()
