@@ -382,3 +382,21 @@ def test_p_waves_veto_af_on_irregular_rr(p_waves: bool, af_expected: bool) -> No
     x = _ecg_with_atrial_activity(beats, n, p_waves)
     eps, _ = stream(beats, n, signal=x)
     assert ("AF" in labels(eps)) is af_expected
+
+
+def test_af_is_reported_again_after_a_noise_interruption() -> None:
+    """AF, 2 poor seconds (NOISE closes AF), AF again: a new AF episode follows the noise."""
+    rng = np.random.default_rng(11)
+    beats = [Beat(int(50 + s * FS)) for s in np.cumsum(rng.uniform(0.4, 1.1, 260))]
+    n = beats[-1].sample + 100
+    noisy_at = beats[130].sample
+    quality = [QualityReport(int(s), 0.1 if noisy_at <= s < noisy_at + 2 * FS else 1.0,
+                             ("noise",) if noisy_at <= s < noisy_at + 2 * FS else ())
+               for s in np.arange(FS, n, FS)]
+    eps, _ = stream(beats, n, quality=quality)
+    af = [e for e in eps if e.label == "AF" and e.end is not None]
+    noise = [e for e in eps if e.label == "NOISE" and e.end is not None]
+    assert noise and af
+    assert any(e.start >= noise[0].end for e in af)  # AF reported again after the noise
+    covered = sum(e.end - e.start for e in af if e.start >= noise[0].end)
+    assert covered >= 0.6 * (n - noise[0].end)

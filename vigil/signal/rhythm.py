@@ -128,6 +128,15 @@ class RhythmTracker:
         self._base_rate = None
         self._v_run = []
 
+    def _restart_af(self) -> None:
+        """The AF episode (if any) has been closed: AF must be detected afresh to be reported again.
+
+        Keeping the detector active here would leave AF undetected (and no rate rhythm reported)
+        until its irregularity first fell below the off threshold.
+        """
+        self._af.reset()
+        self._af.active = False
+
     def _suppressed(self) -> bool:
         return any(k in self._open for k in ("VF", "ASYSTOLE", "NOISE"))
 
@@ -148,7 +157,7 @@ class RhythmTracker:
                 start = q.sample - 2 * int(self.fs)
                 self._close_beat_rhythms(start)
                 self._emit_open("NOISE", start)
-                self._af.reset()
+                self._restart_af()
         else:
             self._good_run += 1
             self._poor_run = 0
@@ -179,7 +188,7 @@ class RhythmTracker:
                 self._close("ASYSTOLE", d.sample)
                 self._close("NOISE", d.sample)
                 self._emit_open("VF", d.sample)
-                self._af.reset()
+                self._restart_af()
             elif not d.active:
                 self._close("VF", d.sample)
                 self._beats.clear()
@@ -365,7 +374,7 @@ class RhythmTracker:
         self._close_beat_rhythms(ref, keep_pause=True)
         self._close("NOISE", ref)
         self._emit_open("ASYSTOLE", ref)
-        self._af.reset()
+        self._restart_af()
 
     def _quiet_since(self, ref: int, upto: int) -> bool:
         """True when no QRS-sized deflection is in the signal between `ref` (+200 ms) and `upto`."""
