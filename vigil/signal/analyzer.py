@@ -25,7 +25,7 @@ from vigil.signal.beats import BeatClassifier
 from vigil.signal.hr import HrEstimator
 from vigil.signal.hrv import HrvEstimator
 from vigil.signal.qrs import QrsDetector, Ring
-from vigil.signal.quality import QualityAssessor
+from vigil.signal.quality import WANDER_CONTEXT_S, QualityAssessor
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,7 @@ class EcgAnalyzer:
         reports: list[QualityReport] = []
         limit = max(upto, self.raw.end - int(MAX_QUALITY_LAG_S * self.fs))
         p = self.quality.period
+        ctx = int(round(WANDER_CONTEXT_S * self.fs))
         noise_ratio = self.detector.npk / self.detector.spk if self.detector.spk > 0 else 0.0
         while self.quality.next_end <= min(limit, self.raw.end):
             end = self.quality.next_end
@@ -191,6 +192,6 @@ class EcgAnalyzer:
             n_beats = sum(1 for s in self._recent_beats if a <= s < end)
             reports.append(self.quality.assess(end, self.raw.get(a, end), self.hp.get(a, end),
                                                self.bp.get(a, end), self.detector.slope.get(a, end),
-                                               n_beats, noise_ratio))
+                                               n_beats, noise_ratio, context=self.raw.get(end - ctx, end)))
             self.quality.next_end = end + p
         return reports

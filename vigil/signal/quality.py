@@ -8,7 +8,14 @@ Each second of stream is assessed once all beats in it are final:
 * lead_off — flat and away from zero (> 5 mV), or saturated over more than half of the second;
 * noise — high-frequency content (raw minus the 40 Hz low-passed lead) above 15 % of the band-passed
   peak-to-peak, or baseline (< 0.5 Hz) moving more than 2 mV within the second, or the QRS
-  detector's noise-peak level above 40 % of its signal-peak level;
+  detector's noise-peak level above 40 % of its signal-peak level, or baseline wander dominating
+  the lead: over the last second, the peak-to-peak of the raw lead smoothed by a 0.5 s moving
+  average (content below ~1.5 Hz: respiration/motion wander; the average has zeros at 2, 4, 6 Hz, so
+  VT and VF rates barely pass) more than `WANDER_RATIO` times that of the rest (QRS, T, VT, VF, noise)
+  and at least `WANDER_MIN_UV`.  With QRS complexes present the rest is large; in the nstdb `bw`
+  record (wander without ECG) it is not.  On the records here the ratio stays below 2 on every
+  second of mitdb 109/119/205/207/208, vfdb 418, cudb cu01, nstdb 118e24/118e00 and the true-VT
+  alarm windows of the CinC 2015 records, and exceeds it in 40 % of the seconds of `bw`;
 * detector_disagreement — over the last 5 s the Pan–Tompkins beats and a second, simpler slope
   detector (peaks of |d/dt| above 40 % of the 4 s maximum, ≥ 250 ms apart) differ by ≥ 2 beats and
   ≥ 25 %.
@@ -26,6 +33,26 @@ import numpy.typing as npt
 from vigil.model import QualityReport
 
 FloatArray = npt.NDArray[np.float64]
+
+
+WANDER_BOX_S = 0.5  # moving average separating wander (< ~1.5 Hz) from the rest
+WANDER_RATIO = 2.0
+WANDER_MIN_UV = 150.0
+WANDER_CONTEXT_S = 2.0  # raw signal the analyser passes for the wander check (the last second is judged)
+
+
+def wander_ratio(raw: FloatArray, fs: float) -> tuple[float, float]:
+    """(peak-to-peak of the < ~1.5 Hz part, its ratio to the rest's) over the last second of `raw`."""
+    n = max(2, int(round(WANDER_BOX_S * fs)))
+    if raw.size < n + 2:
+        return 0.0, 0.0
+    c = np.cumsum(np.concatenate(([0.0], raw)))
+    lo = (c[n:] - c[:-n]) / n  # centred on raw[n//2 + i]
+    hi = raw[n // 2:n // 2 + len(lo)] - lo
+    m = max(len(lo) // 2, int(round(fs)) - (n - 1))
+    lo, hi = lo[-m:], hi[-m:]
+    lo_p2p = float(np.ptp(lo))
+    return lo_p2p, lo_p2p / max(float(np.ptp(hi)), 1e-9)
 
 
 def _slope_beats(slope: FloatArray, ref_max: float, fs: float) -> int:
@@ -65,8 +92,12 @@ class QualityAssessor:
         self.slope_max: deque[float] = deque(maxlen=4)
 
     def assess(self, end: int, raw: FloatArray, hp: FloatArray, bp: FloatArray, slope: FloatArray,
-               n_beats: int, noise_ratio: float) -> QualityReport:
-        """Assess the second ending at `end` from its raw, high-passed, band-passed and slope samples."""
+               n_beats: int, noise_ratio: float, context: FloatArray | None = None) -> QualityReport:
+        """Assess the second ending at `end` from its raw, high-passed, band-passed and slope samples.
+
+        `context` is the raw lead over the last `WANDER_CONTEXT_S` seconds ending at `end` (for the
+        baseline-wander check; the second's own raw samples are used when it is None).
+        """
         flags: list[str] = []
         q = 1.0
         p2p = float(np.ptp(raw)) if raw.size else 0.0
@@ -90,6 +121,9 @@ class QualityAssessor:
             bp_p2p = float(np.ptp(bp)) or 1e-9
             baseline = raw - hp
             noisy = hf > 0.15 * bp_p2p or float(np.ptp(baseline)) > 2000.0 or noise_ratio > 0.4
+            if not noisy:
+                lo_p2p, ratio = wander_ratio(raw if context is None else context, self.fs)
+                noisy = ratio > WANDER_RATIO and lo_p2p >= WANDER_MIN_UV
         if noisy:
             flags.append("noise")
             q = min(q, 0.3)
