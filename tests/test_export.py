@@ -453,3 +453,30 @@ def test_a_tampered_chunk_stops_the_export_and_is_audited(built: Built, tmp_path
         assert last.action == "export.refused" and "waveform chunk" in last.detail["error"]
     finally:
         st.close()
+
+
+def test_a_chunk_stored_twice_is_exported_once(tmp_path: Path) -> None:
+    import wfdb
+
+    from vigil.model import ChannelKind, GuestInfo, SampleBlock
+
+    st = RecordStore.open(tmp_path / "v.db")
+    sid = st.start_session("room1", START_WALL)
+    st.upsert_guest(sid, GuestInfo("A1", "X", None, ("h10",)))
+    x = (np.arange(2000) % 97 * 10 - 480).astype(np.int32)
+
+    def block(lo: int, hi: int, data: np.ndarray) -> SampleBlock:
+        return SampleBlock("h10", "ecg", ChannelKind.ECG, 250.0, "uV", 1.0, lo, data[lo:hi], 0.0,
+                           START_WALL + hi / 250)
+
+    st.add_block(sid, "A1", block(0, 1000, x))
+    st.flush()
+    st.add_block(sid, "A1", block(500, 700, x + 1))  # a resent block overlapping what is stored
+    st.flush()
+    st.add_block(sid, "A1", block(1000, 2000, x))
+    st.end_session(sid, START_WALL + 8)
+    st.flush()
+    res = export_session(st, sid, "wfdb", tmp_path / "out", mat="A1")
+    st.close()
+    rec = wfdb.rdrecord(str(res.path / "A1_ecg"), physical=False)
+    np.testing.assert_array_equal(rec.d_signal[:, 0], x)

@@ -129,6 +129,10 @@ def plan_streams(store: RecordStore, sid: str, mat: str, from_wall: float | None
                     hi = min(hi, seq + int(np.floor((to_wall - t_first) * fs + 1e-9)) + 1)
                 if hi <= lo:
                     continue
+            if cur is not None and lo < cur.seq_hi:  # a chunk stored twice (overlap): keep the first copy
+                if hi <= cur.seq_hi:
+                    continue
+                lo = cur.seq_hi
             if (cur is None or cur.seq_hi != lo or cur.fs != fs or cur.unit != unit or cur.gain != gain
                     or cur.kind != kind):
                 cur = Segment(dev, ch, kind, float(fs), unit, float(gain), lo, lo)
