@@ -168,11 +168,16 @@ def _with_dashboard(cfg_path: Path, tui_args: argparse.Namespace, duration: floa
     with (run_dir / "daemon.log").open("ab") as log_file:
         daemon = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   env={**os.environ, "VIGIL_LOG_LEVEL": os.environ.get("VIGIL_LOG_LEVEL", "INFO")})
+    def hangup(signum: int, frame: object) -> None:  # terminal closed (SSH dropped): stop daemon and broker too
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGHUP, hangup)
     try:
         from vigil.commands import tui
 
         return int(tui.run(tui_args) or 0)
     finally:
+        signal.signal(signal.SIGHUP, previous)
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             try:
