@@ -74,3 +74,34 @@ def test_demo_dashboard_in_tmux_shows_tiles_numbers_and_status_then_quits(tmp_pa
     # the broker and the daemon went with it
     left = subprocess.run(["pgrep", "-af", str(run_dir)], capture_output=True, text=True).stdout
     assert "mosquitto" not in left and "vigil run" not in left, left
+
+
+def test_closing_the_terminal_stops_the_demo_daemon_and_broker(tmp_path: Path) -> None:
+    """An SSH drop is a SIGHUP: the daemon closes its session and the private broker goes too."""
+    from vigil.store import RecordStore
+
+    session = f"vigil-tui-hup-{tmp_path.name[-12:]}"
+    run_dir = tmp_path / "demo"
+    cmd = f"{shlex.quote(sys.executable)} -m vigil demo --run-dir {shlex.quote(str(run_dir))}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd], check=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "daemon ok" not in _capture(session):
+            time.sleep(0.5)
+        assert "daemon ok" in _capture(session)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    deadline = time.monotonic() + 30
+    left = "?"
+    while time.monotonic() < deadline:
+        left = subprocess.run(["pgrep", "-af", str(run_dir)], capture_output=True, text=True).stdout
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, left
+    store = RecordStore.open(run_dir / "vigil.db")
+    try:
+        (s,) = store.sessions()
+        assert s.ended_wall is not None  # the daemon got SIGTERM and closed its session
+    finally:
+        store.close()

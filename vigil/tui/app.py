@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.25  # redraw cadence: ECG sweeps at 4 frames/s, the high-priority flash at 2 Hz
 PAUSE_S = 120.0  # IEC 60601-1-8 AUDIO PAUSED default
+BACKGROUND = Style(bgcolor="black")  # under every tile segment (a terminal's own default may be light)
 
 
 @dataclass
@@ -90,7 +92,7 @@ class Tiles(Widget):
                     if j:
                         parts.append(gap)
                     parts.append(tl[line])
-                out.append(Strip.join(parts).adjust_cell_length(w))
+                out.append(Strip.join(parts).adjust_cell_length(w).apply_style(BACKGROUND))
         out = out[:h]
         out += [Strip.blank(w)] * (h - len(out))
         return out
