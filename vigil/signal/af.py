@@ -28,6 +28,8 @@ ALPHA = 0.04  # exponential averaging weight per interval (≈ 25-interval memor
 QUANTILE = 0.25  # lower quartile instead of the median: frequent ectopy leaves most differences small
 THRESHOLD_ON = 0.025  # smoothed normalised irregularity that opens AF
 THRESHOLD_OFF = 0.02  # ... and that closes it (hysteresis)
+_Q_LO = int(QUANTILE * (WINDOW - 1))  # the lower quartile by linear interpolation between ranks
+_Q_FRAC = QUANTILE * (WINDOW - 1) - _Q_LO
 DELAY_BEATS = 12  # typical detection lag in beats; episode boundaries are back-dated by this much
 
 
@@ -67,8 +69,9 @@ class AfDetector:
         rr = np.fromiter(self._rr, dtype=float)
         win = rr[-WINDOW:]
         lagged = np.lib.stride_tricks.sliding_window_view(rr[:-1], WINDOW)[::-1]  # row k-1: lag k
-        irr = float(np.min(np.quantile(np.abs(win - lagged[:LAGS]), QUANTILE, axis=1)))
-        irr /= float(np.mean(win))
+        d = np.sort(np.abs(win - lagged[:LAGS]), axis=1)
+        irr = float(np.min(d[:, _Q_LO] + _Q_FRAC * (d[:, _Q_LO + 1] - d[:, _Q_LO])))  # = np.quantile (linear)
+        irr /= float(win.sum()) / WINDOW
         self._n += 1
         if self._n == 1 and not self.active:
             self.irregularity = irr

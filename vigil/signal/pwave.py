@@ -26,16 +26,24 @@ def p_wave_score(segments: np.ndarray, qrs_amplitude: float) -> float | None:
     """Split-half correlation of the PR-region averages (0 when the wave is below the amplitude floor)."""
     if segments.ndim != 2 or segments.shape[0] < MIN_BEATS or segments.shape[1] < 8 or qrs_amplitude <= 0:
         return None
-    seg = segments - np.median(segments, axis=1, keepdims=True)
-    a = np.mean(seg[0::2], axis=0)
-    b = np.mean(seg[1::2], axis=0)
-    a = a - np.linspace(a[0], a[-1], len(a))
-    b = b - np.linspace(b[0], b[-1], len(b))
-    if np.std(a) <= 0 or np.std(b) <= 0:
+    n, m = segments.shape
+    srt = np.sort(segments, axis=1)
+    med = 0.5 * (srt[:, (m - 1) // 2] + srt[:, m // 2])  # row medians
+    seg = segments - med[:, None]
+    a = seg[0::2].sum(axis=0) / ((n + 1) // 2)
+    b = seg[1::2].sum(axis=0) / (n // 2)
+    ramp = np.arange(m) / (m - 1)
+    a = a - (a[0] + (a[-1] - a[0]) * ramp)
+    b = b - (b[0] + (b[-1] - b[0]) * ramp)
+    a = a - a.mean()
+    b = b - b.mean()
+    saa, sbb = float(a @ a), float(b @ b)
+    if saa <= 0 or sbb <= 0:
         return 0.0
-    if float(np.ptp((a + b) / 2.0)) < MIN_RELATIVE_AMPLITUDE * qrs_amplitude:
+    mid = a + b  # detrended, so its peak-to-peak is that of (a + b) / 2 times 2
+    if 0.5 * float(mid.max() - mid.min()) < MIN_RELATIVE_AMPLITUDE * qrs_amplitude:
         return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
+    return float(a @ b) / float(np.sqrt(saa * sbb))
 
 
 def p_wave_present(segments: np.ndarray, qrs_amplitude: float) -> bool | None:
