@@ -10,7 +10,7 @@ beat-to-beat rhythm of ABP/PPG; Fallet et al. (ibid. 1299) and Eerikäinen et al
 use ABP/PPG rate and amplitude features beside the ECG ones; Kalidas & Tamil (ibid. 1253) reject
 VT when the pulsatile signal's rate stays normal.
 
-Rule used here (deliberately one-sided: it can only hold a VT call back, never create one):
+Main rule (one-sided: it can only hold a VT call back):
 
 * baseline — pulse peaks of the band-passed (0.5–8 Hz) pleth/ABP over the `baseline_s` before the
   run: ≥ 5 peaks, regular (interval CV ≤ `max_baseline_cv`); median interval and upstroke amplitude;
@@ -21,6 +21,16 @@ Rule used here (deliberately one-sided: it can only hold a VT call back, never c
   falls on fast ventricular beats), so a pulse that carries on exactly as before contradicts it;
 * anything else is **changed** (supports VT) or **unknown** (too little data, irregular or absent
   baseline): no opinion, VT is raised as the beat classifier says.
+
+Two more rules, both tied to the pulse evidence:
+
+* noise — a VT call the pulse does not support ("unknown") is held back when the ECG had
+  ≥ `noise_max` noise/saturation seconds in the last `noise_window_s` (artefact is the commonest
+  cause of false VT, Drew et al. 2014; signal-quality gating as in Eerikäinen et al. 2016), unless a
+  pulse monitor reports no pulse at all;
+* short run — `run_min_v` consecutive V beats at > 100 bpm (fewer than the 5 of the definition:
+  the QRS detector drops complexes inside fast wide runs) raise VT when a pulse wave *changed*
+  with them (Plesinger et al. 2016 confirm ECG events by the pulse response).
 
 Pure numpy/scipy on buffered samples; no I/O, no clock (times are the caller's monotonic seconds).
 Thresholds are module defaults chosen by 5-fold cross-validation over challenge2015 records
@@ -43,6 +53,8 @@ FloatArray = npt.NDArray[np.float64]
 Verdict = Literal["unchanged", "changed", "unknown"]
 
 BUFFER_S = 40.0  # pulse history kept per wave
+BEAT_LATENCY_S = 0.3  # the analyser reports a beat about this long after its R peak
+NOISE_FLAGS = frozenset({"noise", "saturation"})
 RISE_S = 0.4  # the pulse upstroke (foot to peak) lies within this before the peak
 
 
@@ -56,6 +68,9 @@ class VtParams:
     baseline_s: float = 20.0
     transit_s: float = 0.3
     max_baseline_cv: float = 0.15
+    run_min_v: int = 3  # > 0: this many consecutive V beats at > 100 bpm with a changed pulse also raise VT
+    noise_max: int = 2  # > 0: VT with no pulse change is held back after this many noisy ECG seconds...
+    noise_window_s: float = 10.0  # ...within this window
 
 
 DEFAULT_PARAMS = VtParams()
@@ -181,14 +196,16 @@ class _Wave:
 
 
 class VtStage:
-    """Per-guest VT confirmation: pulse waves, recent beat arrival times, the open VT run."""
+    """Per-guest VT confirmation: pulse waves, recent beats and ECG quality, the open VT run."""
 
     def __init__(self, params: VtParams | None = None) -> None:
         """Create a stage (thresholds default to `active_params()`)."""
         self.params = params or active_params()
         self._waves: dict[str, _Wave] = {}
-        self._beat_t: deque[tuple[int, float]] = deque(maxlen=64)
+        self._beats: deque[tuple[int, float, str]] = deque(maxlen=64)  # sample, t_mono reported, label
+        self._noisy: deque[float] = deque(maxlen=64)  # t_mono of noise-flagged quality seconds
         self._run_start: float | None = None
+        self.candidate = False  # a short ventricular run confirmed by a changed pulse (see on_beat)
         self.last: dict[str, PulseResponse] = {}
 
     def feed_pulse(self, kind: str, samples: FloatArray, fs: float, t_end: float) -> None:
@@ -198,33 +215,83 @@ class VtStage:
             w = self._waves[kind] = _Wave(fs)
         w.feed(np.asarray(samples, dtype=float), t_end)
 
-    def on_beat(self, sample: int, t_mono: float) -> None:
-        """Remember when the analyser reported the beat at `sample` (maps run starts to time)."""
-        self._beat_t.append((sample, t_mono))
+    def on_quality(self, t_mono: float, flags: tuple[str, ...]) -> None:
+        """One second of ECG quality; noise/saturation seconds count against a VT call."""
+        if NOISE_FLAGS.intersection(flags):
+            self._noisy.append(t_mono)
+
+    def on_beat(self, sample: int, t_mono: float, label: str = "N") -> bool:
+        """Remember a beat; returns True when `candidate` changed.
+
+        Candidate (off when ``run_min_v`` is 0): the latest ``run_min_v`` or more consecutive V beats
+        at > 100 bpm while a pulse wave *changed* with them — one V beat short of the CinC run
+        length, which the beat detector misses inside real VT (beats are dropped in fast wide runs).
+        """
+        self._beats.append((sample, t_mono, label))
+        before = self.candidate
+        n = self.params.run_min_v
+        if n <= 0:
+            return False
+        run = []
+        for s, t, lab in reversed(self._beats):
+            if lab != "V":
+                break
+            run.append((s, t))
+        if len(run) < n:
+            # a run that just ended is judged once more on all of its beats
+            self.candidate = False
+            return before != self.candidate
+        run.reverse()
+        fs = self._fs()
+        rate = 60.0 * (len(run) - 1) * fs / (run[-1][0] - run[0][0]) if fs and run[-1][0] > run[0][0] else 0.0
+        if rate > 100.0 and not self.candidate:
+            resp = self._responses(run[0][1] - BEAT_LATENCY_S, t_mono)
+            verdicts = {r.verdict for r in resp.values()}
+            self.candidate = "changed" in verdicts and "unchanged" not in verdicts
+        return before != self.candidate
+
+    def _fs(self) -> float | None:
+        """ECG sampling rate estimated from beat samples against their report times (≥ 20 s span)."""
+        if len(self._beats) < 2:
+            return None
+        (s0, t0, _), (s1, t1, _) = self._beats[0], self._beats[-1]
+        return (s1 - s0) / (t1 - t0) if t1 - t0 >= 20.0 else None
 
     def on_vt(self, start_sample: int, open_: bool, t_mono: float) -> None:
         """A VT episode opened (first ventricular beat at `start_sample`) or ended."""
         if not open_:
             self._run_start = None
             return
-        t = next((tb for s, tb in self._beat_t if s == start_sample), None)
+        t = next((tb for s, tb, _ in self._beats if s == start_sample), None)
         if t is None:  # beat not seen (e.g. before a restart): assume the usual 5 beats at 100 bpm
             t = t_mono - 2.4
-        self._run_start = t - 0.3  # beats are reported ~0.3 s after their R peak
+        self._run_start = t - BEAT_LATENCY_S
 
-    def veto(self, now: float) -> str | None:
-        """Why the open VT run must not raise an alarm now, or None (no contradiction)."""
-        if self._run_start is None:
-            return None
-        self.last = {}
+    def _responses(self, run_start: float, now: float) -> dict[str, PulseResponse]:
+        out = {}
         for kind, w in self._waves.items():
             if now - w.t_end > 2.0:
                 continue  # stale wave: no evidence
             x, t0 = w.array()
-            self.last[kind] = pulse_response(x, w.fs, t0, self._run_start, min(now, w.t_end), self.params)
+            out[kind] = pulse_response(x, w.fs, t0, run_start, min(now, w.t_end), self.params)
+        return out
+
+    def veto(self, now: float, pulseless: bool = False) -> str | None:
+        """Why the open VT run must not raise an alarm now, or None (no contradiction).
+
+        `pulseless`: a pulse monitor reports no pulse at all (corroborates VT; no noise veto then).
+        """
+        if self._run_start is None or self.candidate:
+            return None
+        self.last = self._responses(self._run_start, now)
         verdicts = {r.verdict for r in self.last.values()}
-        if "unchanged" in verdicts and "changed" not in verdicts:
+        if "changed" in verdicts:
+            return None  # the pulse changed with the run: VT stands
+        if "unchanged" in verdicts:
             kinds = "/".join(sorted(k for k, r in self.last.items() if r.verdict == "unchanged"))
             return f"{kinds} pulse unchanged through the VT run"
-        return None  # no pulse evidence, or a pulse that changed with the run: VT stands
-
+        p = self.params
+        noisy = sum(1 for t in self._noisy if now - t <= p.noise_window_s)
+        if p.noise_max > 0 and noisy >= p.noise_max and not pulseless:
+            return f"ECG noisy in {noisy} of the last {p.noise_window_s:g} s and no pulse change"
+        return None
