@@ -192,18 +192,17 @@ class AlarmEngine:
                 if p and p[0] and now - p[1] <= PULSE_FRESH_S:
                     return f"pulsatile {kind} contradicts {c.cid}"
         if c.cid == "vt":
+            pulseless = any(not p[0] and now - p[1] <= PULSE_FRESH_S
+                            for (g, _), p in self._pulse.items() if g == c.guest)
             stage = self._vt.get(c.guest)
-            why = stage.veto(now) if stage is not None else None
+            why = stage.veto(now, pulseless) if stage is not None else None
             if why is not None:
                 return why
             q = self._quality.get(c.guest)
             if q:
                 recent = [v for t, v, _ in q if now - t <= QUALITY_WINDOW_S]
-                if recent and sum(recent) / len(recent) < POOR_QUALITY:
-                    pulseless = any(not p[0] and now - p[1] <= PULSE_FRESH_S
-                                    for (g, _), p in self._pulse.items() if g == c.guest)
-                    if not pulseless:
-                        return "artefact-laden ECG cannot raise VT alone"
+                if recent and sum(recent) / len(recent) < POOR_QUALITY and not pulseless:
+                    return "artefact-laden ECG cannot raise VT alone"
         return None
 
     def _update(self, c: _Cond, now: float) -> None:
@@ -274,7 +273,11 @@ class AlarmEngine:
             cid = RHYTHM_CONDITIONS.get(output.label)
             if cid == "vt":
                 self._vt_stage(mat).on_vt(output.start, output.end is None, now)
-            if cid is not None:
+                c = self._cond(mat, "vt")
+                if output.end is not None and "rhythm" not in c.sources and not c.present and c.spec.delay_s == 0:
+                    self._vt_source(mat, "rhythm", True, f"rhythm {output.label}")  # reported only once ended
+                self._vt_source(mat, "rhythm", output.end is None, f"rhythm {output.label}")
+            elif cid is not None:
                 c = self._cond(mat, cid)
                 if output.end is not None and not c.present and c.spec.delay_s == 0:
                     # an episode reported only once it ended (couplet, pause): it was present meanwhile
@@ -283,7 +286,15 @@ class AlarmEngine:
         elif isinstance(output, QualityReport):
             self._on_quality(mat, output, now)
         elif isinstance(output, Beat):
-            self._vt_stage(mat).on_beat(output.sample, now)
+            stage = self._vt_stage(mat)
+            if stage.on_beat(output.sample, now, output.label):
+                self._vt_source(mat, "vt_stage", stage.candidate, "ventricular run with a changed pulse")
+
+    def _vt_source(self, mat: str, source: str, on: bool, reason: str) -> None:
+        """VT is present while the rhythm tracker or the VT stage (vigil.signal.vt) says so."""
+        c = self._cond(mat, "vt")
+        (c.sources.add if on else c.sources.discard)(source)
+        self._set_present(mat, "vt", bool(c.sources), reason=reason)
 
     def _vt_stage(self, mat: str) -> VtStage:
         stage = self._vt.get(mat)
@@ -296,6 +307,7 @@ class AlarmEngine:
         self._vt_stage(mat).feed_pulse(kind, samples, fs, t_mono)
 
     def _on_quality(self, mat: str, q: QualityReport, now: float) -> None:
+        self._vt_stage(mat).on_quality(now, q.flags)
         dq = self._quality.setdefault(mat, deque(maxlen=64))
         dq.append((now, q.quality, q.flags))
         while dq and now - dq[0][0] > 2 * QUALITY_WINDOW_S:
