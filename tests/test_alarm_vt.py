@@ -9,7 +9,7 @@ from vigil.alarms.engine import AlarmEngine
 from vigil.clock import SimulatedClock
 from vigil.config import VigilConfig
 from vigil.datasets import data_root
-from vigil.model import Beat, RhythmEpisode
+from vigil.model import Beat, QualityReport, RhythmEpisode
 from vigil.signal.vt import DEFAULT_PARAMS, VtParams, VtStage, params_override, pulse_response
 
 FS = 125.0
@@ -153,3 +153,55 @@ def test_challenge_records_false_vt_vetoed_true_vt_kept() -> None:
     # v221l: true VT; ABP and pleth pulses shorten and weaken with the run
     tape, events = record_tape(CHALLENGE / "v221l", "Ventricular_Tachycardia", True)
     assert alarmed(events, "vt", tape.t0)
+
+
+def _feed_history(eng: AlarmEngine, clock: SimulatedClock, pulse: np.ndarray, until: float,
+                  labels: list[tuple[float, str]]) -> None:
+    """Pulse in 0.25-s blocks and beats (time, label) reported 0.3 s after they happen, at 250 Hz."""
+    blk = int(0.25 * FS)
+    todo = sorted(labels)
+    for i in range(0, int(until * FS), blk):
+        t = (i + blk) / FS
+        clock.set(t)
+        eng.on_pulse_wave("m1", "pleth", pulse[i:i + blk], FS, t)
+        while todo and todo[0][0] <= t - 0.3:
+            tb, lab = todo.pop(0)
+            eng.on_analysis("m1", Beat(int(tb * 250), lab), t)
+        eng.tick()
+
+
+def test_short_ventricular_run_with_a_changed_pulse_raises_vt() -> None:
+    beats = [(t, "N") for t in regular(30.0, start=0.5)] + [(30.1 + 0.4 * k, "V") for k in range(3)]
+    beats += [(31.5 + 0.8 * k, "N") for k in range(5)]
+    fast_pulse = regular(30.0) + list(np.arange(30.5, 31.8, 0.4)) + regular(40.0, start=32.3)
+    eng, clock, (events, _) = _engine()
+    _feed_history(eng, clock, pulse_train(fast_pulse), 36.0, beats)
+    raised = [e for e in events if e.condition == "vt" and e.event == "raised"]
+    assert len(raised) == 1 and 30.5 <= raised[0].t_mono <= 32.5
+    assert "changed pulse" in raised[0].reason
+    # the same three V beats while the pulse beats on unchanged: no VT
+    eng, clock, (events, _) = _engine()
+    _feed_history(eng, clock, pulse_train(regular(40.0)), 36.0, beats)
+    assert not [e for e in events if e.condition == "vt"]
+
+
+def test_noisy_ecg_without_pulse_support_holds_vt_back_unless_pulseless() -> None:
+    eng, clock, (events, audit) = _engine()
+    clock.set(10.0)
+    for k in range(3):
+        eng.on_analysis("m1", QualityReport(int((8 + k) * 250), 0.7, ("noise",)), 10.0)
+    eng.on_analysis("m1", RhythmEpisode("VT", 2000, None), 10.0)
+    eng.tick()
+    assert not [e for e in events if e.condition == "vt"]
+    assert any(d.get("condition") == "vt" and "noisy" in d["reason"] for _, a, d in audit if a == "alarm.vetoed")
+    clock.set(11.0)
+    eng.on_waveform_pulsatile("m1", "pleth", False, 11.0)  # the oximeter finds no pulse: corroborated
+    assert [e.event for e in events if e.condition == "vt"] == ["raised"]
+    # the noise is forgotten after the window: a later VT on a clean ECG is raised at once
+    eng2, clock2, (ev2, _) = _engine()
+    clock2.set(10.0)
+    for k in range(3):
+        eng2.on_analysis("m1", QualityReport(int((8 + k) * 250), 0.7, ("noise",)), 10.0)
+    clock2.set(10.0 + DEFAULT_PARAMS.noise_window_s + 1)
+    eng2.on_analysis("m1", RhythmEpisode("VT", 6000, None), clock2.monotonic())
+    assert [e.event for e in ev2 if e.condition == "vt"] == ["raised"]

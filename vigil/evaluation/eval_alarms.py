@@ -256,9 +256,11 @@ def eval_cinc(max_records: int | None = None, tapes: list[Tape] | None = None) -
 # VT stage thresholds searched by the cross-validation (vigil.signal.vt.VtParams fields)
 # ordered from the most conservative (fewest vetoes) so that ties go to the setting that suppresses least
 CV_GRID: dict[str, tuple[float, ...]] = {
-    "ibi_tol": (0.10, 0.15, 0.20, 0.25),
-    "amp_floor": (0.8, 0.7, 0.6, 0.5),
-    "min_intervals": (3, 2, 1),
+    "ibi_tol": (0.15, 0.25),
+    "amp_floor": (0.8, 0.6),
+    "min_intervals": (2, 1),
+    "run_min_v": (3, 4, 0),
+    "noise_max": (0, 4, 2),
 }
 CV_FOLDS = 5
 
@@ -317,13 +319,14 @@ def eval_cv(tapes: list[Tape]) -> int:
 def _params(base: Any, changes: dict[str, float]) -> Any:
     from dataclasses import replace
 
-    return replace(base, **{k: (int(v) if k == "min_intervals" else float(v)) for k, v in changes.items()})
+    ints = ("min_intervals", "run_min_v", "noise_max")
+    return replace(base, **{k: (int(v) if k in ints else float(v)) for k, v in changes.items()})
 
 
 def _off(base: Any) -> Any:
     from dataclasses import replace
 
-    return replace(base, min_intervals=10**6)  # never "unchanged": stage off
+    return replace(base, min_intervals=10**6, run_min_v=0, noise_max=0)  # no veto, no extra call: stage off
 
 
 def _describe(p: Any) -> str:
