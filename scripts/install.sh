@@ -118,11 +118,6 @@ for op in $operators; do
   newsecret "$CRED/operator-$op.secret" 32
   first=${first:-$op}
 done
-# the tty dashboard (vigil-tui@.service) signs in as the first operator
-if [ -n "$first" ] && [ ! -e "$CRED/mqtt-dashboard.password" ]; then
-  (umask 077; cp "$CRED/mqtt-$first.password" "$CRED/mqtt-dashboard.password")
-  (umask 077; cp "$CRED/operator-$first.secret" "$CRED/operator.secret")
-fi
 
 # ------------------------------------------------------------------ broker
 install -d -m 0755 "$MOSQ/conf.d"
@@ -153,6 +148,19 @@ install -d -m 0755 "$UNITS/vigil.service.d"
   done
 } > "$UNITS/vigil.service.d/operators.conf"
 chmod 0644 "$UNITS/vigil.service.d/operators.conf"
+# the tty dashboard (vigil-tui@.service) signs in as the first operator (OPERATOR=name to choose)
+tui_op=${OPERATOR:-$first}
+if [ -n "$tui_op" ]; then
+  install -d -m 0755 "$UNITS/vigil-tui@.service.d"
+  cat > "$UNITS/vigil-tui@.service.d/operator.conf" <<EOF
+# written by install.sh: the dashboard's operator and that operator's credentials
+[Service]
+Environment=VIGIL_OPERATOR=$tui_op
+LoadCredential=operator-$tui_op.secret:/etc/vigil/credentials/operator-$tui_op.secret
+LoadCredential=mqtt-$tui_op.password:/etc/vigil/credentials/mqtt-$tui_op.password
+EOF
+  chmod 0644 "$UNITS/vigil-tui@.service.d/operator.conf"
+fi
 sys systemctl daemon-reload
 sys systemctl enable mosquitto.service vigil.service vigil-sync.service
 sys systemctl restart mosquitto.service

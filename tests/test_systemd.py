@@ -99,8 +99,22 @@ def test_other_units_hardening(unit: str) -> None:
     assert one["Restart"] == "always"
     assert one["ProtectSystem"] == "strict" and one["PrivateTmp"] == "true" and one["NoNewPrivileges"] == "true"
     assert one["User"] != "root"
-    assert svc["LoadCredential"]
+    assert unit.startswith("vigil-tui") or svc["LoadCredential"]  # the dashboard's come from its drop-in
     assert not any("password=" in v.lower() or "secret=" in v.lower() for v in svc.get("Environment", []))
+
+
+def test_units_run_commands_with_arguments_vigil_accepts() -> None:
+    """The ExecStart arguments exist in the vigil CLI (systemd-analyze does not check them)."""
+    from vigil.cli import build_parser
+
+    svc = parse_unit((UNITS / "vigil-tui@.service").read_text())["Service"]
+    argv = svc["ExecStart"][-1].split()[1:]
+    assert argv[:3] == ["tui", "--config", "/etc/vigil/config.toml"]
+    args = build_parser("tui").parse_args([a.replace("${VIGIL_OPERATOR}", "lead") for a in argv])
+    assert args.operator == "lead"
+    for unit, cmd in [("vigil.service", "run"), ("vigil-sync.service", "sync")]:
+        argv = parse_unit((UNITS / unit).read_text())["Service"]["ExecStart"][-1].split()[1:]
+        assert argv[0] == cmd and build_parser(cmd).parse_args(argv).config == "/etc/vigil/config.toml"
 
 
 def test_sync_unit_has_its_own_broker_user_credential() -> None:
@@ -163,8 +177,7 @@ def test_install_generates_tight_secrets_and_a_hashed_password_file(staged: Path
     daemon_pw = (cred / "mqtt-daemon.password").read_text()
     assert all(v.startswith("$7$") for v in users.values()) and daemon_pw not in passwd
     assert _mode(staged / "etc/mosquitto/vigil.passwd") == 0o640
-    # the tty dashboard signs in as the first operator
-    assert (cred / "mqtt-dashboard.password").read_text() == (cred / "mqtt-lead.password").read_text()
+    assert {"mqtt-lead.password", "operator-lead.secret", "mqtt-assistant.password"} <= {f.name for f in cred.iterdir()}
 
 
 def test_install_plans_users_groups_and_enables_units(staged: Path) -> None:
@@ -191,6 +204,9 @@ def test_installed_units_verify(staged: Path, tmp_path: Path) -> None:
     units = staged / "etc/systemd/system"
     dropin = (units / "vigil.service.d/operators.conf").read_text()
     assert "LoadCredential=operator-lead.secret:/etc/vigil/credentials/operator-lead.secret" in dropin
+    tui = (units / "vigil-tui@.service.d/operator.conf").read_text()
+    assert "Environment=VIGIL_OPERATOR=lead" in tui
+    assert "LoadCredential=mqtt-lead.password:/etc/vigil/credentials/mqtt-lead.password" in tui
     for unit, instance in [("vigil.service", None), ("vigil-sync.service", None),
                            ("vigil-tui@.service", "vigil-tui@tty2.service")]:
         assert f"ExecStart={INSTALLED_VIGIL} " in (units / unit).read_text()
@@ -198,6 +214,9 @@ def test_installed_units_verify(staged: Path, tmp_path: Path) -> None:
         if unit == "vigil.service":
             (tmp_path / "vigil.service.d").mkdir(exist_ok=True)
             (tmp_path / "vigil.service.d/operators.conf").write_text(dropin)
+        if instance:  # an instance picks up the template's drop-ins
+            (tmp_path / "vigil-tui@.service.d").mkdir(exist_ok=True)
+            (tmp_path / "vigil-tui@.service.d/operator.conf").write_text(tui)
         code, output = verify(path)
         assert code == 0 and output == "", (unit, output)
 
