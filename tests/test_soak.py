@@ -124,6 +124,7 @@ def _soak(run: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict
 KNOWN_BAD = {"clock_jump", "serial_storm"}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_short_night_with_faults_passes(tmp_path: Path) -> None:
     """16 simulated minutes, 3 guests (one with a serial oximeter) at 20x under every other fault kind."""
@@ -145,6 +146,7 @@ def test_short_night_with_faults_passes(tmp_path: Path) -> None:
     assert took < 200
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.xfail(strict=True, reason="daemon drops the Stamper's reconnect gaps (DeviceSupervisor.gaps is only "
                    "logged, never fed to pipeline.gap): the store's seq jumps with no gap row")
