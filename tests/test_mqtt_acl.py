@@ -210,6 +210,14 @@ def test_daemon_publishes_telemetry_that_dashboards_and_sync_read(clients: dict[
         assert (f"{BASE}/guest/A1/vitals", vitals) in got
 
 
+def test_dashboard_reads_the_roster_sync_publishes(clients: dict[str, Client]) -> None:
+    lead = clients["lead"]
+    lead.subscribe(f"{BASE}/roster")
+    roster = _marker()
+    clients["sync"].publish(f"{BASE}/roster", roster)
+    assert lead.until(roster) == [(f"{BASE}/roster", roster)]
+
+
 def test_dashboard_publishes_only_its_own_commands(clients: dict[str, Client]) -> None:
     lead, daemon = clients["lead"], clients["daemon"]
     forged_vitals, other_op, status = b"forged-vitals", b"as-assistant", b"forged-status"
