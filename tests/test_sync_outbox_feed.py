@@ -167,3 +167,33 @@ def test_fhir_window_length_follows_the_config(tmp_path: Path) -> None:
     hr = next(o for o in obs if o.get("code", {}).get("coding", [{}])[0].get("code") == "8867-4")
     assert hr["method"]["text"] == "median of 60 samples taken every 5 s"
     store.close()
+
+
+def test_a_cuff_reading_counts_once_in_the_emr_but_stays_on_booking_summaries(tmp_path: Path) -> None:
+    cfg = parse_config(CONFIG, tmp_path / "config.toml")
+    clock = SimulatedClock()
+    store = RecordStore.open(tmp_path / "vigil.db")
+
+    def submit(method: str, *a: Any, **k: Any) -> bool:
+        getattr(store, method)(*a, **k)
+        return True
+
+    pipe = Pipeline(cfg, clock, engine=False, analyzer_factory=False)
+    feed = OutboxFeed(cfg, clock, submit, "S1", pipeline=pipe)
+    pipe.add_sink(feed)
+    for s in range(130):
+        if s == 3:
+            for m, v in ((Metric.SBP, 131.0), (Metric.DBP, 84.0)):
+                pipe.feed("ox1", NumericReading("ox1", m, v, clock.monotonic(), clock.wall()))
+        pipe.feed("ecg1", NumericReading("ecg1", Metric.HR, 70.0, clock.monotonic(), clock.wall()))
+        clock.advance(1.0)
+        feed.tick()
+    store.flush()
+    windows = [r.payload for r in _rows(store, "fhir") if r.event_type == "vitals_window"]
+    assert len(windows) == 2
+    assert [x for x in windows[0]["series"]["sbp"] if x is not None] == [131.0] and "sbp" not in windows[1]["series"]
+    bp = [o for o in fm.resources_for_payload(windows[0]) if o.get("code", {}).get("coding", [{}])[0].get("code") == "85354-9"]
+    assert len(bp) == 1 and bp[0]["method"]["text"] == "single sample (samples taken every 5 s)"
+    summaries = [r.payload["data"] for r in _rows(store, "booking") if r.event_type == "vitals.summary"]
+    assert all(v["sbp"] == 131.0 and v["dbp"] == 84.0 for v in summaries)  # within 15 min of the reading
+    store.close()

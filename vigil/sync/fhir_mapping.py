@@ -188,6 +188,8 @@ def vital_window_observations(session_id: str, guest_id: str, start_wall: float,
         return [float(x) for x in series.get(key) or [] if x is not None and x == x]
 
     def method(k: int) -> dict[str, Any]:
+        if k == 1:
+            return {"text": f"single sample (samples taken every {period_s:g} s)"}
         return {"text": f"median of {k} samples taken every {period_s:g} s"}
 
     out: list[dict[str, Any]] = []

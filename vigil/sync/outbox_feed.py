@@ -9,7 +9,8 @@ Cadence (issue 6):
 
 * booking: ``session.started/ended``, ``guest.checked_in`` (also for guests a roster adds later),
   ``alarm.raised/acknowledged/escalated/resolved``, ``device.lost/recovered`` as they happen, and a
-  ``vitals.summary`` per guest every 5 s (latest values no older than 10 s).
+  ``vitals.summary`` per guest every 5 s (latest values no older than 10 s; cuff BP and SDNN up to
+  15 min old). In the FHIR window a BP or SDNN value counts once, in the 5-s slot it arrived in.
 * FHIR: one ``vitals_window`` row per guest per ``sync.fhir.vitals_window_s`` (default 60 s) carrying
   its 5-s samples; the EMR gets one Observation per metric per window (median of every sample,
   ``effectivePeriod`` = the window), so no sample is left out of what is charted and one artefact
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 VITALS_EVERY_S = 5.0
 VITAL_MAX_AGE_S = 10.0
+SLOW_MAX_AGE_S = 900.0  # a cuff BP or an SDNN is repeated on booking summaries for up to 15 min
 STRIP_HALF_S = 5.0  # an alarm strip spans 5 s before to 5 s after the alarm
 ROUTINE_STRIP_EVERY_S = 900.0
 ECG_RING_S = 20.0
@@ -102,6 +104,7 @@ class _Guest:
     checked_in: bool = False
     next_routine: float = 0.0
     alarms: dict[str, int] = field(default_factory=dict)
+    counted: dict[str, float] = field(default_factory=dict)  # t_mono of the last BP/SDNN put in a window
 
 
 class OutboxFeed:
@@ -220,14 +223,15 @@ class OutboxFeed:
             return
         wall = self.clock.wall()
         for mat, state in list(pipe.guests.items()):
-            def val(m: Metric, st: Any = state) -> float | None:
-                v = st.value(m, now, VITAL_MAX_AGE_S)
+            def val(m: Metric, st: Any = state, max_age: float = VITAL_MAX_AGE_S) -> float | None:
+                v = st.value(m, now, max_age)
                 return None if v is None else round(float(v), 1)
+
             hr = val(Metric.HR)
             metrics: dict[str, float | None] = {
                 "hr": hr if hr is not None else val(Metric.PULSE_RATE), "spo2": val(Metric.SPO2),
-                "sbp": state.value(Metric.SBP), "dbp": state.value(Metric.DBP),  # a cuff reading lasts until the next
-                "qtc": val(Metric.QTC), "sdnn": state.value(Metric.SDNN)}
+                "sbp": val(Metric.SBP, max_age=SLOW_MAX_AGE_S), "dbp": val(Metric.DBP, max_age=SLOW_MAX_AGE_S),
+                "qtc": val(Metric.QTC), "sdnn": val(Metric.SDNN, max_age=SLOW_MAX_AGE_S)}
             if all(v is None for v in metrics.values()):
                 continue
             g = self._guest(mat)
@@ -235,6 +239,13 @@ class OutboxFeed:
                                            **metrics}, wall)
             if g.window_start is None:
                 g.window_start = wall
+            # intermittent values (cuff BP, SDNN) enter the EMR window once, in the slot they arrived in
+            for k, m in (("sbp", Metric.SBP), ("dbp", Metric.DBP), ("sdnn", Metric.SDNN)):
+                v = state.vitals.get(m)
+                if v is None or v.t_mono <= g.counted.get(k, -math.inf):
+                    metrics[k] = None
+                else:
+                    g.counted[k] = v.t_mono
             for k in SERIES_KEYS:
                 g.series[k].append(metrics.get(k))
             g.samples += 1
