@@ -189,3 +189,21 @@ async def test_tiles_flash_at_iec_rates_on_screen() -> None:
     print("flash Hz", hz(lit["!!! HIGH"]), hz(lit["!! MED"]))
     assert 1.4 <= hz(lit["!!! HIGH"]) <= 2.8, hz(lit["!!! HIGH"])
     assert 0.4 <= hz(lit["!! MED"]) <= 0.8, hz(lit["!! MED"])
+
+
+async def test_tile_selection_and_click_open_that_guest() -> None:
+    room = RoomView(ROOM)
+    app = DashboardApp(Connection(ROOM), room, connect=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        feed(room, 4)
+        await pilot.pause(0.4)
+        await pilot.press("right", "right", "right")  # M04 has no alarm; enter would open M03's
+        await pilot.press("g")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, GuestScreen) and app.screen.mat == "M04"
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        # 2×2 grid below the status bar: the top-right tile is M02
+        await pilot.click("Tiles", offset=(60, 3))
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, GuestScreen) and app.screen.mat == "M02"

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -96,6 +97,20 @@ class Tiles(Widget):
         out = out[:h]
         out += [Strip.blank(w)] * (h - len(out))
         return out
+
+    def on_click(self, event: events.Click) -> None:
+        """A click on a tile selects it and opens its guest view."""
+        app: DashboardApp = self.app  # type: ignore[assignment]
+        guests = app.room.ordered_guests()
+        if not guests:
+            return
+        grid = grid_for(len(guests), self.size.width, self.size.height)
+        col = min(grid.cols - 1, event.x // (grid.tile_w + GAP))
+        row = event.y // max(1, grid.tile_h)
+        i = row * grid.cols + col
+        if 0 <= i < len(guests):
+            app.tile_cursor = i
+            app.action_open_tile()
 
     def render_line(self, y: int) -> Strip:
         """One screen line of the grid (the grid is rebuilt at most once per redraw tick)."""
@@ -228,7 +243,8 @@ class DashboardApp(App[int]):
         Binding("p", "pause", "pause audio 2 min"),
         Binding("o", "alarm_off", "alarm off"),
         Binding("r", "resume", "resume"),
-        Binding("enter,g", "open_guest", "guest view"),
+        Binding("enter", "open_guest", "guest view of the selected alarm"),
+        Binding("g", "open_tile", "guest view of the selected tile"),
         Binding("n", "night", "night mode"),
         Binding("L,plus", "large", "large digits"),
     ]
@@ -451,6 +467,12 @@ class DashboardApp(App[int]):
         else:
             return
         self.push_screen(GuestScreen(mat))
+
+    def action_open_tile(self) -> None:
+        """Open the guest view of the selected tile (←/→ select; a click on a tile does the same)."""
+        guests = self.room.ordered_guests()
+        if guests:
+            self.push_screen(GuestScreen(guests[min(self.tile_cursor, len(guests) - 1)].mat))
 
     def action_night(self) -> None:
         """Toggle the night palette (dim red/amber)."""

@@ -312,7 +312,7 @@ def alarm_panel(room: RoomView, width: int, height: int, now: float, cursor: int
             msg += " (" + ",".join(reply.affected) + ")"
         title.append(msg, style=f"bold {p.ok}" if reply.ok else alarm_style(p, "medium"))
     else:
-        title.append("  a ack  p pause 2min  o off  r resume  ⏎ guest  n night  L large  q quit",
+        title.append("  a ack  p pause 2min  o off  r resume  ⏎/g guest  n night  L large  q quit",
                      style=p.dim)
     lines.append(_pad(title, width))
     if not alarms:
