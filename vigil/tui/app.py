@@ -235,6 +235,7 @@ class DashboardApp(App[int]):
     """
     BINDINGS: ClassVar = [
         Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),  # like every other vigil command
         Binding("up,k", "cursor(-1)", "prev alarm", show=False),
         Binding("down,j", "cursor(1)", "next alarm", show=False),
         Binding("left,h", "tile(-1)", "prev guest", show=False),
