@@ -174,6 +174,7 @@ def main(argv: list[str]) -> int:
         all_on: list[float] = []
         all_te: list[float] = []
         all_qt: list[float] = []
+        rec_sd: list[tuple[float, float]] = []  # (T end SD, QT SD) of each record
         for rec in recs:
             print(f"qtdb {rec} {ext}", file=sys.stderr, flush=True)
             path = str(folder / rec)
@@ -204,8 +205,14 @@ def main(argv: list[str]) -> int:
             all_on += on_e
             all_te += te_e
             all_qt += qt_e
+            if len(qt_e) > 1:
+                rec_sd.append((_stats(te_e)[1], _stats(qt_e)[1]))
             print(f"{rec:>9} {len(on_e):5d} {_fmt(*_stats(on_e)):>13} {_fmt(*_stats(te_e)):>13} {_fmt(*_stats(qt_e)):>13} {failed:6d}")
         print(f"{'overall':>9} {len(all_on):5d} {_fmt(*_stats(all_on)):>13} {_fmt(*_stats(all_te)):>13} {_fmt(*_stats(all_qt)):>13}")
+        if rec_sd:
+            sd = np.asarray(rec_sd)
+            print(f"mean of the per-record SDs ({len(sd)} records): T end {sd[:, 0].mean():.1f} ms, "
+                  f"QT {sd[:, 1].mean():.1f} ms (the overall SD above also contains the spread of record means)")
         ae = np.abs(np.asarray(all_qt))
         if len(ae):
             print(f"QT |error|: median {np.median(ae):.1f} ms, within 25 ms {100 * np.mean(ae <= 25):.1f} %, within 50 ms {100 * np.mean(ae <= 50):.1f} %")
