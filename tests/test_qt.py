@@ -141,3 +141,30 @@ def test_premature_beats_do_not_enter_the_t_wave() -> None:
     assert out and base
     assert abs(float(np.median([m.value for m in out])) - float(np.median(base))) <= 12.0
     assert max(m.value for m in out) < float(np.median(base)) + 40.0
+
+
+def _beat(with_u: bool, fs: float = 500.0) -> tuple[np.ndarray, int]:
+    """A synthetic median beat: QRS at 0.3 s, a low T wave at +300 ms and (optionally) a taller, later U wave."""
+    t = np.arange(int(1.05 * fs)) / fs
+    r = int(0.3 * fs)
+    x = 1200 * np.exp(-(((t - 0.3) / 0.012) ** 2)) - 200 * np.exp(-(((t - 0.325) / 0.01) ** 2))
+    x += 120 * np.exp(-(((t - 0.6) / 0.04) ** 2))  # T: peak 300 ms after R
+    if with_u:
+        x += 250 * np.exp(-(((t - 0.72) / 0.025) ** 2))  # U: peak 420 ms after R, larger and steeper than T
+    return x, r
+
+
+def test_t_end_is_not_carried_past_a_u_wave() -> None:
+    """The T end lies before the U wave starts (the steepest descent after T is not taken from the U wave)."""
+    from vigil.signal.delineate import delineate
+
+    fs = 500.0
+    plain, r = _beat(False, fs)
+    with_u, _ = _beat(True, fs)
+    d0 = delineate(plain, r, fs, 1.0)
+    d1 = delineate(with_u, r, fs, 1.0)
+    assert d0 is not None and d1 is not None
+    t_end_ms = (d1.t_end - r) * 1000 / fs
+    assert 330 <= (d0.t_end - r) * 1000 / fs <= 420  # Gaussian T (sigma 40 ms) at 300 ms
+    assert t_end_ms < 400  # before the U wave rises (its peak is at 420 ms)
+    assert abs(d1.t_end - d0.t_end) * 1000 / fs <= 30
