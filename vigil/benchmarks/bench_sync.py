@@ -14,7 +14,9 @@ bytes each receiver got. Targets (issue 6): < 5 min and < 150 MB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -167,12 +169,22 @@ def run(hours: float, guests: int, fhir_window_s: int = 60) -> dict[str, Any]:
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             ps = psutil.Process(proc.pid)
             peak = 0
+            cpu = 0.0
+            load0 = os.getloadavg()[0]
             while proc.poll() is None:
                 try:
                     peak = max(peak, ps.memory_info().rss)
+                    t = ps.cpu_times()
+                    cpu = t.user + t.system
                 except psutil.Error:
                     break
                 time.sleep(0.1)
+            load1 = os.getloadavg()[0]
+            sek_cpu = 0.0
+            if sek.proc is not None:
+                with contextlib.suppress(psutil.Error):
+                    st = psutil.Process(sek.proc.pid).cpu_times()
+                    sek_cpu = st.user + st.system
             elapsed = time.perf_counter() - t0
             wall_end = time.time()
             err = proc.stderr.read() if proc.stderr else ""
@@ -186,6 +198,7 @@ def run(hours: float, guests: int, fhir_window_s: int = 60) -> dict[str, Any]:
                     "booking_received": bka.received, "booking_posts": bka.posts, "booking_bytes": bka.bytes_in,
                     "fhir_transactions": gwa.transactions, "fhir_bytes": gwa.bytes_in, "fhir_entries": gwa.entries,
                     "emails": len(sga.applied), "sms": len(tw.twilio.messages),
+                    "sync_cpu_s": cpu, "sekmet_cpu_s": sek_cpu, "load": (load0, load1),
                     "done_after_s": _done_after(folder / "sync-status.json", wall_end - elapsed)}
 
 
@@ -221,6 +234,8 @@ def main(argv: list[str]) -> int:
           f"FHIR transactions {r['fhir_transactions']}, emails {r['emails']}, SMS {r['sms']}")
     print(f"on the wire: booking {r['booking_posts']} POSTs, {r['booking_bytes'] / 1e6:.1f} MB; "
           f"FHIR {r['fhir_transactions']} transactions, {r['fhir_entries']} entries, {r['fhir_bytes'] / 1e6:.1f} MB")
+    print(f"CPU: vigil sync {r['sync_cpu_s']:.0f} s, sekmet {r['sekmet_cpu_s']:.0f} s; "
+          f"1-min load average {r['load'][0]:.1f} at start, {r['load'][1]:.1f} at end ({os.cpu_count()} CPUs)")
     print("per destination, drained after: " + ", ".join(f"{n} {t:.0f} s" for n, t in sorted(r["done_after_s"].items())))
     complete = (r["booking_applied"] == c.get("booking", 0) and r["emails"] == c.get("email", 0)
                 and r["sms"] == c.get("sms", 0))
