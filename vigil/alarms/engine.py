@@ -192,8 +192,8 @@ class AlarmEngine:
                 if p and p[0] and now - p[1] <= PULSE_FRESH_S:
                     return f"pulsatile {kind} contradicts {c.cid}"
         if c.cid == "vt":
-            pulseless = any(not p[0] and now - p[1] <= PULSE_FRESH_S
-                            for (g, _), p in self._pulse.items() if g == c.guest)
+            fresh = [p[0] for (g, _), p in self._pulse.items() if g == c.guest and now - p[1] <= PULSE_FRESH_S]
+            pulseless = bool(fresh) and not any(fresh)  # one pulsatile wave (ABP or pleth) means a pulse
             stage = self._vt.get(c.guest)
             why = stage.veto(now, pulseless) if stage is not None else None
             if why is not None:
