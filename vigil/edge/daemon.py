@@ -98,20 +98,14 @@ class BusSink(PipelineSink):
 
 # --------------------------------------------------------------------------- helpers
 
-async def _close_supervisor(sup: Any, attempts: int = 50) -> None:
-    """Stop a supervisor even if one cancellation is swallowed.
-
-    On Python 3.11 `asyncio.wait_for` can swallow a cancel that lands while its inner future completes
-    (fixed in 3.12); a busy device then keeps its supervisor task alive, so cancel until it is done.
-    """
-    task = getattr(sup, "_task", None)
-    for _ in range(attempts):
-        if task is None or task.done():
-            break
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(sup.close(), 5.0)
+async def _close_supervisor(sup: Any, timeout_s: float = 15.0) -> None:
+    """Stop a supervisor: `DeviceSupervisor.close()` is bounded and re-cancels a swallowed cancellation
+    (Python 3.11 `wait_for`) itself, but never while the transport disconnects in order (BLE stop command)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await sup.close()
+    except Exception:
+        log.exception("closing device %s failed", getattr(sup, "device_id", "?"))
 
 
 def _store_key(cfg: VigilConfig) -> bytes | None:
