@@ -195,3 +195,31 @@ async def test_ble_and_serial_devices_through_the_daemon(tmp_path: Path, mosquit
         assert disc == [(True, "ox"), (False, "ox"), (True, "h10"), (False, "h10")], techs
     finally:
         store.close()
+
+
+async def test_daemon_stop_lets_a_slow_transport_close_gracefully() -> None:
+    """A BLE disconnect (stop command + link teardown) may take longer than 0.1 s; shutdown must not cut it."""
+    from vigil.clock import SystemClock
+    from vigil.edge.daemon import _close_supervisor
+    from vigil.edge.profiles import get_profile
+    from vigil.edge.supervisor import DeviceSupervisor
+    from vigil.edge.transports.base import QueueTransport
+
+    closed: list[str] = []
+
+    class SlowClose(QueueTransport):
+        async def open(self) -> None:
+            self.put([])
+
+        async def close(self) -> None:
+            await asyncio.sleep(0.4)  # e.g. write the PMD stop command with response, then disconnect
+            closed.append(self.device_id)
+
+    profile = get_profile("polar-h10")
+    sup = DeviceSupervisor("h10", profile, lambda st: SlowClose(st.device_id), SystemClock())
+    await sup.__aenter__()
+    await asyncio.sleep(0.2)
+    t0 = time.monotonic()
+    await asyncio.wait_for(_close_supervisor(sup), 10)
+    assert closed == ["h10"]  # the close ran to its end
+    assert time.monotonic() - t0 < 2.0

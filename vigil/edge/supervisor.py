@@ -31,25 +31,25 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 10.0  # close() gives up waiting for a task that ignores cancellation after this
 
 
-RECANCEL_S = 1.0  # close() cancels again after this, in case a transport swallowed the cancellation
-
-
-async def cancel_and_wait(task: asyncio.Task[None], timeout_s: float = CLOSE_TIMEOUT_S,
-                          interval_s: float = 0.1) -> bool:
+async def cancel_and_wait(task: asyncio.Task[None], timeout_s: float = CLOSE_TIMEOUT_S, interval_s: float = 0.1,
+                          hold: Callable[[], bool] | None = None) -> bool:
     """Cancel `task` until it is done, for at most `timeout_s`; True when it finished.
 
     One `cancel()` is not always enough: on Python 3.11 `asyncio.wait_for` swallows a cancellation
     that lands while its inner future completes (CPython gh-86296, fixed in 3.12), so cancel again
-    every `interval_s` instead of awaiting the task unboundedly.
+    every `interval_s` instead of awaiting the task unboundedly, except while `hold()` is true (the
+    task is doing its own orderly shutdown, which a second cancellation would cut short).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
+    task.cancel()
     while not task.done():
         left = deadline - loop.time()
         if left <= 0:
             return False
-        task.cancel()
         await asyncio.wait({task}, timeout=min(interval_s, left))
+        if not task.done() and not (hold is not None and hold()):
+            task.cancel()
     if not task.cancelled():
         with contextlib.suppress(BaseException):
             task.exception()  # retrieved: no "exception was never retrieved" warning
@@ -95,6 +95,7 @@ class DeviceSupervisor:
         self._streamed = False
         self._transport: Transport | None = None
         self._closing = False
+        self._disconnecting = False  # inside a transport's orderly close: do not cancel it again
         self._corrupt_closed = 0  # corrupt frames of finished connections
         self._dropped_closed = 0  # outputs dropped by finished connections' queues
 
@@ -128,7 +129,7 @@ class DeviceSupervisor:
         """Stop the device (disconnects) and end the iteration; returns within ~`timeout_s`."""
         self._closing = True  # also stops the run loop if a transport swallowed the cancellation
         task, self._task = self._task, None
-        if task is not None and not await cancel_and_wait(task, timeout_s, RECANCEL_S):
+        if task is not None and not await cancel_and_wait(task, timeout_s, hold=lambda: self._disconnecting):
             log.error("%s: supervisor did not stop within %.0f s; abandoned", self.device_id, timeout_s)
         self.state = DeviceState.STOPPED
         self._end()
@@ -235,14 +236,21 @@ class DeviceSupervisor:
         try:
             transport = self.factory(self.stamper)
             self._transport = transport
-            async with transport:
+            await transport.__aenter__()  # a transport closes itself when its connect fails
+            pump_task: asyncio.Task[None] | None = None
+            try:
                 self.connects += 1
                 pump_task = asyncio.create_task(pump(transport), name=f"pump-{self.device_id}")
+                return await self._drain(inbox)
+            finally:
+                # orderly teardown: close() waits for it instead of cancelling it again
+                self._disconnecting = True
                 try:
-                    return await self._drain(inbox)
-                finally:
-                    if not await cancel_and_wait(pump_task):
+                    if pump_task is not None and not await cancel_and_wait(pump_task, CLOSE_TIMEOUT_S / 2):
                         log.error("%s: transport reader ignores cancellation", self.device_id)
+                    await transport.__aexit__(None, None, None)
+                finally:
+                    self._disconnecting = False
         except (TransportError, OSError) as exc:
             log.info("%s: connect failed: %s", self.device_id, exc)
             return False
