@@ -8,11 +8,11 @@ operator's secret (HMAC-SHA256, docs/INTERFACES.md) and the daemon's reply shows
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,6 +22,7 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.strip import Strip
 from textual.widget import Widget
@@ -251,8 +252,7 @@ class DashboardApp(App[int]):
     ]
 
     def __init__(self, conn: Connection, room: RoomView | None = None, *, connect: bool = True,
-                 night: bool = False, large: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 night: bool = False, large: bool = False) -> None:
         super().__init__()
         self.conn = conn
         self.room = room or RoomView(conn.room)
@@ -265,8 +265,7 @@ class DashboardApp(App[int]):
         self.bus: Bus | None = None
         self.ticks = 0
         self.sent: list[dict[str, Any]] = []
-        self._clock = clock
-        self._seen: tuple[int, tuple[int, ...]] = (-1, ())
+        self._seen = -1  # room.version at the last redraw of the text panels
         self.frames = 0
         self.redraws = 0  # bumped whenever the tiles must be rebuilt
 
@@ -295,13 +294,13 @@ class DashboardApp(App[int]):
     def _layout_panel(self) -> None:
         try:
             panel = self.query_one(AlarmPanel)
-        except Exception:
+            banner = self.query_one(Banner)
+        except NoMatches:  # the guest view is on screen
             return
         h = self.size.height
         n = len(self.room.active_alarms())
         cap = 4 if h < 30 else 8
         panel.styles.height = max(2, min(cap, n + 1))
-        banner = self.query_one(Banner)
         banner.display = self.room.room_stale(time.monotonic())
 
     def _apply_palette(self) -> None:
@@ -326,7 +325,7 @@ class DashboardApp(App[int]):
         for w in screen.query(Tiles):
             w.refresh()
         self.frames += 1
-        if self.ticks % 2 == 0 or self.room.version != self._seen[0]:
+        if self.ticks % 2 == 0 or self.room.version != self._seen:
             for w2 in screen.query(StatusBar):
                 w2.refresh()
             for w3 in screen.query(AlarmPanel):
@@ -335,7 +334,7 @@ class DashboardApp(App[int]):
                 w4.refresh()
             for w5 in screen.query(GuestDetail):
                 w5.refresh()
-            self._seen = (self.room.version, ())
+            self._seen = self.room.version
 
     # ------------------------------------------------------------------ bus
     def topics(self) -> list[str]:
@@ -359,16 +358,13 @@ class DashboardApp(App[int]):
         self.room.version += 1
 
     async def _bus_loop(self) -> None:
+        """Run the bus client (it connects and reconnects in the background) until the app exits."""
         c = self.conn
         self.bus = Bus(c.room, c.host, c.port, client_id=f"vigil-tui-{c.operator}-{secrets.token_hex(3)}",
                        username=c.username, password=c.password, last_will=False, subscriptions=self.topics(),
                        on_message=self.on_bus_message, on_state=self.on_bus_state, backoff_cap_s=3.0)
         async with self.bus:
-            while True:
-                await self.bus.wait_connected(None)
-                import asyncio
-
-                await asyncio.sleep(3600)
+            await asyncio.Event().wait()
 
     # ------------------------------------------------------------------ commands
     def send(self, op: str, mat: str, condition: str | None, duration_s: float | None = None) -> dict[str, Any] | None:
