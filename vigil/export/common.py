@@ -173,7 +173,7 @@ def session_mats(store: RecordStore, sid: str) -> list[str]:
     mats |= {m for _d, _p, m in store.devices(sid) if m}
     mats |= {r[0] for r in conn.execute(
         "SELECT DISTINCT mat FROM waveform_chunks WHERE session_id=? AND mat IS NOT NULL", (sid,))}
-    return sorted(mats)
+    return sorted(mats, key=lambda m: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", m)])  # A2 < A10
 
 
 def has_data(store: RecordStore, sid: str, mat: str, from_wall: float | None, to_wall: float | None) -> bool:
