@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from vigil.datasets import data_root
-from vigil.evaluation.ec57 import PACED_RECORDS, SKIP_MITDB_S, BeatScore, read_reference, score
+from vigil.evaluation.ec57 import (
+    PACED_RECORDS,
+    SKIP_MITDB_S,
+    BeatScore,
+    read_reference,
+    read_vf_episodes,
+    score,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +88,7 @@ def _job(args: tuple[str, str, str]) -> tuple[str, str, str, BeatScore, float]:
         import wfdb
 
         fs = float(wfdb.rdheader(str(path)).fs)
-    sc = score(ref, beats, fs, start=int(SKIP_MITDB_S * fs))
+    sc = score(ref, beats, fs, start=int(SKIP_MITDB_S * fs), exclude=read_vf_episodes(str(path), "atr"))
     return db, rec, method, sc, time.perf_counter() - t0
 
 
@@ -124,7 +131,8 @@ def main(argv: list[str]) -> int:
             results[db, rec, m] = sc
             print(f"[{k}/{len(jobs)}] {m} {db}/{rec} Se={_pct(sc.se)} +P={_pct(sc.ppv)} ({dt:.1f}s)",
                   file=sys.stderr, flush=True)
-    print("EC57 beat-by-beat: 150 ms match window, first 5 min excluded; VEB excludes paced records "
+    print("EC57 beat-by-beat (bxb rules): 150 ms match window, first 5 min excluded, reference VF/VFL "
+          "episodes ([ to ]) excluded; VEB excludes paced records "
           f"({', '.join(sorted(PACED_RECORDS))}). Records: {root}")
     summary = []
     for m in methods:

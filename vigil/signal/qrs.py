@@ -6,7 +6,7 @@ References
 J. Pan, W. J. Tompkins, "A real-time QRS detection algorithm", IEEE Trans. Biomed. Eng. 32(3)
 (1985) 230-236 — band-pass 5–15 Hz, five-point derivative, squaring, 150 ms moving-window
 integration, signal/noise peak estimates SPKI/NPKI, THRESHOLD1 = NPKI + 0.25 (SPKI − NPKI),
-searchback at 166 % of the mean RR with THRESHOLD2 = THRESHOLD1 / 2, 200 ms refractory period,
+searchback at 166 % of the mean RR (here at most 1 s past the expected beat) with THRESHOLD2 = THRESHOLD1 / 2, 200 ms refractory period,
 T-wave test (slope < ½ of the previous QRS within 360 ms).
 P. S. Hamilton, W. J. Tompkins, "Quantitative investigation of QRS detection rules using the
 MIT/BIH arrhythmia database", IEEE Trans. Biomed. Eng. 33(12) (1986) 1157-1165 — median RR for the
@@ -40,7 +40,9 @@ REFRACTORY_S = 0.200
 TWAVE_S = 0.360
 NEIGHBOUR_S = 0.100  # a candidate is the maximum within ±100 ms
 SEARCHBACK_RR = 1.66
+SEARCHBACK_LATE_S = 1.0  # searchback runs at most 1 s after the expected beat (latency bound, slow rates)
 BUFFER_S = 6.0  # ring-buffer length of the detection signals
+FUSION_MEAN = 0.5  # weight of the arithmetic mean beside the geometric mean when fusing leads
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,8 @@ class QrsDetector:
         self._der = [filters.FirFilter(filters.derivative_taps(fs)) for _ in range(n_leads)]
         self._norm = [filters.RunningMean(fs, 4.0) for _ in range(n_leads)] if n_leads > 1 else []
         self._mwi = filters.FirFilter(filters.moving_average_taps(fs))
+        self._mwi_lead = [filters.FirFilter(filters.moving_average_taps(fs)) for _ in range(n_leads)] \
+            if n_leads > 1 else []
         self.mwi_len = len(self._mwi.b)
         cap = int(BUFFER_S * fs)
         self.mwi = Ring(cap)
@@ -115,7 +119,7 @@ class QrsDetector:
     def _begin(self, start: int) -> None:
         for f in self._bpf:
             f.reset()
-        for d in (*self._der, self._mwi):
+        for d in (*self._der, self._mwi, *self._mwi_lead):
             d.reset()
         for n in self._norm:
             n.reset()
@@ -160,19 +164,22 @@ class QrsDetector:
     # ------------------------------------------------------------------ signal path
     def energy(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Integrated energy and slope signals of a block `x` (n, n_leads)."""
-        e_sum = np.zeros(len(x))
+        if not self._norm:
+            d = self._der[0](self._bpf[0](x[:, 0]))
+            return self._mwi(d * d), np.abs(d)
         s_sum = np.zeros(len(x))
+        m_sum = np.zeros(len(x))
+        m_prod = np.ones(len(x))
         for k in range(self.n_leads):
             d = self._der[k](self._bpf[k](x[:, k]))
             e = d * d
-            if self._norm:
-                scale = self._norm[k](e) + 1e-9
-                e = e / scale
-                s_sum += np.abs(d) / np.sqrt(scale)
-            else:
-                s_sum += np.abs(d)
-            e_sum += e
-        return self._mwi(e_sum), s_sum
+            scale = self._norm[k](e) + 1e-9
+            s_sum += np.abs(d) / np.sqrt(scale)
+            m = np.maximum(self._mwi_lead[k](e / scale), 0.0)
+            m_sum += m
+            m_prod *= m
+        n = self.n_leads
+        return m_prod ** (1.0 / n) + FUSION_MEAN * m_sum / n, s_sum
 
     def process(self, x: FloatArray) -> list[Detection]:
         """Feed a block (n, n_leads) continuing the current index; return new detections in order."""
@@ -251,7 +258,8 @@ class QrsDetector:
         while True:
             base = self.last_qrs if self.last_qrs is not None else self.origin
             start = max(base, self.searched_to)
-            deadline = start + int(SEARCHBACK_RR * self.rr_mean)
+            rr = self.rr_mean
+            deadline = start + int(min(SEARCHBACK_RR * rr, rr + SEARCHBACK_LATE_S * self.fs))
             if now <= deadline or self.last_qrs is None:
                 return
             _, t2 = self.thresholds
