@@ -259,3 +259,21 @@ def test_beat_labels_sit_under_their_beats_in_the_strip() -> None:
     spike_cells = sorted({i for r in rows for i, c in enumerate(r) if (ord(c) - 0x2800) & 0x09})  # top dot row
     label_cells = [i for i, c in enumerate(labels) if c != " "]
     assert label_cells == spike_cells and labels[label_cells[3]] == "V"
+
+
+def test_old_readings_are_dimmed_with_their_age_never_shown_as_live() -> None:
+    room = _guest_room()
+    g = room.guests["A1"]
+    fresh = render.tile(g, 40, 8, 1.0, False).plain.split("\n")[1]
+    assert "HR 131 " in fresh and "(" not in fresh.split("BP")[0]
+    # the daemon still publishes every second, but the oximeter/ECG values stopped updating 5 s ago
+    old = vitals("A1", hr=131, qtc={"value": 471, "age_s": 45, "unit": "ms"})
+    old["vitals"]["hr"]["age_s"] = old["vitals"]["spo2"]["age_s"] = 5.0
+    room.apply(f"vigil/{ROOM}/guest/A1/vitals", old, 10.0)
+    nums = render.tile(g, 40, 8, 10.0, False).plain.split("\n")
+    assert "HR 131(5s)" in nums[1] and "SpO2 97(5s)" in nums[1]
+    assert "QTc 471 Δ+31(45s)" in nums[2]
+    compact = render.tile(g, 19, 3, 10.0, False).plain.split("\n")[1]
+    assert compact.startswith("HR131? S97?")
+    big = render.tile(g, 40, 10, 10.0, False, large=True).plain
+    assert "5s old" in big

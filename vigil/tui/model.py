@@ -16,7 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 STALE_S = 3.0  # no message for longer than this: the numbers are hidden behind "STALE"
-OLD_VALUE_S = 10.0  # a numeric older than this (HR, SpO2) is shown with its age, never as live
+OLD_VALUE_S = 3.0  # HR/SpO2 older than this are dimmed and shown with their age, never as live
+OLD_QTC_S = 30.0  # QTc comes every ~10 s: older than this it is dimmed and shown with its age
 ECG_KEEP_S = 12.0  # seconds of waveform kept per guest (sweep + guest-view strip)
 TREND_KEEP = 6 * 3600  # points per trend (1/s for the 6 h of a long session)
 HISTORY_KEEP = 200

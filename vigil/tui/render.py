@@ -15,6 +15,7 @@ from rich.text import Text
 
 from vigil.tui import braille
 from vigil.tui.model import (
+    OLD_QTC_S,
     OLD_VALUE_S,
     PRIORITY_SYMBOL,
     PRIORITY_WORD,
@@ -189,28 +190,37 @@ def tile_lines(g: GuestView, width: int, height: int, now: float, room_stale: bo
     hr_v = g.vitals.get("hr" if label == "HR" else "pulse_rate")
     spo2 = g.value("spo2")
     spo2_v = g.vitals.get("spo2")
+    hr_age = hr_v.age(now) if hr_v is not None else None
+    spo2_age = spo2_v.age(now) if spo2_v is not None else None
+    hr_old = hr_age is not None and hr_age > OLD_VALUE_S
+    spo2_old = spo2_age is not None and spo2_age > OLD_VALUE_S
     if large and body_h >= 6 and width >= 30:
         a = big_digits(f"{hr:3.0f}" if hr is not None else "---")
         b = big_digits(f"{spo2:3.0f}" if spo2 is not None else "---")
         hr_lvl = band_level(hr, g.bands.get("hr"))
         sp_lvl = band_level(spo2, g.bands.get("spo2"))
+        hr_style = p.dim if hr_old else (alarm_style(p, hr_lvl) if hr_lvl else f"bold {p.fg}")
+        sp_style = p.dim if spo2_old else (alarm_style(p, sp_lvl) if sp_lvl else f"bold {p.fg}")
         for i in range(3):
             t = Text()
             t.append((label if i == 0 else "  ") + " ", style=p.dim)
-            t.append(a[i], style=alarm_style(p, hr_lvl) if hr_lvl else f"bold {p.fg}")
+            t.append(a[i], style=hr_style)
             t.append(("SpO2" if i == 0 else "    ") + " ", style=p.dim)
-            t.append(b[i], style=alarm_style(p, sp_lvl) if sp_lvl else f"bold {p.fg}")
+            t.append(b[i], style=sp_style)
+            if i == 1 and (hr_old or spo2_old):  # an old reading says how old it is
+                t.append(f"{fmt_age(max(hr_age or 0.0, spo2_age or 0.0))} old", style=p.dim)
             lines.append(_pad(t, width))
     nums: Text | None = Text()
     if large and body_h >= 6 and width >= 30:
         pass
     elif width < 30:  # narrow tiles (many guests on a small terminal): "HR72 S97 120/80"
         nums = Text()
-        for lab, val, band in ((label, hr, "hr"), (" S", spo2, "spo2")):
+        for lab, val, band, old_v in ((label, hr, "hr", hr_old), (" S", spo2, "spo2", spo2_old)):
             nums.append(lab, style=p.dim)
             lvl = band_level(val, g.bands.get(band))
-            nums.append(f"{val:.0f}" if val is not None else "--",
-                        style=(alarm_style(p, lvl) if lvl else f"bold {p.fg}") if val is not None else p.dim)
+            live = val is not None and not old_v
+            nums.append((f"{val:.0f}" if val is not None else "--") + ("?" if old_v and val is not None else ""),
+                        style=(alarm_style(p, lvl) if lvl else f"bold {p.fg}") if live else p.dim)
         sbp, dbp = g.value("sbp"), g.value("dbp")
         nums.append(" ")
         lvl = band_level(sbp, g.bands.get("sbp"))
@@ -220,10 +230,9 @@ def tile_lines(g: GuestView, width: int, height: int, now: float, room_stale: bo
         nums = None
     else:
         assert nums is not None
-        _num(nums, p, label, hr, "{:.0f}", band_level(hr, g.bands.get("hr")), hr_v.age(now) if hr_v else None)
+        _num(nums, p, label, hr, "{:.0f}", band_level(hr, g.bands.get("hr")), hr_age)
         nums.append("  ")
-        _num(nums, p, "SpO2", spo2, "{:.0f}", band_level(spo2, g.bands.get("spo2")),
-             spo2_v.age(now) if spo2_v else None)
+        _num(nums, p, "SpO2", spo2, "{:.0f}", band_level(spo2, g.bands.get("spo2")), spo2_age)
         nums.append("  ")
     if nums is not None:
         sbp, dbp = g.value("sbp"), g.value("dbp")
@@ -247,9 +256,14 @@ def tile_lines(g: GuestView, width: int, height: int, now: float, room_stale: bo
             q.append("--", style=p.dim)
         else:
             lvl = band_level(qtc, g.bands.get("qtc"))
-            q.append(f"{qtc:.0f}", style=alarm_style(p, lvl) if lvl else f"bold {p.fg}")
+            qv = g.vitals.get("qtc")
+            qtc_age = qv.age(now) if qv is not None else 0.0
+            old_q = qtc_age > OLD_QTC_S
+            q.append(f"{qtc:.0f}", style=p.dim if old_q else (alarm_style(p, lvl) if lvl else f"bold {p.fg}"))
             if g.baseline_qtc is not None:
-                q.append(f" Δ{qtc - g.baseline_qtc:+.0f}", style=p.fg)
+                q.append(f" Δ{qtc - g.baseline_qtc:+.0f}", style=p.dim if old_q else p.fg)
+            if old_q:
+                q.append(f"({fmt_age(qtc_age)})", style=p.dim)
         q.append("  ")
         q.append(g.rhythm or "--", style=f"bold {p.fg}" if g.rhythm else p.dim)
         lines.append(_pad(q, width))
