@@ -208,3 +208,20 @@ async def test_tile_selection_and_click_open_that_guest() -> None:
         await pilot.click("Tiles", offset=(60, 3))
         await pilot.pause(0.3)
         assert isinstance(app.screen, GuestScreen) and app.screen.mat == "M02"
+
+
+async def test_alarm_off_reminder_event_pops_up() -> None:
+    from vigil.bus import encode
+
+    room = RoomView(ROOM)
+    app = DashboardApp(Connection(ROOM), room, connect=False)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        feed(room, 4)
+        app.on_bus_message(f"vigil/{ROOM}/alarms/events", encode({
+            "guest": "M02", "condition": "qtc_high", "priority": "medium", "event": "reminder",
+            "state": "alarm_off", "t_mono": 1.0, "wall": time.time(), "operator": None,
+            "reason": "ALARM OFF still active", "detail": {}}))
+        await pilot.pause(0.5)
+        # the toast sits at the bottom right, its text after a "▌" edge, wrapped over lines
+        toast = " ".join(line.rsplit("▌", 1)[1].strip() for line in screen_text(app) if "▌" in line)
+        assert "ALARM OFF is still on: qtc_high of M02 (r resumes it)" in " ".join(toast.split()), toast

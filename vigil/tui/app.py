@@ -349,7 +349,13 @@ class DashboardApp(App[int]):
             payload = decode(data)
         except ValueError:
             return
+        before = len(self.room.events)
         self.room.apply(topic, payload, time.monotonic())
+        if len(self.room.events) != before and self.room.events[-1].event == "reminder":
+            ev = self.room.events[-1]  # ALARM OFF reminder from the engine: say it where it cannot be missed
+            who = "the box" if ev.mat == SYSTEM else ev.mat
+            self.notify(f"ALARM OFF is still on: {ev.condition} of {who} (r resumes it)", title="reminder",
+                        severity="warning", timeout=20)
 
     def on_bus_state(self, up: bool, why: str) -> None:
         """Broker connection changed."""
