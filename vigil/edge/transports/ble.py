@@ -73,7 +73,8 @@ class BleTransport(QueueTransport):
 
         sem = adapter_slots(self.adapter)
         try:
-            await asyncio.wait_for(sem.acquire(), self.slot_timeout_s)
+            async with asyncio.timeout(self.slot_timeout_s):  # not wait_for: 3.11 can swallow a cancel there
+                await sem.acquire()
         except TimeoutError:
             raise TransportError(f"{self.adapter}: all link slots busy") from None
         self._slot = sem
@@ -170,9 +171,8 @@ class BleTransport(QueueTransport):
         self._closing = True
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        # gather, not `suppress(CancelledError)`: the tasks' cancellations are collected, ours is not swallowed
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         client, self.client = self.client, None
         if client is not None:
@@ -180,9 +180,11 @@ class BleTransport(QueueTransport):
                 if client.is_connected:
                     for cmd in self.profile.commands:
                         if cmd.on_stop and cmd.characteristic:
-                            await asyncio.wait_for(client.write_gatt_char(cmd.characteristic, cmd.payload(), response=True), 2)
+                            async with asyncio.timeout(2):
+                                await client.write_gatt_char(cmd.characteristic, cmd.payload(), response=True)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), 5)
+                async with asyncio.timeout(5):
+                    await client.disconnect()
         if self._slot is not None:
             self._slot.release()
             self._slot = None

@@ -138,9 +138,8 @@ class SerialTransport(QueueTransport):
         """Send stop commands (best effort), cancel keep-alives, close the port."""
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):  # shutting down
-                await t
+        # gather, not `suppress(CancelledError)`: the tasks' cancellations are collected, ours is not swallowed
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if self._ser is not None and self._fd is not None:
             for cmd in self.profile.commands:
