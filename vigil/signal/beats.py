@@ -1,20 +1,33 @@
-"""Streaming beat classification (N, S, V, Q) from a running template of the dominant beat.
+"""Streaming beat classification (N, S, V) against the patient's own running dominant-beat template.
 
-Features, computed when a beat is detected (no look-ahead beyond ~0.1 s after the R peak):
-morphology correlation against the running template of the dominant beat (Pearson, best of
-±2-sample shifts), effective QRS width (area / peak of the band-passed complex) relative to the
-template, amplitude ratio, and RR prematurity against the median of recent dominant-beat RRs.
-The decision rule is a small hand-set rule in the spirit of Hamilton's OSEA beat classifier
-(P. S. Hamilton, "Open source ECG analysis", Computers in Cardiology 29 (2002) 101-104):
-a complex that does not match the dominant template and is wider, or very different, is
-ventricular; a narrow matching complex that is clearly premature in a regular rhythm is
-supraventricular.  Thresholds are module constants chosen on MIT-BIH DS1 (see README).
+Features are computed when a beat is detected (no look-ahead beyond ~0.13 s after the R peak) and
+are all relative to the patient's own dominant morphology, so they transfer between patients:
+
+* morphology — Pearson correlation with the dominant template over all leads and on lead 1 (best
+  of ±30 ms shifts), and how the matched template itself compares with the dominant one;
+* QRS width — effective width (area / peak of the band-passed complex), absolute and as a ratio;
+* amplitude, energy, polarity (signed-area balance) and steepest slope relative to the template;
+* rhythm — RR prematurity against the median RR of recent template-matching beats, the RR
+  variability of those beats, and the previous beat's correlation (runs);
+* template statistics — share of recent beats matching the same template (OSEA-style multi-template
+  memory: P. S. Hamilton, "Open source ECG analysis", Computers in Cardiology 29 (2002) 101-104).
+
+None of the features depends on earlier labels, so the classifier trained offline sees the same
+features that the stream produces.  V is decided by a small gradient-boosted tree ensemble
+(``vigil/data/models/beat_classifier.json``, trained by ``vigil.evaluation.train_beats`` on MIT-BIH
+DS1 only, inter-patient: P. de Chazal, M. O'Dwyer, R. B. Reilly, "Automatic classification of
+heartbeats using ECG morphology and heartbeat interval features", IEEE TBME 51(7) (2004) 1196-1206).
+S is a rule: a narrow, template-matching beat that is clearly premature in a regular rhythm.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,31 +37,46 @@ from vigil.model import BeatLabel
 FloatArray = npt.NDArray[np.float64]
 
 HALF_S = 0.10  # beat window ±100 ms around R
+PRE_S = 0.20  # plus the 200 ms before it (P wave / PR segment: -300 to -100 ms)
 SHIFT_S = 0.03  # alignment search ±30 ms
 MAX_TEMPLATES = 5
 MATCH = 0.85  # correlation that counts as the same morphology
 DECAY = 0.985  # per-beat decay of template counts
-# decision thresholds: grid-searched on MIT-BIH DS1 (non-paced) features, maximising min(VEB Se, +P);
-# leave-one-record-out cross-validation of the same search is reported in the README.
-CORR_V = 0.40  # below: ventricular regardless of width
-CORR_WIDE = 0.80  # below with a wider or taller complex: ventricular
-WIDTH_V = 1.25  # width ratio that counts as wider
-AMP_V = 1.6  # amplitude ratio that counts as taller
-CORR_PREM = 0.90  # below with a very premature beat: ventricular
-PREM_V = 0.60  # RR / median RR that counts as very premature
+RR_MATCH = 0.80  # beats correlating at least this with the dominant template feed the RR history
 PREMATURE_S = 0.82  # RR / median RR below: supraventricular premature (narrow, matching beat)
 REGULAR_CV = 0.08  # recent RR coefficient of variation under which S may be called
+CORR_S = 0.90  # an S beat must match the dominant template at least this well
+MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "models" / "beat_classifier.json"
 
 
 @dataclass(frozen=True, slots=True)
 class BeatFeatures:
-    """Features of one beat relative to the dominant template."""
+    """Features of one beat relative to the dominant template (order = model input order)."""
 
-    corr: float
+    corr: float  # all leads, best shift
+    corr0: float  # lead 1 at that shift
     width_ratio: float
+    width_ms: float
     amp_ratio: float
+    amp_ratio_last: float  # last lead (= lead 1 with one lead)
+    log_energy_ratio: float
+    polarity_change: float
+    slope_ratio: float
     prematurity: float  # RR / median recent RR (1.0 when unknown)
-    rr_cv: float  # coefficient of variation of recent RRs
+    rr_cv: float
+    prev_corr: float
+    tpl_share: float  # share of recent beats on the matched template
+    tpl_is_dominant: float
+    tpl_corr: float  # matched template vs dominant template
+    pre_corr: float  # -300..-100 ms (P wave, QRS onset) vs the dominant template, all leads
+    pre_amp_ratio: float  # peak-to-peak of that segment (lead 1) relative to the template's
+
+    def vector(self) -> list[float]:
+        """The features as a list in model order."""
+        return list(astuple(self))
+
+
+FEATURE_NAMES: tuple[str, ...] = tuple(BeatFeatures.__dataclass_fields__)
 
 
 def _width(x: FloatArray, fs: float) -> float:
@@ -58,11 +86,57 @@ def _width(x: FloatArray, fs: float) -> float:
     return float(np.sum(np.abs(x)) / peak / fs)
 
 
-def _corr(a: FloatArray, b: FloatArray) -> float:
-    a = a - a.mean()
-    b = b - b.mean()
-    d = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
-    return float(np.dot(a, b) / d) if d > 0 else 0.0
+def _polarity(x: FloatArray) -> float:
+    hi, lo = float(np.max(x)), float(np.min(x))
+    return (hi + lo) / (hi - lo) if hi > lo else 0.0
+
+
+def _slope(x: FloatArray) -> float:
+    p = float(np.ptp(x))
+    return float(np.max(np.abs(np.diff(x)))) / p if p > 0 else 0.0
+
+
+class TreeEnsemble:
+    """Gradient-boosted decision trees (log-odds of V) loaded from JSON; pure-Python inference."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        """Build from the JSON document written by ``vigil.evaluation.train_beats``."""
+        self.features: list[str] = list(doc["features"])
+        self.bias = float(doc["bias"])
+        self.rate = float(doc["learning_rate"])
+        self.threshold = float(doc["threshold"])
+        # each tree: parallel lists feature, threshold, left, right, value (leaf when feature < 0)
+        self.trees: list[tuple[list[int], list[float], list[int], list[int], list[float]]] = [
+            (t["feature"], t["threshold"], t["left"], t["right"], t["value"]) for t in doc["trees"]]
+
+    def logit(self, x: list[float]) -> float:
+        """Log-odds that the beat with feature vector `x` is ventricular."""
+        s = self.bias
+        for feat, thr, left, right, value in self.trees:
+            n = 0
+            while feat[n] >= 0:
+                n = left[n] if x[feat[n]] <= thr[n] else right[n]
+            s += self.rate * value[n]
+        return s
+
+    def probability(self, x: list[float]) -> float:
+        """P(V) for feature vector `x`."""
+        return 1.0 / (1.0 + math.exp(-self.logit(x)))
+
+
+def load_model(path: Path = MODEL_PATH) -> TreeEnsemble | None:
+    """The packaged V classifier, or None when the file is absent (then the fallback rule is used)."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    model = TreeEnsemble(doc)
+    if tuple(model.features) != FEATURE_NAMES:
+        raise ValueError(f"{path}: model features {model.features} do not match {FEATURE_NAMES}")
+    return model
+
+
+_MODEL: TreeEnsemble | None = load_model()
 
 
 class BeatClassifier:
@@ -70,16 +144,17 @@ class BeatClassifier:
 
     Up to `MAX_TEMPLATES` running templates are kept, each with a decaying count of the beats that
     matched it (correlation ≥ `MATCH`, best over ±30 ms shifts); the template with the largest count
-    is the dominant (normal) morphology.  A beat is compared with the dominant template for its
-    features; beats that are not yet comparable (before any template) are labelled N.
+    is the dominant (normal) morphology.  Beats before any template are labelled N.
     """
 
-    def __init__(self, fs: float, n_leads: int = 1) -> None:
-        """Create a classifier for a stream at `fs` Hz with `n_leads` band-passed leads per window."""
+    def __init__(self, fs: float, n_leads: int = 1, model: TreeEnsemble | None = None) -> None:
+        """Create a classifier for `n_leads` band-passed leads at `fs` Hz (`model`: default packaged)."""
         self.fs = fs
         self.n_leads = n_leads
+        self.model = model if model is not None else _MODEL
         self.half = max(2, int(round(HALF_S * fs)))
         self.shift = max(1, int(round(SHIFT_S * fs)))
+        self.pre_n = max(1, int(round(PRE_S * fs)))
         self.reset()
 
     def reset(self) -> None:
@@ -88,17 +163,24 @@ class BeatClassifier:
         self.counts: list[float] = []
         self._rr: deque[float] = deque(maxlen=8)
         self._last_r: int | None = None
+        self._prev_corr = 1.0
 
     @property
     def window(self) -> int:
-        """Samples each side of R needed by `classify`."""
+        """Samples after R needed by `classify`."""
         return self.half + self.shift
+
+    @property
+    def pre(self) -> int:
+        """Samples before R needed by `classify`."""
+        return self.half + self.shift + self.pre_n
 
     def _best(self, seg: FloatArray, tpl: FloatArray) -> tuple[float, int]:
         """Best Pearson correlation of `tpl` against `seg` over the allowed shifts, and the shift."""
         n = 2 * self.half + 1
         views = np.lib.stride_tricks.sliding_window_view(seg, n, axis=-1)  # (leads, shifts, n)
         v = views - views.mean(axis=-1, keepdims=True)
+        tpl = tpl[:, -n:]
         tt = tpl - tpl.mean(axis=-1, keepdims=True)
         num = np.einsum("lsn,ln->s", v, tt)
         den = np.sqrt(np.einsum("lsn,lsn->s", v, v) * float(np.sum(tt * tt))) + 1e-12
@@ -106,10 +188,27 @@ class BeatClassifier:
         k = int(np.argmax(c))
         return float(c[k]), k
 
-    def classify(self, seg: FloatArray, r: int) -> tuple[BeatLabel, BeatFeatures | None]:
-        """Label one beat from `seg` (leads × (2·window+1), centred on R at sample `r`)."""
+    def _new_template(self, seg: FloatArray) -> None:
+        n = 2 * self.half + 1 + self.pre_n
+        tpl = seg[:, self.shift:self.shift + n].copy()
+        if len(self.templates) < MAX_TEMPLATES:
+            self.templates.append(tpl)
+            self.counts.append(1.0)
+        else:
+            j = int(np.argmin(self.counts))
+            self.templates[j] = tpl
+            self.counts[j] = 1.0
+
+    def features(self, seg: FloatArray, r: int) -> BeatFeatures | None:
+        """Update the templates with one beat and return its features (None for the very first).
+
+        `seg` holds leads × (pre + 1 + window) band-passed samples centred on R at sample `r`.
+        """
         seg = np.atleast_2d(seg)
+        full = seg
+        seg = full[:, self.pre_n:]  # the ±(half + shift) core
         n = 2 * self.half + 1
+        m = n + self.pre_n
         rr = None if self._last_r is None else r - self._last_r
         self._last_r = r
         med = float(np.median(self._rr)) if self._rr else None
@@ -117,47 +216,72 @@ class BeatClassifier:
         cv = float(np.std(self._rr) / med) if (med and len(self._rr) >= 4) else 1.0
         self.counts = [c * DECAY for c in self.counts]
         if not self.templates:
-            self.templates.append(seg[:, self.shift:self.shift + n].copy())
-            self.counts.append(1.0)
-            if rr is not None:
-                self._rr.append(float(rr))
-            return "N", None
+            self._new_template(full)
+            return None
         matches = [self._best(seg, tp) for tp in self.templates]
         k = int(np.argmax([m[0] for m in matches]))
         corr_k, sh_k = matches[k]
-        aligned_k = seg[:, sh_k:sh_k + n]
+        d_before = int(np.argmax(self.counts))
+        share = self.counts[k] / (sum(self.counts) or 1.0) if corr_k >= MATCH else 0.0
+        is_dom = 1.0 if (corr_k >= MATCH and k == d_before) else 0.0
+        tpl_corr = 0.0
         if corr_k >= MATCH:
-            self.templates[k] = 0.92 * self.templates[k] + 0.08 * aligned_k
+            tpl_corr = 1.0 if k == d_before else self._best(
+                np.pad(self.templates[k][:, -n:], ((0, 0), (self.shift, self.shift)), mode="edge"),
+                self.templates[d_before])[0]
+            self.templates[k] = 0.92 * self.templates[k] + 0.08 * full[:, sh_k:sh_k + m]
             self.counts[k] += 1.0
-        elif len(self.templates) < MAX_TEMPLATES:
-            self.templates.append(seg[:, self.shift:self.shift + n].copy())
-            self.counts.append(1.0)
         else:
-            j = int(np.argmin(self.counts))
-            self.templates[j] = seg[:, self.shift:self.shift + n].copy()
-            self.counts[j] = 1.0
+            self._new_template(full)
         d = int(np.argmax(self.counts))
-        dom = self.templates[d]
+        dom_full = self.templates[d]
+        dom = dom_full[:, -n:]
         corr_d, sh_d = self._best(seg, dom)
         core = seg[:, sh_d:sh_d + n]
+        pre_b = full[:, sh_d:sh_d + self.pre_n]
+        pre_t = dom_full[:, :self.pre_n]
+        pb = pre_b - pre_b.mean(axis=-1, keepdims=True)
+        pt = pre_t - pre_t.mean(axis=-1, keepdims=True)
+        den = float(np.sqrt(np.sum(pb * pb) * np.sum(pt * pt)))
+        pre_corr = float(np.sum(pb * pt)) / den if den > 0 else 0.0
+        pre_amp = float(np.ptp(pre_b[0])) / (float(np.ptp(pre_t[0])) or 1e-9)
+        c0 = float(np.corrcoef(core[0], dom[0])[0, 1]) if np.ptp(core[0]) > 0 and np.ptp(dom[0]) > 0 else 0.0
         tw = _width(dom[0], self.fs) or 1e-9
+        wb = _width(core[0], self.fs)
         ta = float(np.ptp(dom[0])) or 1e-9
-        f = BeatFeatures(corr=corr_d, width_ratio=_width(core[0], self.fs) / tw,
-                         amp_ratio=float(np.ptp(core[0])) / ta, prematurity=prem, rr_cv=cv)
-        label = decide(f)
-        if rr is not None and label == "N":
+        tl = float(np.ptp(dom[-1])) or 1e-9
+        te = float(np.sum(dom * dom)) or 1e-12
+        ts = _slope(dom[0]) or 1e-9
+        f = BeatFeatures(
+            corr=corr_d, corr0=c0, width_ratio=wb / tw, width_ms=1000.0 * wb,
+            amp_ratio=float(np.ptp(core[0])) / ta, amp_ratio_last=float(np.ptp(core[-1])) / tl,
+            log_energy_ratio=math.log(max(float(np.sum(core * core)), 1e-12) / te),
+            polarity_change=_polarity(core[0]) - _polarity(dom[0]),
+            slope_ratio=_slope(core[0]) / ts, prematurity=prem, rr_cv=cv,
+            prev_corr=self._prev_corr, tpl_share=share, tpl_is_dominant=is_dom, tpl_corr=tpl_corr,
+            pre_corr=pre_corr, pre_amp_ratio=pre_amp)
+        self._prev_corr = corr_d
+        if rr is not None and corr_d >= RR_MATCH:
             self._rr.append(float(rr))
-        return label, f
+        return f
+
+    def classify(self, seg: FloatArray, r: int) -> tuple[BeatLabel, BeatFeatures | None]:
+        """Label one beat from `seg` (leads × (pre + 1 + window), R at column `pre`, sample `r`)."""
+        f = self.features(seg, r)
+        if f is None:
+            return "N", None
+        return decide(f, self.model), f
 
 
-def decide(f: BeatFeatures) -> BeatLabel:
-    """The decision rule on features (see module docstring)."""
-    if f.corr < CORR_V:
+def decide(f: BeatFeatures, model: TreeEnsemble | None = _MODEL) -> BeatLabel:
+    """V from the tree ensemble (fallback: a hand rule), else S by the prematurity rule, else N."""
+    if model is not None:
+        is_v = model.logit(f.vector()) > model.threshold
+    else:  # hand rule in the spirit of OSEA (used only when the model file is missing)
+        is_v = f.corr < 0.4 or (f.corr < 0.8 and (f.width_ratio > 1.25 or f.amp_ratio > 1.6)) \
+            or (f.corr < 0.9 and f.prematurity < 0.6)
+    if is_v:
         return "V"
-    if f.corr < CORR_WIDE and (f.width_ratio > WIDTH_V or f.amp_ratio > AMP_V):
-        return "V"
-    if f.corr < CORR_PREM and f.prematurity < PREM_V:
-        return "V"
-    if f.prematurity < PREMATURE_S and f.rr_cv < REGULAR_CV and f.corr >= CORR_PREM:
+    if f.prematurity < PREMATURE_S and f.rr_cv < REGULAR_CV and f.corr >= CORR_S:
         return "S"
     return "N"
