@@ -172,10 +172,10 @@ class EcgAnalyzer:
             r_bp = peak - (self.loc_from + self.loc_to) // 2
         r = r_bp - self.lp_delay
         self._last_r = r
-        w = self.classifier.window
-        win = np.array([ring.get(r_bp - w, r_bp + w + 1) for ring in (self.bp, *self.bp_more)])
+        pre, w = self.classifier.pre, self.classifier.window
+        win = np.array([ring.get(r_bp - pre, r_bp + w + 1) for ring in (self.bp, *self.bp_more)])
         label: BeatLabel = "N"
-        if win.shape[1] == 2 * w + 1:
+        if win.shape[1] == pre + w + 1:
             label, _ = self.classifier.classify(win, r)
         return Beat(sample=int(r), label=label, channel=self.channel)
 
