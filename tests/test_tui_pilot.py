@@ -65,8 +65,8 @@ may_alarm_off = true
 id = "rec-v"
 profile = "replay-wfdb"
 record = "{VENDORED_RECORDS / 'v221l'}"
-speed = 6.0
-start_s = 262
+speed = 10.0
+start_s = 266
 loop = true
 [[guests]]
 mat = "V1"
@@ -162,7 +162,7 @@ async def test_alarm_ack_pause_off_and_escalation_through_the_dashboard(tmp_path
                 await pilot.press("r")
                 await until(pilot, lambda: room.replies[-1].op == "resume", 10, "the resume reply")
                 assert room.replies[-1].ok
-                # the 38-s segment loops: the next VT raises the resumed condition again
+                # the 34-s segment loops (3.4 s at 10x): the next VT raises the resumed condition again
                 await until(pilot, lambda: getattr(vt(), "state", "") in ("active", "latched", "audio_paused"), 40,
                             "VT again (the guest-wide 2-min audio pause still applies)")
                 app.alarm_cursor = room.active_alarms().index(vt())  # type: ignore[arg-type]
