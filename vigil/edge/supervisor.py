@@ -18,7 +18,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 from vigil.clock import Clock, SystemClock
 from vigil.edge.profiles import Profile
@@ -118,7 +118,7 @@ class DeviceSupervisor:
         """Corrupt frames/packets dropped by the parsers, over all connections so far."""
         return self._corrupt_closed + _count(self._transport, "corrupt_frames")
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         """Counters for status reports: state, connects, failures, corrupt frames, drops, gaps."""
         return {"state": self.state.value, "connects": self.connects, "failures": self.failures,
                 "corrupt_frames": self.corrupt_frames,

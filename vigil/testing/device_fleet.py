@@ -215,7 +215,7 @@ class DeviceFleet:
                 "samples": sum(d.samples for d in self.devices),
                 "readings": sum(d.readings for d in self.devices),
                 "corrupt_frames": sum(d.sup.corrupt_frames for d in self.devices),
-                "dropped": sum(int(str(d.sup.stats()["dropped"])) for d in self.devices),
+                "dropped": sum(int(d.sup.stats()["dropped"]) for d in self.devices),
                 "gaps": sum(len(d.sup.gaps) for d in self.devices)}
 
     async def close(self) -> None:
