@@ -28,7 +28,7 @@ def test_demo_dashboard_in_tmux_shows_tiles_numbers_and_status_then_quits(tmp_pa
     session = f"vigil-tui-test-{tmp_path.name[-12:]}"
     run_dir = tmp_path / "demo"
     rc_file = tmp_path / "rc"
-    cmd = (f"{shlex.quote(sys.executable)} -m vigil demo --run-dir {shlex.quote(str(run_dir))}; "
+    cmd = (f"{shlex.quote(sys.executable)} -m vigil demo --speed 3 --run-dir {shlex.quote(str(run_dir))}; "
            f"echo $? > {shlex.quote(str(rc_file))}")
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", "sh", "-c", cmd], check=True)
     try:
