@@ -383,8 +383,8 @@ class RoomView:
         return sorted(all_, key=lambda a: (-a.rank, a.onset_wall if a.onset_wall is not None else math.inf,
                                            a.mat, a.condition))
 
-    def escalation_stage(self, mat: str, condition: str) -> str:
-        """Latest escalation attempt of one alarm as "on_call Dr A: sent" (empty if none)."""
+    def escalation_stage(self, mat: str, condition: str, *, channel: bool = True) -> str:
+        """Latest escalation attempt of one alarm as "on_call Dr A via cloud: sent" (empty if none)."""
         evs = self.escalations.get((mat, condition))
         if not evs:
             return ""
@@ -393,7 +393,7 @@ class RoomView:
         step = d.get("step") or "?"
         outcome = d.get("outcome") or ("sent" if d.get("ok") else "failed")
         via = d.get("channel")
-        return f"{step} {who}" + (f" via {via}" if via and via != "none" else "") + f": {outcome}"
+        return f"{step} {who}" + (f" via {via}" if channel and via and via != "none" else "") + f": {outcome}"
 
     def daemon_state(self, now: float) -> str:
         """'running', 'stopped', 'offline' (last will), 'stale' (> STALE_S silent) or 'unknown'."""

@@ -326,7 +326,7 @@ def alarm_panel(room: RoomView, width: int, height: int, now: float, cursor: int
             msg += " (" + ",".join(reply.affected) + ")"
         title.append(msg, style=f"bold {p.ok}" if reply.ok else alarm_style(p, "medium"))
     else:
-        title.append("  a ack  p pause 2min  o off  r resume  ⏎/g guest  n night  L large  q quit",
+        title.append("  a:ack p:pause 2min o:off r:resume ⏎/g:guest n:night L:large q:quit",
                      style=p.dim)
     lines.append(_pad(title, width))
     if not alarms:
@@ -344,7 +344,8 @@ def alarm_panel(room: RoomView, width: int, height: int, now: float, cursor: int
                  style=alarm_style(p, a.priority))
         name = g.name if g is not None and g.name != a.mat else ""
         who = "BOX" if a.mat == SYSTEM else a.mat  # box-wide technical alarms
-        t.append(f" {who}" + (f" {truncate(name, 16)}" if name else ""), style=f"bold {p.fg}")
+        narrow = width < 100  # 80-column terminals: shorter name, no channel in the escalation stage
+        t.append(f" {who}" + (f" {truncate(name, 10 if narrow else 16)}" if name else ""), style=f"bold {p.fg}")
         t.append(f" {a.condition}", style=f"bold {p.fg}")
         if a.value is not None and isinstance(a.value, int | float) and math.isfinite(a.value):
             t.append(f" {a.value:.0f}", style=p.fg)
@@ -356,7 +357,7 @@ def alarm_panel(room: RoomView, width: int, height: int, now: float, cursor: int
         if a.state == "alarm_off":
             word = "ALARM OFF (reminder: still off)"
         t.append(f" {word or 'ACTIVE'}", style=f"bold {p.fg}")
-        stage = room.escalation_stage(a.mat, a.condition)
+        stage = room.escalation_stage(a.mat, a.condition, channel=not narrow)
         t.append(f"  esc: {stage}" if stage else "  esc: -", style=p.dim)
         if i == cursor:
             t.stylize(f"on {p.select}")
