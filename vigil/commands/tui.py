@@ -16,14 +16,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="operator name for commands (one of [[operators]]; default: the only one configured)")
     parser.add_argument("--host", default=None, help="broker host (default: mqtt.host of the config)")
     parser.add_argument("--port", type=int, default=None, help="broker port (default: mqtt.port of the config)")
+    parser.add_argument("--username", default=None,
+                        help="broker user of this operator (default: mqtt.username of the config); the broker's ACL "
+                             "should let it write only vigil/<room>/cmd/<operator>")
+    parser.add_argument("--password-file", default=None, metavar="FILE",
+                        help="that user's broker password (a secret file: mode 600, next to the config or in "
+                             "$CREDENTIALS_DIRECTORY; default: mqtt.password_file)")
     parser.add_argument("--night", action="store_true", help="start in night mode (dim red/amber)")
     parser.add_argument("--large", action="store_true", help="start with large digits")
     parser.add_argument("--log", metavar="FILE", default=None,
                         help="write log messages to FILE (the terminal belongs to the dashboard)")
 
 
-def connection(cfg: object, operator: str | None, host: str | None = None, port: int | None = None) -> object:
-    """Resolve the broker address, the operator and their secrets from the config (ConfigError if unknown)."""
+def connection(cfg: object, operator: str | None, host: str | None = None, port: int | None = None, *,
+               username: str | None = None, password_file: str | None = None) -> object:
+    """Resolve the broker address and login, the operator and their secrets from the config (ConfigError if unknown)."""
     from vigil.config import VigilConfig, read_secret
     from vigil.errors import ConfigError
     from vigil.tui.app import Connection
@@ -41,9 +48,10 @@ def connection(cfg: object, operator: str | None, host: str | None = None, port:
                           f"(configured: {', '.join(sorted(ops)) or 'none'})", [("operators", None, "unknown operator")])
     secret = read_secret(cfg, op.secret_file, what=f"operator {op.name} secret_file") if op.secret_file else None
     m = cfg.mqtt
-    password = read_secret(cfg, m.password_file, what="mqtt.password_file").decode().strip() if m.password_file else None
+    pw_file, pw_what = (password_file, "--password-file") if password_file else (m.password_file, "mqtt.password_file")
+    password = read_secret(cfg, pw_file, what=pw_what).decode().strip() if pw_file else None
     return Connection(room=cfg.site.room, host=host or m.host, port=port or m.port, operator=op.name, secret=secret,
-                      username=m.username, password=password)
+                      username=username or m.username, password=password)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from vigil.tui.model import RoomView
 
     cfg = load_config(args.config)
-    conn = connection(cfg, args.operator, args.host, args.port)
+    conn = connection(cfg, args.operator, args.host, args.port, username=args.username,
+                      password_file=args.password_file)
     root = logging.getLogger()
     for h in list(root.handlers):  # stderr log lines would scribble over the dashboard
         if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
