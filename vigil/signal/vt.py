@@ -40,6 +40,7 @@ Thresholds are module defaults chosen by 5-fold cross-validation over challenge2
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections import deque
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ Verdict = Literal["unchanged", "changed", "unknown"]
 BUFFER_S = 40.0  # pulse history kept per wave
 BEAT_LATENCY_S = 0.3  # the analyser reports a beat about this long after its R peak
 NOISE_FLAGS = frozenset({"noise", "saturation"})
+EVAL_EVERY_S = 0.5  # the pulse evidence of a held VT call is re-assessed this often (engine ticks at 10 Hz)
 RISE_S = 0.4  # the pulse upstroke (foot to peak) lies within this before the peak
 
 
@@ -103,14 +105,21 @@ class PulseResponse:
     why: str = ""
 
 
+@functools.lru_cache(maxsize=8)
+def _bandpass(fs: float) -> FloatArray:
+    """0.5–8 Hz 2nd-order Butterworth band-pass (second-order sections) for `fs`."""
+    import scipy.signal as sps
+
+    return np.asarray(sps.butter(2, [0.5, min(8.0, fs / 2.5)], btype="bandpass", fs=fs, output="sos"))
+
+
 def pulse_peaks(x: FloatArray, fs: float, prominence: float) -> tuple[FloatArray, FloatArray]:
     """Peak positions (s from the segment start) and upstroke amplitudes of the 0.5–8 Hz band-passed wave."""
     import scipy.signal as sps
 
     if len(x) < int(2 * fs):
         return np.zeros(0), np.zeros(0)
-    sos = sps.butter(2, [0.5, min(8.0, fs / 2.5)], btype="bandpass", fs=fs, output="sos")
-    y = sps.sosfiltfilt(sos, x - float(np.mean(x)))
+    y = sps.sosfiltfilt(_bandpass(fs), x - float(np.mean(x)))
     pk, _ = sps.find_peaks(y, distance=max(1, int(0.25 * fs)), prominence=prominence)
     rise = int(RISE_S * fs)  # amplitude = upstroke from the trough before the peak (needs no later samples)
     amps = np.array([y[k] - y[max(0, k - rise):k + 1].min() for k in pk], dtype=float)
@@ -207,6 +216,7 @@ class VtStage:
         self._run_start: float | None = None
         self.candidate = False  # a short ventricular run confirmed by a changed pulse (see on_beat)
         self.last: dict[str, PulseResponse] = {}
+        self._last_eval: tuple[float, float] | None = None  # (run start, time) of `last`
 
     def feed_pulse(self, kind: str, samples: FloatArray, fs: float, t_end: float) -> None:
         """Add pulse-wave samples (physical units) ending at monotonic time `t_end`."""
@@ -283,7 +293,10 @@ class VtStage:
         """
         if self._run_start is None or self.candidate:
             return None
-        self.last = self._responses(self._run_start, now)
+        ev = self._last_eval
+        if ev is None or ev[0] != self._run_start or now - ev[1] >= EVAL_EVERY_S:  # ~2.5 ms per wave
+            self.last = self._responses(self._run_start, now)
+            self._last_eval = (self._run_start, now)
         verdicts = {r.verdict for r in self.last.values()}
         if "changed" in verdicts:
             return None  # the pulse changed with the run: VT stands
