@@ -17,7 +17,7 @@ be re-scored without re-running the analysis.
   5 folds over records stratified by label; each fold picks the setting with the best training
   score and is scored on its held-out records. The pooled held-out score is the primary number.
 
-Run: ``python -m vigil.evaluation.eval_alarms [cinc] [cv] [tta] [--max-records N]`` (cinc+cv ≈ 3 min).
+Run: ``python -m vigil.evaluation.eval_alarms [cinc] [cv] [tta] [--max-records N]`` (cinc+cv ≈ 7 min on 2 shared cores).
 Targets (issue 4): CinC score >= 80 on VT records with <= 1 in 20 true alarms missed; asystole/VF
 alarm <= 6 s after onset; extreme tachy/brady <= 10 s.
 """
