@@ -140,12 +140,12 @@ def test_params_override_applies_to_new_stages_only() -> None:
 
 
 @pytest.mark.data
+@pytest.mark.slow
 @pytest.mark.skipif(not (CHALLENGE / "v663l.hea").exists(), reason="needs the PhysioNet records (VIGIL_DATA)")
-def test_challenge_records_false_vt_vetoed_true_vt_kept() -> None:
+def test_challenge_records_false_vt_vetoed_true_vt_kept_and_found() -> None:
     from vigil.evaluation.eval_alarms import alarmed, record_tape, replay_tape
-    from vigil.signal.vt import VtParams
 
-    off = VtParams(min_intervals=10**6)
+    off = VtParams(min_intervals=10**6, run_min_v=0, noise_max=0)  # stage off
     # v663l: false alarm, ECG movement artefact read as a VT run while ABP and pleth beat on as before
     tape, events = record_tape(CHALLENGE / "v663l", "Ventricular_Tachycardia", False)
     assert alarmed(replay_tape(tape, off), "vt", tape.t0), "the classifier alone calls VT here"
@@ -153,6 +153,11 @@ def test_challenge_records_false_vt_vetoed_true_vt_kept() -> None:
     # v221l: true VT; ABP and pleth pulses shorten and weaken with the run
     tape, events = record_tape(CHALLENGE / "v221l", "Ventricular_Tachycardia", True)
     assert alarmed(events, "vt", tape.t0)
+    # v197l: true VT the classifier labels only as short V runs; the ABP changes with them
+    tape, events = record_tape(CHALLENGE / "v197l", "Ventricular_Tachycardia", True)
+    assert not alarmed(replay_tape(tape, off), "vt", tape.t0)
+    raised = [e for e in events if e.condition == "vt" and e.event == "raised" and e.t_mono - tape.t0 >= 284]
+    assert raised and "changed pulse" in raised[0].reason
 
 
 def _feed_history(eng: AlarmEngine, clock: SimulatedClock, pulse: np.ndarray, until: float,
