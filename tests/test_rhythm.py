@@ -400,3 +400,21 @@ def test_af_is_reported_again_after_a_noise_interruption() -> None:
     assert any(e.start >= noise[0].end for e in af)  # AF reported again after the noise
     covered = sum(e.end - e.start for e in af if e.start >= noise[0].end)
     assert covered >= 0.6 * (n - noise[0].end)
+
+
+@pytest.mark.parametrize(("qrs_uv", "vt_expected"), [(1000.0, True), (400.0, True), (80.0, False)])
+def test_vt_needs_qrs_sized_complexes(qrs_uv: float, vt_expected: bool) -> None:
+    """A fast V run is VT only when its complexes are >= 0.15 mV (smaller ones are not counted, EC13/AACN)."""
+    seq = "N" * 12 + "V" * 7 + "N" * 6
+    beats = []
+    t = 50
+    for lab in seq:
+        t += int((0.45 if lab == "V" else 0.85) * FS)
+        beats.append(Beat(t, lab))  # type: ignore[arg-type]
+    n = t + 200
+    x = np.random.default_rng(3).normal(0.0, 5.0, n)
+    tt = np.arange(n)
+    for b in beats:
+        x += qrs_uv * np.exp(-(((tt - b.sample) / 6.0) ** 2))
+    eps, _ = stream(beats, n, signal=x)
+    assert ("VT" in labels(eps)) == vt_expected

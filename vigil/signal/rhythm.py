@@ -6,7 +6,8 @@ Challenge 2015, Clifford et al., Physiol. Meas. 37 (2016) 1245):
 * base rhythm (mutually exclusive): SINUS, BRADY (< 50 bpm), TACHY (> 100 bpm) from the median of
   the last 8 RR intervals with ±3 bpm hysteresis; AF (see `vigil.signal.af`, vetoed by P waves
   when the signal shows them, `vigil.signal.pwave`);
-* overlays: VT (≥ 5 consecutive V beats, mean rate > 100 bpm), COUPLET (exactly 2 V), BIGEMINY
+* overlays: VT (≥ 5 consecutive V beats, mean rate > 100 bpm, median peak-to-peak ≥ 0.15 mV on the
+  0.5-40 Hz lead when the signal is given, not over a poor-quality second), COUPLET (exactly 2 V), BIGEMINY
   (3 cycles of non-V/V), TRIGEMINY (3 cycles of 2 non-V then V), BRADY_EXTREME (every interval of
   5 consecutive beats < 40 bpm), TACHY_EXTREME (every interval of 17 beats > 140 bpm), PAUSE (RR > 3 s);
 * VF (signal organisation, `vigil.signal.vf`, independent of the beats);
@@ -41,6 +42,7 @@ POOR_QUALITY = 0.5
 ASYSTOLE_S = 4.0
 PAUSE_S = 3.0
 BUFFER_S = 12.0
+MIN_QRS_UV = 150.0  # smaller "complexes" are not counted (EC13/AACN: QRS < 0.15 mV must not be counted)
 UNLEARNED_QRS_UV = 200.0  # largest deflection (µV) accepted as "no QRS" before any QRS size is known
 ECTOPIC = frozenset({"V", "F", "Q"})  # intervals touching these are not used for AF
 
@@ -315,8 +317,8 @@ class RhythmTracker:
             run = self._v_run
             if len(run) >= 5 and "VT" not in self._open:
                 rate = 60.0 * (len(run) - 1) * self.fs / (run[-1] - run[0])
-                if rate > 100.0 and self._last_poor_end <= run[0]:  # not on a stretch flagged noisy
-                    self._emit_open("VT", run[0])
+                if rate > 100.0 and self._last_poor_end <= run[0] and self._countable(len(run)):
+                    self._emit_open("VT", run[0])  # not on a stretch flagged noisy, nor on tiny "complexes"
             return
         run = self._v_run
         if "VT" in self._open and run:
@@ -325,6 +327,13 @@ class RhythmTracker:
             self._open["COUPLET"] = run[0]
             self._close("COUPLET", run[1])
         self._v_run = []
+
+    def _countable(self, n: int) -> bool:
+        """The last `n` beats are QRS-sized: median peak-to-peak ≥ `MIN_QRS_UV` (True without the signal)."""
+        if not self._signal_seen or not self._qrs_amp:
+            return True
+        recent = list(self._qrs_amp)[-min(n, len(self._qrs_amp)):]
+        return float(np.median(recent)) >= MIN_QRS_UV
 
     def _patterns(self, b: Beat) -> None:
         labels = "".join("V" if x.label == "V" else ("Q" if x.label == "Q" else "N") for x in self._beats)
