@@ -17,6 +17,8 @@ Main rule (one-sided: it can only hold a VT call back):
 * during the run (from its first ventricular beat + `transit_s` to now) the pulse is **unchanged**
   when it has ≥ `min_intervals` intervals, every interval lies within ±`ibi_tol` of the baseline
   interval, every pulse upstroke keeps ≥ `amp_floor` of the baseline amplitude, and no pulse is overdue.
+  It contradicts the run only when the run's own V-beat interval is shorter than the baseline pulse
+  interval by more than `ibi_tol` (otherwise the pulse could simply be following the run).
   A real VT either drives the pulse at its own rate or weakens/irregularises it (stroke volume
   falls on fast ventricular beats), so a pulse that carries on exactly as before contradicts it;
 * anything else is **changed** (supports VT) or **unknown** (too little data, irregular or absent
@@ -260,6 +262,16 @@ class VtStage:
             self.candidate = "changed" in verdicts and "unchanged" not in verdicts
         return before != self.candidate
 
+    def _run_interval(self) -> float | None:
+        """Mean interval (s) of the V beats of the open run, or None when unknown."""
+        if self._run_start is None:
+            return None
+        fs = self._fs()
+        vs = [smp for smp, t, lab in self._beats if lab == "V" and t >= self._run_start + BEAT_LATENCY_S - 1e-6]
+        if fs is None or len(vs) < 2 or vs[-1] <= vs[0]:
+            return None
+        return (vs[-1] - vs[0]) / (len(vs) - 1) / fs
+
     def _fs(self) -> float | None:
         """ECG sampling rate estimated from beat samples against their report times (≥ 20 s span)."""
         if len(self._beats) < 2:
@@ -300,10 +312,13 @@ class VtStage:
         verdicts = {r.verdict for r in self.last.values()}
         if "changed" in verdicts:
             return None  # the pulse changed with the run: VT stands
-        if "unchanged" in verdicts:
-            kinds = "/".join(sorted(k for k, r in self.last.items() if r.verdict == "unchanged"))
-            return f"{kinds} pulse unchanged through the VT run"
         p = self.params
+        run_ibi = self._run_interval()
+        # an unchanged pulse only contradicts a run clearly faster than it (else it may be following the run)
+        unchanged = sorted(k for k, r in self.last.items() if r.verdict == "unchanged" and run_ibi is not None
+                           and run_ibi < (1.0 - p.ibi_tol) * r.baseline_ibi_s)
+        if unchanged:
+            return f"{'/'.join(unchanged)} pulse unchanged through the VT run"
         noisy = sum(1 for t in self._noisy if now - t <= p.noise_window_s)
         if p.noise_max > 0 and noisy >= p.noise_max and not pulseless:
             return f"ECG noisy in {noisy} of the last {p.noise_window_s:g} s and no pulse change"
