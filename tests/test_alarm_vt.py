@@ -87,7 +87,8 @@ def _engine() -> tuple[AlarmEngine, SimulatedClock, list]:
     return eng, clock, [events, audit]
 
 
-def _drive(pulse: np.ndarray, vt_at: float = 30.0, until: float = 36.0) -> tuple[list, list, AlarmEngine]:
+def _drive(pulse: np.ndarray, vt_at: float = 30.0, until: float = 36.0,
+           run_ibi: float = 0.45) -> tuple[list, list, AlarmEngine]:
     """Feed beats every 0.8 s, a VT episode opening at `vt_at` (run from vt_at - 2 s) and the pulse in 0.25-s blocks."""
     eng, clock, (events, audit) = _engine()
     ecg_fs = 250
@@ -105,7 +106,7 @@ def _drive(pulse: np.ndarray, vt_at: float = 30.0, until: float = 36.0) -> tuple
             eng.on_analysis("m1", Beat(s, "V" if in_run else "N"), t)
             if in_run and run_first is None:
                 run_first = s
-            next_beat += 0.45 if in_run else 0.8
+            next_beat += run_ibi if in_run else 0.8
         if run_first is not None and t >= vt_at and not opened:
             eng.on_analysis("m1", RhythmEpisode("VT", run_first, None), t)
             opened = True
@@ -118,6 +119,26 @@ def test_engine_holds_vt_back_while_the_pulse_goes_on_unchanged() -> None:
     assert not [e for e in events if e.condition == "vt" and e.event == "raised"]
     vetoes = [d for _, action, d in audit if action == "alarm.vetoed" and d["condition"] == "vt"]
     assert vetoes and "pulse unchanged" in vetoes[0]["reason"]
+
+
+def test_unchanged_pulse_does_not_veto_a_run_at_the_pulse_rate() -> None:
+    # V beats every 0.7 s against a pulse every 0.8 s: the pulse could be following the run, so no veto
+    events, audit, _ = _drive(pulse_train(regular(40.0)), run_ibi=0.7)
+    assert [e.event for e in events if e.condition == "vt"][:1] == ["raised"]
+    assert not [d for _, a, d in audit if a == "alarm.vetoed" and d["condition"] == "vt"]
+
+
+def test_cinc_score_formula_and_stratified_folds() -> None:
+    from vigil.evaluation.eval_alarms import Counts, Tape, cv_folds, tally
+
+    assert Counts(tp=6, tn=23, fp=7, fn=4).score == pytest.approx(100 * 29 / 56)  # FN weighs 5
+    c = tally([("vt", True, True), ("vt", True, False), ("vt", False, True), ("vt", False, False)])["vt"]
+    assert (c.tp, c.fn, c.fp, c.tn) == (1, 1, 1, 1) and c.score == pytest.approx(100 * 2 / 8)
+    tapes = [Tape(f"r{i:02d}", "Ventricular_Tachycardia", i < 10, None, 0.0, []) for i in range(40)]
+    folds = cv_folds(tapes)
+    for f in range(5):
+        members = [t for t, x in zip(tapes, folds, strict=True) if x == f]
+        assert len(members) == 8 and sum(t.truth for t in members) == 2
 
 
 def test_engine_raises_vt_when_the_pulse_changes_or_is_absent() -> None:
