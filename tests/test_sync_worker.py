@@ -159,3 +159,26 @@ async def test_permanent_4xx_and_rejections_are_dead_letters(store: RecordStore)
         assert [e["id"] for e in srv.app.applied] == ["evt_000000", "evt_000001"]
         status = worker.status()["destinations"]["booking"]
         assert status["dead_letters"] == 3 and status["queue_depth"] == 0
+
+
+def test_status_reuses_recent_outbox_counts_and_drain_asks_the_store_only_when_idle(store: RecordStore) -> None:
+    calls = {"n": 0}
+    real = store.outbox_stats
+
+    def counting() -> dict:
+        calls["n"] += 1
+        return real()
+
+    store.outbox_stats = counting  # type: ignore[method-assign]
+    with booking_server(SECRET) as srv:
+        dest = BookingDestination(srv.base_url + "/v1/events", SECRET, session=make_session(), batch_size=10)
+        worker = SyncWorker(store, [dest], clock=SystemClock(), idle_poll_s=0.02)
+        _enqueue(store, 25)
+        assert not worker.drained() and calls["n"] == 0  # streams not idle yet: no scan of the outbox
+        for _ in range(10):
+            worker.status()
+        assert calls["n"] == 1  # one query serves a second of status reports
+        assert worker.status()["destinations"]["booking"]["queue_depth"] == 25
+        assert asyncio.run(worker.drain(30))
+        assert worker.status()["destinations"]["booking"]["queue_depth"] == 0  # drain refreshed the counts
+        assert len(srv.app.applied) == 25

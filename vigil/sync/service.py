@@ -166,10 +166,10 @@ async def run_service(cfg: VigilConfig, setup: SyncSetup, store: Any, *, stop: a
     try:
         if drain:
             while not stop.is_set():
-                stats = await asyncio.to_thread(worker._store, store.outbox_stats)
-                if all(s.pending + s.inflight == 0 for n, s in stats.items() if n in worker.destinations):
+                if await asyncio.to_thread(worker.drained):
                     break
                 await asyncio.sleep(0.1)
+            await asyncio.to_thread(worker.outbox_stats, fresh=True)
             write_status_file(folder / STATUS_FILE, await asyncio.to_thread(worker.status))
             stop.set()
         await asyncio.gather(*tasks)
