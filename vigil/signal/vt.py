@@ -1,14 +1,13 @@
 """VT confirmation stage of the alarm path: does the pulse wave agree that a VT run is happening?
 
 The beat classifier calls VT on ≥ 5 consecutive ventricular beats at > 100 bpm (CinC 2015
-definition, Clifford et al., Physiol. Meas. 37 (2016) 1245). Most false VT alarms in ICU
+definition, Clifford et al., Physiol. Meas. 37(8), 2016). Most false VT alarms in ICU
 monitoring come from ECG artefact (Drew et al., PLOS ONE 9 (2014) e110274): motion or
 high-frequency noise read as wide, fast complexes while the heart keeps beating as before. The
-challenge entries that did best used the pulsatile channels to check ECG arrhythmia calls:
-Plesinger et al. (Physiol. Meas. 37 (2016) 1313) verify ECG-detected events against the
-beat-to-beat rhythm of ABP/PPG; Fallet et al. (ibid. 1299) and Eerikäinen et al. (ibid. 1204)
-use ABP/PPG rate and amplitude features beside the ECG ones; Kalidas & Tamil (ibid. 1253) reject
-VT when the pulsatile signal's rate stays normal.
+stronger challenge entries (Plesinger et al., "Taming of the monitors"; Kalidas & Tamil;
+Eerikäinen et al.; Fallet et al.; all Physiol. Meas. 37(8), 2016) combine the ECG with the
+pulsatile channels (ABP, PPG) to accept or reject ECG arrhythmia calls. This stage follows that
+idea with a small, transparent rule set instead of a trained classifier (40 records are too few).
 
 Main rule (one-sided: it can only hold a VT call back):
 
@@ -32,7 +31,7 @@ Two more rules, both tied to the pulse evidence:
   pulse monitor reports no pulse at all;
 * short run — `run_min_v` consecutive V beats at > 100 bpm (fewer than the 5 of the definition:
   the QRS detector drops complexes inside fast wide runs) raise VT when a pulse wave *changed*
-  with them (Plesinger et al. 2016 confirm ECG events by the pulse response).
+  with them (the same pulse-response evidence, used the other way round).
 
 Pure numpy/scipy on buffered samples; no I/O, no clock (times are the caller's monotonic seconds).
 Thresholds are module defaults chosen by 5-fold cross-validation over challenge2015 records
