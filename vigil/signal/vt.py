@@ -1,9 +1,10 @@
 """VT confirmation stage of the alarm path: does the pulse wave agree that a VT run is happening?
 
 The beat classifier calls VT on ≥ 5 consecutive ventricular beats at > 100 bpm (CinC 2015
-definition, Clifford et al., Physiol. Meas. 37(8), 2016). Most false VT alarms in ICU
-monitoring come from ECG artefact (Drew et al., PLOS ONE 9 (2014) e110274): motion or
-high-frequency noise read as wide, fast complexes while the heart keeps beating as before. The
+definition, Clifford et al., Physiol. Meas. 37(8), 2016). Most arrhythmia alarms in ICU
+monitoring are false (88.8 % of those annotated by Drew et al., PLOS ONE 2014, e110274); a frequent
+cause is ECG artefact — motion or high-frequency noise read as wide, fast complexes while the heart
+keeps beating as before. The
 stronger challenge entries (Plesinger et al., "Taming of the monitors"; Kalidas & Tamil;
 Eerikäinen et al.; Fallet et al.; all Physiol. Meas. 37(8), 2016) combine the ECG with the
 pulsatile channels (ABP, PPG) to accept or reject ECG arrhythmia calls. This stage follows that
@@ -26,8 +27,8 @@ Main rule (one-sided: it can only hold a VT call back):
 Two more rules, both tied to the pulse evidence:
 
 * noise — a VT call the pulse does not support ("unknown") is held back when the ECG had
-  ≥ `noise_max` noise/saturation seconds in the last `noise_window_s` (artefact is the commonest
-  cause of false VT, Drew et al. 2014; signal-quality gating as in Eerikäinen et al. 2016), unless a
+  ≥ `noise_max` noise/saturation seconds in the last `noise_window_s` (an artefact-laden ECG
+  cannot raise VT alone: issue 4's fusion rule), unless a
   pulse monitor reports no pulse at all;
 * short run — `run_min_v` consecutive V beats at > 100 bpm (fewer than the 5 of the definition:
   the QRS detector drops complexes inside fast wide runs) raise VT when a pulse wave *changed*
