@@ -27,11 +27,25 @@ class FhirDestination:
         self._session = session
         self._auth = auth
         self._timeout = timeout_s
+        self._valid: set[str] = set()  # Patient/Encounter JSON already validated
 
     @property
     def batch_size(self) -> int:
         """Rows per Bundle (1 while isolating a rejected row)."""
         return 1 if self._solo_left > 0 else self._batch_size
+
+    def _validate(self, resource: dict[str, Any]) -> None:
+        """R4B validation; a Patient/Encounter repeated in every row of a guest is validated once."""
+        if resource.get("resourceType") not in ("Patient", "Encounter"):
+            fm.validate_resource(resource)
+            return
+        key = json.dumps(resource, sort_keys=True, separators=(",", ":"))
+        if key in self._valid:
+            return
+        fm.validate_resource(resource)
+        if len(self._valid) > 10_000:
+            self._valid.clear()
+        self._valid.add(key)
 
     def _post(self, body: bytes) -> Any:
         headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
@@ -52,7 +66,7 @@ class FhirDestination:
             try:
                 mapped = fm.resources_for_payload(row.payload)
                 for r in mapped:
-                    fm.validate_resource(r)
+                    self._validate(r)
             except (ValueError, KeyError, TypeError) as exc:
                 res.dead.append((row.id, f"cannot map to valid FHIR: {str(exc)[:300]}"))
                 continue
