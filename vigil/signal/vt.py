@@ -250,7 +250,7 @@ class VtStage:
                 break
             run.append((s, t))
         if len(run) < n:
-            # a run that just ended is judged once more on all of its beats
+            # no qualifying run (or it just ended): the candidate ends with it
             self.candidate = False
             return before != self.candidate
         run.reverse()
