@@ -28,7 +28,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,7 @@ class Tape:
     cfg: Any
     t0: float
     calls: list[tuple[float, str, tuple[Any, ...]]]
+    vetoes: list[tuple[float, str, str]] = field(default_factory=list)  # (t, condition, reason) audited
 
 
 def record_tape(path: Path, alarm: str, truth: bool) -> tuple[Tape, list[Any]]:
@@ -141,10 +142,16 @@ def record_tape(path: Path, alarm: str, truth: bool) -> tuple[Tape, list[Any]]:
     clock = SimulatedClock()
     sink = MemorySink()
     t0 = clock.monotonic()
-    taped = _TapeEngine(AlarmEngine(cfg, clock, sink.alarm), clock)
+    vetoes: list[tuple[float, str, str]] = []
+
+    def audit(actor: str, action: str, detail: dict[str, Any]) -> None:
+        if action == "alarm.vetoed":
+            vetoes.append((clock.monotonic() - t0, str(detail.get("condition")), str(detail.get("reason"))))
+
+    taped = _TapeEngine(AlarmEngine(cfg, clock, sink.alarm, audit=audit), clock)
     pipe = Pipeline(cfg, clock, [sink], engine=taped)
     run_replay(cfg, clock, duration_s=ALARM_AT_S, pipeline=pipe, records=records)
-    return Tape(path.name, alarm, truth, cfg, t0, taped.tape), sink.alarms
+    return Tape(path.name, alarm, truth, cfg, t0, taped.tape, vetoes), sink.alarms
 
 
 def replay_tape(tape: Tape, params: Any = None) -> list[Any]:
@@ -231,7 +238,7 @@ def load_tapes(max_records: int | None = None, verbose: bool = True) -> list[Tap
         return []
     tapes = []
     if verbose:
-        print(f"{'record':<8}{'type':<26}{'truth':<7}{'ours':<6}{'first raise (s)':>16}")
+        print(f"{'record':<8}{'type':<26}{'truth':<7}{'ours':<6}{'first raise (s)':>16}  why (in the last 16 s)")
     for rec, typ, truth in rows:
         tape, events = record_tape(root / rec, typ, truth)
         tapes.append(tape)
@@ -239,7 +246,12 @@ def load_tapes(max_records: int | None = None, verbose: bool = True) -> list[Tap
             cond = TYPE_CONDITION[typ]
             ivs = presence(events, cond, tape.t0)
             first = next((f"{a:.1f}" for a, b in ivs if b >= ALARM_AT_S - WINDOW_S), "-")
-            print(f"{rec:<8}{typ:<26}{int(truth):<7}{int(alarmed(events, cond, tape.t0)):<6}{first:>16}", flush=True)
+            why = next((e.reason for e in events if e.condition == cond and e.event == "raised"
+                        and e.t_mono - tape.t0 >= ALARM_AT_S - WINDOW_S), "")
+            held = sorted({r for t, c, r in tape.vetoes if c == cond and t >= ALARM_AT_S - WINDOW_S})
+            why = "; ".join([why] * bool(why) + [f"held: {r}" for r in held])
+            print(f"{rec:<8}{typ:<26}{int(truth):<7}{int(alarmed(events, cond, tape.t0)):<6}{first:>16}  {why}",
+                  flush=True)
     return tapes
 
 
