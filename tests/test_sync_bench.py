@@ -13,8 +13,8 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_fill_writes_the_feed_cadence(tmp_path: Path) -> None:
     counts = bench_sync.fill_outbox(tmp_path / "v.db", 0.1, 3)  # 360 s, 3 guests, one alarm (guest 0 at t=0)
-    # booking: session started/ended + 3 check-ins + 72 vitals per guest + raised/acknowledged/resolved
-    assert counts["booking"] == 2 + 3 + 3 * 72 + 3
+    # booking: session started/ended + 3 check-ins and check-outs + 72 vitals per guest + raised/acked/resolved
+    assert counts["booking"] == 2 + 3 + 3 + 3 * 72 + 3
     # fhir: 6 one-minute windows per guest + 1 alarm strip + 3 summaries; e-mail and sms one per guest
     assert (counts["fhir"], counts["email"], counts["sms"]) == (3 * 6 + 1 + 3, 3, 3)
 

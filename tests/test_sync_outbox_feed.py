@@ -91,7 +91,7 @@ def test_booking_gets_vitals_every_5_s_and_fhir_one_window_per_minute(tmp_path: 
     store.flush()
     booking = _rows(store, "booking")
     types = [r.event_type for r in booking]
-    assert types[:2] == ["session.started", "guest.checked_in"] and types[-1] == "session.ended"
+    assert types[:2] == ["session.started", "guest.checked_in"] and types[-2:] == ["guest.checked_out", "session.ended"]
     vitals = [r.payload for r in booking if r.event_type == "vitals.summary"]
     assert len(vitals) == 24  # 120 s / 5 s
     walls = [fm.iso(1_700_000_000.0 + 5 * (i + 1)) for i in range(24)]

@@ -7,7 +7,8 @@ are configured in ``[sync]`` get rows (an unconfigured one would only grow the q
 
 Cadence (issue 6):
 
-* booking: ``session.started/ended``, ``guest.checked_in`` (also for guests a roster adds later),
+* booking: ``session.started/ended``, ``guest.checked_in`` (also for guests a roster adds later) and
+  ``guest.checked_out`` at the end,
   ``alarm.raised/acknowledged/escalated/resolved``, ``device.lost/recovered`` as they happen, and a
   ``vitals.summary`` per guest every 5 s (latest values no older than 10 s; cuff BP and SDNN up to
   15 min old). In the FHIR window a BP or SDNN value counts once, in the 5-s slot it arrived in.
@@ -285,6 +286,7 @@ class OutboxFeed:
             counts = ", ".join(f"{c} x{n}" for c, n in sorted(g.alarms.items())) or "no alarms"
             conclusion = f"Vigil monitoring from {_hhmm(self.start_wall)} to {_hhmm(wall)} UTC: {counts}."
             self._fhir("summary", {"session_end": wall, "conclusion": conclusion}, mat, "summary", wall)
+            self._event("guest.checked_out", {"session": self.sid, "guest": self.guest_ref(mat)["id"], "mat": mat}, wall)
             to = self._clinician(mat)
             if self.to_email and to:
                 self._put("email", "session.summary",
