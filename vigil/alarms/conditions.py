@@ -61,7 +61,8 @@ CATALOG: dict[str, ConditionSpec] = {s.id: s for s in [
     # life-threatening arrhythmias: fixed ids, high, latching
     _spec("asystole", H, "arrhythmia", latching=True, text="no QRS for >= 4 s"),
     _spec("vf", H, "arrhythmia", latching=True, text="ventricular fibrillation/flutter >= 4 s"),
-    _spec("vt", H, "arrhythmia", latching=True, text=">= 5 ventricular beats at > 100 bpm"),
+    _spec("vt", H, "arrhythmia", latching=True,
+          text=">= 5 ventricular beats at > 100 bpm (3 with a changed pulse), checked against the pulse wave"),
     _spec("brady_extreme", H, "arrhythmia", latching=True, text="HR < 40 bpm for 5 beats"),
     _spec("tachy_extreme", H, "arrhythmia", latching=True, text="HR > 140 bpm for 17 beats"),
     _spec("af", M, "arrhythmia", text="atrial fibrillation/flutter onset"),
