@@ -182,3 +182,32 @@ def test_status_reuses_recent_outbox_counts_and_drain_asks_the_store_only_when_i
         assert asyncio.run(worker.drain(30))
         assert worker.status()["destinations"]["booking"]["queue_depth"] == 0  # drain refreshed the counts
         assert len(srv.app.applied) == 25
+
+
+def test_a_backward_clock_step_does_not_stall_delivery(tmp_path: Path) -> None:
+    from vigil.clock import SimulatedClock
+
+    with booking_server(SECRET) as srv:
+        store = RecordStore.open(tmp_path / "v.db")
+        clock = SimulatedClock(start_mono=0.0, start_wall=time.time())
+        ids = _enqueue(store, 3)
+        dest = BookingDestination(srv.base_url + "/v1/events", SECRET, session=make_session(), timeout_s=2.0)
+        w = SyncWorker(store, [dest], clock=clock, max_backoff_s=5.0)
+        clock.jump_wall(3600.0)  # the box's clock is an hour ahead while the platform is unreachable
+        srv.down()
+        assert w.step("booking") == -1
+        srv.up()
+        clock.jump_wall(-3600.0)  # NTP steps it back
+        clock.advance(10.0)  # past the backoff (max 5 s)
+        assert w.step("booking") == 3  # delivered now, not an hour later
+        assert [e["id"] for e in srv.app.applied] == ids
+        # a restarted worker finds rows stamped two hours ahead (clock stepped back while it was down)
+        more = _enqueue(store, 2, 3)
+        srv.down()
+        w2 = SyncWorker(store, [dest], clock=SimulatedClock(start_mono=0.0, start_wall=time.time() + 7200))
+        assert w2.step("booking") == -1
+        srv.up()
+        w3 = SyncWorker(store, [dest], clock=SimulatedClock(start_mono=0.0, start_wall=time.time()))
+        assert w3.step("booking") == 2
+        assert [e["id"] for e in srv.app.applied] == ids + more
+        store.close()

@@ -91,6 +91,9 @@ class SyncWorker:
         # outbox_stats scans the outbox (~0.4 s at 190k rows) under the store lock: cache it and keep its
         # duty cycle low so status reports never starve the streams
         self._stats: tuple[float, dict[str, Any]] | None = None
+        self._hwm: float | None = None  # see _outbox_wall
+        self._hwm_mono = 0.0
+        self._wall_lock = threading.Lock()
         self._stats_cost_s = 0.0
         self.streams = {d.name: StreamState(d.name, CircuitBreaker(d.name, clock, failure_threshold=breaker_threshold,
                                                                    reset_s=breaker_reset_s,
@@ -103,18 +106,47 @@ class SyncWorker:
         with self._lock:
             return fn(*args, **kw)
 
+    def _outbox_wall(self) -> float:
+        """Wall time for the outbox's retry and lease stamps: the clock, but never stepping back.
+
+        ``retry_at``/``claimed_at`` are wall seconds in the store. When NTP steps the clock back (a Pi has
+        no RTC), rows stamped while it was ahead would wait for the size of the step; this time keeps
+        advancing with the monotonic clock from the highest wall time seen instead.
+        """
+        with self._wall_lock:
+            wall, mono = self.clock.wall(), self.clock.monotonic()
+            if self._hwm is None:
+                self._hwm = wall
+            else:
+                self._hwm = max(wall, self._hwm + max(0.0, mono - self._hwm_mono))
+            self._hwm_mono = mono
+            return self._hwm
+
     def _claim(self, name: str, limit: int) -> list[Any]:
         # The first claim after start takes over rows left in flight by a killed worker at once
         # (only one worker runs: the CLI holds a lock file); later claims respect the lease.
-        lease = 0.0 if self._first_claim[name] else self.lease_s
+        now = self._outbox_wall()
+        lease = self.lease_s
+        if self._first_claim[name]:
+            lease = 0.0
+            head = self._store(self.store.outbox_stats).get(name)  # once per stream; not the status cache
+            due = getattr(head, "next_retry_at", None)
+            # a stored retry time further ahead than any delay we set (backoff cap, Retry-After <= 1 h) was
+            # stamped before the clock stepped back: retry now rather than wait for the size of the step
+            if due is not None and due - now > max(self.max_backoff_s, 3600.0):
+                log.warning("%s: stored retry time is %.0f s ahead of the clock (clock stepped back?); "
+                            "retrying now", name, due - now)
+                with self._wall_lock:
+                    self._hwm = now = float(due)
         self._first_claim[name] = False
-        return list(self._store(self.store.claim, name, limit, now=self.clock.wall(), lease_s=lease))
+        return list(self._store(self.store.claim, name, limit, now=now, lease_s=lease))
 
     def _apply(self, st: StreamState, rows: Sequence[Any], res: BatchResult) -> bool:
         """Record a batch result in the store; return True when the whole batch is settled."""
         ids = [r.id for r in rows]
         done = set(res.delivered) | {i for i, _ in res.dead}
         retry = [i for i in ids if i not in done]
+        retry_wall = self._outbox_wall()
         with self._lock:
             if res.delivered:
                 self.store.mark_delivered(res.delivered, now=self.clock.wall())
@@ -128,7 +160,7 @@ class SyncWorker:
                 st.next_at = self.clock.monotonic() + delay
                 err = res.error or "not acknowledged"
                 for i in retry:
-                    self.store.mark_failed(i, err, self.clock.wall() + delay)
+                    self.store.mark_failed(i, err, retry_wall + delay)
         st.delivered += len(res.delivered)
         st.dead += len(res.dead)
         st.batches += 1
