@@ -135,3 +135,68 @@ def test_latency_at_most_one_second_for_regular_beats(rec119):
                 lat.append((i + 36 - o.sample) / fs)
     lat = np.array(lat)
     assert np.mean(lat <= 1.0) >= 0.98 and lat.max() <= 2.5, (np.percentile(lat, [50, 99]), lat.max())
+
+
+def test_ec57_excludes_reference_vf_episodes_like_bxb():
+    from vigil.evaluation.ec57 import read_vf_episodes
+
+    ref = [(100, "N"), (200, "N"), (300, "Q"), (350, "Q"), (500, "N")]
+    test = [(100, "N"), (290, "N"), (320, "N"), (440, "N"), (502, "N"), (700, "N")]
+    vf = [(250, 450)]  # [ at 250, ] at 450: flutter waves inside are not scored
+    sc = score(ref, test, 100.0, exclude=vf)
+    # 200 missed (FN); 290/320/440 unmatched but inside VF (not FP); 700 is a FP outside
+    assert (sc.tp, sc.fn, sc.fp) == (2, 1, 1)
+    plain = score(ref, test, 100.0)
+    assert (plain.tp, plain.fn, plain.fp) == (3, 2, 3)  # 350 missed, 320/440 false
+    from vigil.datasets import data_root
+
+    path = data_root() / "mitdb" / "207"
+    if (path.parent / "207.atr").exists():  # mitdb 207 has six VF/VFL episodes marked [ ]
+        spans = read_vf_episodes(str(path))
+        assert len(spans) == 6 and all(a < b for a, b in spans)
+
+
+def test_tree_ensemble_inference_matches_hand_computation():
+    from vigil.signal.beats import FEATURE_NAMES, TreeEnsemble
+
+    doc = {"features": list(FEATURE_NAMES), "bias": -1.0, "learning_rate": 0.5, "threshold": 0.0,
+           "trees": [{"feature": [0, -1, -1], "threshold": [0.6, 0, 0], "left": [1, -1, -1],
+                      "right": [2, -1, -1], "value": [0, 3.0, -2.0]},
+                     {"feature": [9, -1, -1], "threshold": [0.8, 0, 0], "left": [1, -1, -1],
+                      "right": [2, -1, -1], "value": [0, 1.0, 0.0]}]}
+    m = TreeEnsemble(doc)
+    x = [0.0] * len(FEATURE_NAMES)
+    x[0], x[9] = 0.5, 0.7  # low correlation, premature: -1 + 0.5*3 + 0.5*1
+    assert m.logit(x) == pytest.approx(1.0)
+    x[0], x[9] = 0.95, 1.0  # -1 + 0.5*-2 + 0
+    assert m.logit(x) == pytest.approx(-2.0)
+    assert 0.0 < m.probability(x) < 0.5
+
+
+def test_packaged_beat_model_matches_the_feature_order():
+    from vigil.signal.beats import FEATURE_NAMES, MODEL_PATH, load_model
+
+    model = load_model()
+    assert MODEL_PATH.exists() and model is not None
+    assert tuple(model.features) == FEATURE_NAMES and len(model.trees) >= 10
+
+
+def test_artefact_in_one_lead_makes_no_beats(rec119):
+    """1 mV bursts and steps on lead 2 only (lead 1 clean) add no detections (two-lead fusion)."""
+    x, fs, ref = rec119
+    x = x[: int(300 * fs)].copy()
+    AMP = 1000.0  # 1 mV on lead 2, about its QRS size (far larger artefacts still get through)
+    rng = np.random.default_rng(7)
+    ref_s = np.array([s for s, _ in ref if s < len(x) - 2 * fs])
+    for k in range(40):  # 40 artefacts of 150 ms, half way between reference beats
+        i = int(rng.integers(20, len(ref_s) - 20))
+        mid = (ref_s[i] + ref_s[i + 1]) // 2
+        n = int(0.15 * fs)
+        if k % 2:
+            x[mid:mid + n, 1] += AMP * rng.standard_normal(n)  # muscle-like burst
+        else:
+            x[mid:, 1] += AMP  # electrode step
+    beats = _run(x, fs, 250)
+    refw = [(s, c) for s, c in ref if s < len(x) - fs]
+    sc = score(refw, [(b.sample, b.label) for b in beats if b.sample < len(x) - fs], fs, start=int(20 * fs))
+    assert sc.fp <= 4 and sc.fn <= 2, (sc.tp, sc.fn, sc.fp)

@@ -113,6 +113,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="eval_qrs")
     p.add_argument("--records", default="", help="comma-separated mitdb records (default: all present)")
     p.add_argument("--no-baselines", action="store_true", help="skip neurokit2 and XQRS")
+    p.add_argument("--methods", default="", help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
     root = data_root()
@@ -121,6 +122,8 @@ def main(argv: list[str]) -> int:
         mit = [r for r in args.records.split(",") if r in mit]
     nst = [r for r in NSTDB if (root / "nstdb" / f"{r}.hea").exists()]
     methods = METHODS[:2] if args.no_baselines else METHODS
+    if args.methods:
+        methods = tuple(m for m in METHODS if m in args.methods.split(","))
     jobs = [(db, r, m) for m in methods for db, recs in (("mitdb", mit), ("nstdb", nst)) for r in recs]
     if not jobs:
         print(f"no mitdb/nstdb records under {root}")
