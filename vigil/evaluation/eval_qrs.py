@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
     if args.records:
         mit = [r for r in args.records.split(",") if r in mit]
     nst = [r for r in NSTDB if (root / "nstdb" / f"{r}.hea").exists()]
-    methods = METHODS[:2] if args.no_baselines else METHODS
+    methods: tuple[str, ...] = METHODS[:2] if args.no_baselines else METHODS
     if args.methods:
         methods = tuple(m for m in METHODS if m in args.methods.split(","))
     jobs = [(db, r, m) for m in methods for db, recs in (("mitdb", mit), ("nstdb", nst)) for r in recs]
