@@ -198,6 +198,38 @@ def test_bus_ecg_frames_are_decimated_and_contiguous() -> None:
     joined = np.concatenate([f["samples"] for f in frames])
     assert np.array_equal(joined, x[: len(joined) * 3].reshape(-1, 3).mean(axis=1).round())
     assert len(joined) == 360  # all 3 s published at 120 Hz
+    assert not any("beats" in f for f in frames)  # no analysis yet: no beats field
+
+
+def test_bus_ecg_frames_carry_the_new_labelled_beats_once() -> None:
+    import numpy as np
+
+    from vigil.edge.daemon import BusSink
+    from vigil.model import Beat, ChannelKind, Measurement, Metric, SampleBlock
+
+    class FakeBus:
+        def __init__(self) -> None:
+            self.frames: list[dict] = []
+
+        def publish_ecg(self, mat: str, payload: dict) -> None:
+            self.frames.append(payload)
+
+    bus = FakeBus()
+    sink = BusSink(bus)  # type: ignore[arg-type]
+    x = np.zeros(500, dtype=np.int32)
+    sink.block("M", SampleBlock("d", "ecg", ChannelKind.ECG, 500.0, "uV", 1.0, 1000, x, 0.0, 0.0))
+    sink.analysis("M", [Beat(1100, "N"), Beat(1300, "V"), Beat(1310, "N", channel="ecg2"),
+                        Measurement(Metric.HR, 60.0, 1300)], 0.0)
+    sink.flush_ecg(0.0)
+    sink.block("M", SampleBlock("d", "ecg", ChannelKind.ECG, 500.0, "uV", 1.0, 1500, x, 0.0, 0.0))
+    sink.flush_ecg(0.0)
+    assert bus.frames[0]["beats"] == [[1100, "N"], [1300, "V"]]  # primary lead only, device numbering
+    assert "beats" not in bus.frames[1]  # each beat goes out once
+    for i in range(200):  # a dashboard-less backlog is bounded
+        sink.analysis("M", [Beat(2000 + i, "N")], 0.0)
+    sink.block("M", SampleBlock("d", "ecg", ChannelKind.ECG, 500.0, "uV", 1.0, 2000, x, 0.0, 0.0))
+    sink.flush_ecg(0.0)
+    assert [b[0] for b in bus.frames[2]["beats"]] == list(range(2136, 2200))
 
 
 async def test_commands_over_the_bus_are_answered_and_ecg_streams_at_4_per_second(tmp_path: Path, mosquitto) -> None:
@@ -255,6 +287,10 @@ async def test_commands_over_the_bus_are_answered_and_ecg_streams_at_4_per_secon
                                                   "operator does not match the topic"]
     assert 3.0 <= len(ecg) / elapsed <= 5.0  # ~4 frames per second
     assert all(e["v"] == 1 and e["fs"] == 120.0 for e in ecg)
+    beats = [b for e in ecg for b in e.get("beats", [])]
+    assert len(beats) >= 2 and all(lab in "NVSFQ" for _, lab in beats)  # 119 at ~70 bpm over >= 2 s
+    first, last = ecg[0]["seq"], ecg[-1]["seq"] + 3 * len(ecg[-1]["samples"])
+    assert all(first - 360 <= s < last for s, _ in beats)  # in the frames' own numbering
 
 
 async def test_a_true_vt_sounds_locally_through_the_daemon(tmp_path: Path) -> None:

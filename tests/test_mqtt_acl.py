@@ -278,3 +278,22 @@ def test_mqtt_credentials_per_role_fall_back_to_the_daemons() -> None:
     assert bare.mqtt_credentials("sync") == ("u", "p")
     assert bare.mqtt_credentials("dashboard", "x") == ("u", "p")
     assert bare.mqtt_credentials("dashboard", "nobody") == ("u", "p")
+
+
+def test_sync_and_dashboard_processes_log_in_as_their_own_roles(
+        site: tuple[SecuredMosquitto, dict[str, tuple[str, str]]]) -> None:
+    """`vigil sync` and `vigil tui --operator` resolve their own users from the config; the broker accepts them."""
+    from vigil.commands.tui import connection
+    from vigil.sync.service import broker_login
+
+    server, creds = site
+    cfg = parse_config(CONFIG, server.passwd.parent / "config.toml")
+    assert broker_login(cfg) == creds["sync"]
+    conn = connection(cfg, "assistant")
+    assert (conn.username, conn.password) == creds["assistant"]  # type: ignore[attr-defined]
+    for cred in (broker_login(cfg), creds["assistant"]):
+        c = Client(server, (str(cred[0]), str(cred[1])))
+        try:
+            assert c.rc == 0
+        finally:
+            c.close()

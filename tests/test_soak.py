@@ -1,7 +1,7 @@
 """Soak harness: the fault schedule, the clock shim, the report's checks, and a short night end to end.
 
 `make soak` runs the 12-hour night (`python -m vigil.soak`); here a 16-minute night at 20x with three
-guests runs every fault kind but the clock jumps (see the xfail test below for why) in about a minute.
+guests runs every fault kind but the clock jumps (see KNOWN_BAD below) in about a minute.
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ def _soak(run: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict
     return res, json.loads((run / "report.json").read_text()), time.monotonic() - t0
 
 
-# the two kinds left out here fail for known reasons, each pinned by a strict xfail below
-KNOWN_BAD = {"clock_jump", "serial_storm"}
+# clock jumps are left out here: with them the soak reports missed spo2_low/disk_low expectations (under investigation)
+KNOWN_BAD = {"clock_jump"}
 
 
 @pytest.mark.slow
@@ -148,8 +148,6 @@ def test_short_night_with_faults_passes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, reason="daemon drops the Stamper's reconnect gaps (DeviceSupervisor.gaps is only "
-                   "logged, never fed to pipeline.gap): the store's seq jumps with no gap row")
 def test_oximeter_unplug_storm_leaves_gap_records(tmp_path: Path) -> None:
     res, report, _took = _soak(tmp_path / "soak", "--minutes", "5", "--guests", "1", "--serial", "1",
                                "--faults", "serial_storm")
@@ -158,8 +156,6 @@ def test_oximeter_unplug_storm_leaves_gap_records(tmp_path: Path) -> None:
     assert report["sample_holes"] == 0, report["problems"]
 
 
-@pytest.mark.xfail(strict=True, reason="sync retry_at is on the wall clock: after a backward clock step, rows that "
-                   "failed while the clock was ahead wait for the size of the step (soak: 1 h stall after -1 h)")
 def test_delivery_resumes_within_max_backoff_after_the_clock_steps_back(tmp_path: Path) -> None:
     from vigil.clock import SimulatedClock
     from vigil.store import RecordStore

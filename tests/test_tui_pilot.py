@@ -180,6 +180,9 @@ async def test_alarm_ack_pause_off_and_escalation_through_the_dashboard(tmp_path
                 text = screen_text(app)
                 assert "alarm history" in text and "escalated on_call Dr Oncall via cloud: sent" in text
                 assert "by ana" in text
+                # the strip is labelled with the daemon's beats (v221l's VT segment: ventricular beats)
+                labels = {lab for _, lab in room.guest("V1").ecg.beats}
+                assert "V" in labels, labels
                 await pilot.press("escape")
                 await pilot.pause(0.2)
         finally:

@@ -173,7 +173,7 @@ def edit_pairing(text: str, mat: str, device_id: str, profile: str, where: tuple
     if target is None:
         block = ["\n", "[[devices]]\n", f"id = {_toml_str(device_id)}\n", f"profile = {_toml_str(profile)}\n",
                  f"{key} = {_toml_str(value)}\n"]
-        insert_at = dev_starts and next((h for h in headers if h > dev_starts[-1]), len(lines)) or len(lines)
+        insert_at = next((h for h in headers if h > dev_starts[-1]), len(lines)) if dev_starts else len(lines)
         lines[insert_at:insert_at] = block
     else:
         start, end = target

@@ -17,11 +17,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="broker host (default: mqtt.host of the config)")
     parser.add_argument("--port", type=int, default=None, help="broker port (default: mqtt.port of the config)")
     parser.add_argument("--username", default=None,
-                        help="broker user of this operator (default: mqtt.username of the config); the broker's ACL "
+                        help="broker user of this operator (default: the operator's name when it has mqtt_password_file, else mqtt.username); the broker's ACL "
                              "should let it write only vigil/<room>/cmd/<operator>")
     parser.add_argument("--password-file", default=None, metavar="FILE",
                         help="that user's broker password (a secret file: mode 600, next to the config or in "
-                             "$CREDENTIALS_DIRECTORY; default: mqtt.password_file)")
+                             "$CREDENTIALS_DIRECTORY; default: the operator's mqtt_password_file, else mqtt.password_file)")
     parser.add_argument("--night", action="store_true", help="start in night mode (dim red/amber)")
     parser.add_argument("--large", action="store_true", help="start with large digits")
     parser.add_argument("--log", metavar="FILE", default=None,
@@ -48,10 +48,12 @@ def connection(cfg: object, operator: str | None, host: str | None = None, port:
                           f"(configured: {', '.join(sorted(ops)) or 'none'})", [("operators", None, "unknown operator")])
     secret = read_secret(cfg, op.secret_file, what=f"operator {op.name} secret_file") if op.secret_file else None
     m = cfg.mqtt
-    pw_file, pw_what = (password_file, "--password-file") if password_file else (m.password_file, "mqtt.password_file")
+    role_user, role_pw_file = cfg.mqtt_credentials("dashboard", op.name)
+    role_what = (f"operator {op.name} mqtt_password_file" if op.mqtt_password_file else "mqtt.password_file")
+    pw_file, pw_what = (password_file, "--password-file") if password_file else (role_pw_file, role_what)
     password = read_secret(cfg, pw_file, what=pw_what).decode().strip() if pw_file else None
     return Connection(room=cfg.site.room, host=host or m.host, port=port or m.port, operator=op.name, secret=secret,
-                      username=username or m.username, password=password)
+                      username=username or role_user, password=password)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,6 +33,8 @@ from vigil.edge.sdnotify import SdNotify
 from vigil.errors import ConfigError, VigilError
 from vigil.model import (
     AlarmEvent,
+    AnalysisOutput,
+    Beat,
     ChannelKind,
     GuestInfo,
     Metric,
@@ -52,12 +54,15 @@ ALARM_TICK_S = 0.1
 # --------------------------------------------------------------------------- the bus sink
 
 class BusSink(PipelineSink):
-    """Publishes alarm events at once, and buffers ECG for ~4 decimated frames per second."""
+    """Publishes alarm events at once, and buffers ECG (with its labelled beats) for ~4 decimated frames a second."""
+
+    MAX_PENDING_BEATS = 64  # per guest; beats come <= 1 s after their samples, frames go 4 times a second
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._ecg: dict[str, tuple[int, float, list[np.ndarray]]] = {}  # mat -> (first seq, fs, chunks)
         self._remainder: dict[str, np.ndarray] = {}
+        self._beats: dict[str, list[list[int | str]]] = {}  # mat -> [[seq, label], ...] not yet published
 
     def block(self, mat: str, block: SampleBlock) -> None:
         """Buffer the primary ECG channel."""
@@ -69,6 +74,14 @@ class BusSink(PipelineSink):
             self._remainder.pop(mat, None)
             self._ecg[mat] = cur
         cur[2].append(block.samples)
+
+    def analysis(self, mat: str, outputs: Sequence[AnalysisOutput], t_mono: float) -> None:
+        """Keep the primary lead's new beats for the next frame (the dashboard labels its strip with them)."""
+        new: list[list[int | str]] = [[b.sample, b.label] for b in outputs if isinstance(b, Beat) and b.channel == "ecg"]
+        if new:
+            pending = self._beats.setdefault(mat, [])
+            pending.extend(new)
+            del pending[:-self.MAX_PENDING_BEATS]
 
     def alarm(self, event: AlarmEvent) -> None:
         """Every transition goes out on alarms/events."""
@@ -90,8 +103,12 @@ class BusSink(PipelineSink):
             dec = x[:usable].reshape(-1, factor).mean(axis=1).round().astype(int)
             rest = x[usable:]
             self._ecg[mat] = (seq + usable, fs, [rest] if len(rest) else [])
-            self.bus.publish_ecg(mat, {"mat": mat, "seq": seq, "fs": fs / factor, "decimation": factor,
-                                       "unit": "uV", "t": wall, "samples": dec.tolist()})
+            frame: dict[str, Any] = {"mat": mat, "seq": seq, "fs": fs / factor, "decimation": factor,
+                                     "unit": "uV", "t": wall, "samples": dec.tolist()}
+            beats = self._beats.pop(mat, None)
+            if beats:
+                frame["beats"] = beats
+            self.bus.publish_ecg(mat, frame)
             n += 1
         return n
 

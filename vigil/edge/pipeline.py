@@ -194,6 +194,7 @@ class Pipeline:
         self.guests: dict[str, GuestState] = {g.mat: GuestState(g.mat) for g in cfg.guests}
         self._analyzers: dict[str, Any] = {}
         self._pulse: dict[tuple[str, str], Pulsatility] = {}
+        self._next_seq: dict[tuple[str, str], int] = {}  # (device, channel) -> next expected sample
         self._unassigned: set[str] = set()
         self.analysis_errors = 0
         if analyzer_factory is True:
@@ -254,12 +255,15 @@ class Pipeline:
 
     def _block(self, mat: str, block: SampleBlock) -> None:
         g = self.guests[mat]
+        key = (block.device_id, block.channel)
+        expected = self._next_seq.get(key)
+        if expected is not None and block.seq > expected:  # reconnects and lost frames of every channel
+            for s in self.sinks:
+                _safe(s.gap, mat, block.device_id, block.channel, expected, block.seq, "seq jump")
+        self._next_seq[key] = block.end_seq
         for s in self.sinks:
             _safe(s.block, mat, block)
         if block.kind is ChannelKind.ECG and block.channel == "ecg":
-            if g.ecg_seq is not None and block.seq > g.ecg_seq:
-                for s in self.sinks:
-                    _safe(s.gap, mat, block.device_id, block.channel, g.ecg_seq, block.seq, "seq jump")
             g.ecg_seq, g.ecg_fs, g.last_block_mono = block.end_seq, block.fs, block.t_mono
             self._analyse(mat, g, block)
         elif block.kind in (ChannelKind.PLETH, ChannelKind.ABP):

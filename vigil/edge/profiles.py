@@ -43,7 +43,7 @@ class MatchRules(_Strict):
 
     name_prefix: list[str] = []
     service_uuids: list[str] = []
-    manufacturer_id: int | None = Field(None, ge=0, le=0xFFFF)
+    manufacturer_id: int | None = Field(default=None, ge=0, le=0xFFFF)
     usb: list[str] = []  # "VID:PID" hex
 
     @field_validator("service_uuids")
@@ -147,9 +147,16 @@ class LineSettings(_Strict):
     baudrate: int = Field(9600, gt=0)
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
-    stopbits: Literal[1, 1.5, 2] = 1
+    stopbits: float = 1  # 1, 1.5 or 2 (a Literal cannot hold 1.5 for the type checker)
     xonxoff: bool = False
     rtscts: bool = False
+
+    @field_validator("stopbits")
+    @classmethod
+    def _stopbits(cls, v: float) -> float:
+        if v not in (1, 1.5, 2):
+            raise ValueError("stopbits must be 1, 1.5 or 2")
+        return v
 
 
 class Profile(_Strict):

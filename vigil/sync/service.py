@@ -38,6 +38,13 @@ def _secret(cfg: VigilConfig, filename: str, what: str) -> str:
     return read_secret(cfg, filename, what=what).decode("utf-8").strip()
 
 
+def broker_login(cfg: VigilConfig) -> tuple[str | None, str | None]:
+    """The sync process's broker (username, password): [mqtt.sync] when configured, else [mqtt]'s."""
+    user, pw_file = cfg.mqtt_credentials("sync")
+    what = "mqtt.sync.password_file" if cfg.mqtt.sync is not None else "mqtt.password_file"
+    return user, (_secret(cfg, pw_file, what) if pw_file else None)
+
+
 def build_destinations(cfg: VigilConfig) -> SyncSetup:
     """Destinations for every configured cloud service; a missing secret raises SecretError naming it."""
     from vigil.sync.booking import BookingDestination
@@ -118,9 +125,9 @@ async def run_service(cfg: VigilConfig, setup: SyncSetup, store: Any, *, stop: a
                         probe=probe, idle_poll_s=idle_poll_s)
     folder = cfg.resolve_path(cfg.store.path).parent
     room = cfg.site.room
-    mqtt = MqttPublisher(cfg.mqtt.host, cfg.mqtt.port, username=cfg.mqtt.username,
-                         password=(_secret(cfg, cfg.mqtt.password_file, "mqtt.password_file")
-                                   if cfg.mqtt.password_file else None), client_id=f"vigil-sync-{room}")
+    mqtt_user, mqtt_password = broker_login(cfg)
+    mqtt = MqttPublisher(cfg.mqtt.host, cfg.mqtt.port, username=mqtt_user, password=mqtt_password,
+                         client_id=f"vigil-sync-{room}")
     setup.extras["worker"] = worker
     setup.extras["mqtt"] = mqtt
 
