@@ -356,3 +356,35 @@ def test_demo_with_a_dashboard_runs_the_daemon_beside_it_and_cleans_up(tmp_path:
         assert session.ended_wall is not None  # the daemon got SIGTERM and closed its session
     finally:
         store.close()
+
+
+async def test_a_dashboard_subscribing_late_gets_the_guests_retained_history(tmp_path: Path, mosquitto) -> None:
+    """Alarm events that happened before a dashboard connected come back to it in guest/<mat>/history."""
+    cfg_path = _config(tmp_path, mosquitto.port, [("V", "v221l", "replay-wfdb")], speed=10.0)
+    cfg_path.write_text(cfg_path.read_text().replace("speed = 10.0", "speed = 10.0\nstart_s = 260\nloop = false"))
+    cfg = parse_config(cfg_path.read_text(), cfg_path)
+    daemon = Daemon(cfg)
+    stop = asyncio.Event()
+    run = asyncio.create_task(daemon.run(stop, handle_signals=False))
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 20)
+        assert daemon.bus is not None and await daemon.bus.wait_connected(10)
+        assert daemon.pipeline is not None
+        for _ in range(150):  # the VT of v221l raises within a few seconds at 10x
+            if any(a.condition == "vt" for a in daemon.pipeline.active_alarms("V")):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)  # the next 1-s publish carries the events
+        async with subscribe("127.0.0.1", mosquitto.port, ["vigil/t1/guest/V/history"]) as messages:
+            async def first() -> tuple[dict, bool]:
+                async for _topic, payload, retained in messages:
+                    return payload, retained
+                raise AssertionError("no history")
+            payload, retained = await asyncio.wait_for(first(), 10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 30)
+    assert retained and payload["mat"] == "V" and payload["step_s"] == 60
+    assert ("vt", "raised") in [(e["condition"], e["event"]) for e in payload["events"]]
+    assert all(e["guest"] == "V" and isinstance(e["wall"], float) for e in payload["events"])
+    assert set(payload["trends"]) == {"hr", "spo2", "sbp", "qtc"}

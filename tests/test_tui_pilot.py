@@ -183,6 +183,10 @@ async def test_alarm_ack_pause_off_and_escalation_through_the_dashboard(tmp_path
                 # the strip is labelled with the daemon's beats (v221l's VT segment: ventricular beats)
                 labels = {lab for _, lab in room.guest("V1").ecg.beats}
                 assert "V" in labels, labels
+                # the daemon's retained guest history arrived and merged without doubling any event
+                g = room.guest("V1")
+                keys = [(e.condition, e.event, e.wall) for e in g.history]
+                assert g.seeded and len(keys) == len(set(keys)), keys
                 await pilot.press("escape")
                 await pilot.pause(0.2)
         finally:

@@ -6,6 +6,7 @@ Topic tree (docs/INTERFACES.md)::
     vigil/<room>/guest/<mat>/vitals        retained; latest numerics with ages
     vigil/<room>/guest/<mat>/ecg           not retained; ~4/s decimated waveform blocks
     vigil/<room>/guest/<mat>/alarms        retained; active alarms of that guest
+    vigil/<room>/guest/<mat>/history       retained; per-minute trends and recent alarm events
     vigil/<room>/alarms/events             every alarm transition
     vigil/<room>/sync/status               retained; sync queue state
     vigil/<room>/cmd/<operator>            commands from dashboards
@@ -67,6 +68,10 @@ class Topics:
     def guest_alarms(self, mat: str) -> str:
         """Active alarms of one guest (retained)."""
         return f"{self.base}/guest/{mat}/alarms"
+
+    def history(self, mat: str) -> str:
+        """Per-minute trends and recent alarm events of one guest (retained), for late dashboards."""
+        return f"{self.base}/guest/{mat}/history"
 
     def alarm_events(self) -> str:
         """Every alarm transition."""
@@ -246,6 +251,10 @@ class Bus:
     def publish_guest_alarms(self, mat: str, payload: dict[str, Any]) -> None:
         """Retained active alarms of one guest."""
         self.publish(self.topics.guest_alarms(mat), payload, retain=True, qos=1)
+
+    def publish_history(self, mat: str, payload: dict[str, Any]) -> None:
+        """Session history of one guest (retained)."""
+        self.publish(self.topics.history(mat), payload, retain=True, qos=1)
 
     def publish_alarm_event(self, payload: dict[str, Any]) -> None:
         """One alarm transition (queued while the broker is away)."""

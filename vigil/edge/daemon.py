@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from vigil.alarms.conditions import SYSTEM_GUEST
 from vigil.bus import Bus
 from vigil.clock import Clock, SystemClock
 from vigil.config import VigilConfig, read_secret
+from vigil.edge.history import GuestHistory
 from vigil.edge.pipeline import Pipeline, PipelineSink, StoreSink
 from vigil.edge.sdnotify import SdNotify
 from vigil.errors import ConfigError, VigilError
@@ -63,6 +65,8 @@ class BusSink(PipelineSink):
         self._ecg: dict[str, tuple[int, float, list[np.ndarray]]] = {}  # mat -> (first seq, fs, chunks)
         self._remainder: dict[str, np.ndarray] = {}
         self._beats: dict[str, list[list[int | str]]] = {}  # mat -> [[seq, label], ...] not yet published
+        self.history: dict[str, GuestHistory] = {}  # mat -> trends and recent events, for late dashboards
+        self.history_dirty: set[str] = set()
 
     def block(self, mat: str, block: SampleBlock) -> None:
         """Buffer the primary ECG channel."""
@@ -88,6 +92,22 @@ class BusSink(PipelineSink):
         payload = asdict(event)
         payload["priority"] = event.priority.label
         self.bus.publish_alarm_event(payload)
+        if event.guest != SYSTEM_GUEST:
+            self.history_of(event.guest).add_event(json.loads(json.dumps(payload, default=str)))
+            self.history_dirty.add(event.guest)
+
+    def history_of(self, mat: str) -> GuestHistory:
+        """The guest's history (created on first use)."""
+        h = self.history.get(mat)
+        if h is None:
+            h = self.history[mat] = GuestHistory()
+        return h
+
+    def publish_history(self, mat: str, vitals: dict[str, Any], wall: float) -> None:
+        """Feed one vitals sample; publish the retained history when a minute closed or events came."""
+        if self.history_of(mat).add_vitals(wall, vitals) or mat in self.history_dirty:
+            self.history_dirty.discard(mat)
+            self.bus.publish_history(mat, self.history[mat].payload(mat, wall))
 
     def flush_ecg(self, wall: float) -> int:
         """Publish one decimated frame per guest with buffered ECG; returns frames published."""
@@ -405,8 +425,10 @@ class Daemon:
                 next_vitals = now + VITALS_PUBLISH_S
                 self.bus.publish_status(self.status_payload())
                 for mat in self.pipeline.guests:
-                    self.bus.publish_vitals(mat, self.vitals_payload(mat))
+                    vitals = self.vitals_payload(mat)
+                    self.bus.publish_vitals(mat, vitals)
                     self._publish_guest_alarms(mat)
+                    self.bus_sink.publish_history(mat, vitals["vitals"], vitals["t"])
             await asyncio.sleep(ECG_PUBLISH_S)
 
     # ------------------------------------------------------------------ lifecycle

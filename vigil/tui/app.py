@@ -341,7 +341,7 @@ class DashboardApp(App[int]):
         """What the dashboard subscribes to."""
         t = Topics(self.conn.room)
         return [t.status(), t.sync_status(), f"{t.base}/roster", f"{t.base}/guest/+/vitals", f"{t.base}/guest/+/ecg",
-                f"{t.base}/guest/+/alarms", t.alarm_events(), t.cmd_reply(self.conn.operator)]
+                f"{t.base}/guest/+/alarms", f"{t.base}/guest/+/history", t.alarm_events(), t.cmd_reply(self.conn.operator)]
 
     def on_bus_message(self, topic: str, data: bytes) -> None:
         """Fold one raw MQTT message into the view-model."""

@@ -164,6 +164,7 @@ class GuestView:
     trends: dict[str, deque[tuple[float, float]]] = field(
         default_factory=lambda: {m: deque(maxlen=TREND_KEEP) for m in TREND_METRICS})
     history: deque[EventView] = field(default_factory=lambda: deque(maxlen=HISTORY_KEEP))
+    seeded: bool = False  # trends/history from the daemon's retained guest history taken (once)
     version: int = 0
 
     @property
@@ -288,6 +289,8 @@ class RoomView:
                     return mat  # waveform frames do not bump the version (the sweep has its own)
                 elif kind == "alarms":
                     self._alarms(mat, payload, now)
+                elif kind == "history":
+                    self._seed(mat, payload)
                 else:
                     return None
                 return self._bump(mat)
@@ -296,7 +299,7 @@ class RoomView:
                                           payload.get("op"), list(payload.get("affected") or []),
                                           payload.get("id"), now))
                 return self._bump("")
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None
         return None
 
@@ -352,10 +355,47 @@ class RoomView:
                                    a.get("pause_left_s"), now))
         g.alarms = out
 
+    def _seed(self, mat: str, payload: dict[str, Any]) -> None:
+        """Trends and alarm history from before this dashboard started (the daemon's retained guest history).
+
+        Taken once per guest; only what is older than the first live point or event is prepended, so
+        nothing is shown twice.
+        """
+        g = self.guest(mat)
+        if g.seeded:
+            return
+        trends = payload.get("trends") or {}
+        if not isinstance(trends, dict):
+            raise ValueError("history trends is not an object")
+        points = {name: [(float(t), float(v)) for t, v in pts] for name, pts in trends.items() if name in g.trends}
+        first_event = g.history[0].wall if g.history else math.inf
+        older = [self._event_view(p) for p in payload.get("events") or []
+                 if float(p.get("wall") or 0.0) < first_event]  # parsed in full before anything changes
+        g.seeded = True
+        for name, pts in points.items():
+            tr = g.trends[name]
+            first_live = tr[0][0] if tr else math.inf
+            keep = list(tr)
+            tr.clear()
+            tr.extend([p for p in pts if p[0] < first_live] + keep)
+        live = list(g.history)
+        g.history.clear()
+        g.history.extend(older + live)
+        by_alarm: dict[tuple[str, str], list[EventView]] = {}
+        for ev in older:
+            if ev.event == "escalated":
+                by_alarm.setdefault((ev.mat, ev.condition), []).append(ev)
+        for key, evs in by_alarm.items():
+            self.escalations.setdefault(key, [])[:0] = evs
+
+    @staticmethod
+    def _event_view(p: dict[str, Any]) -> EventView:
+        return EventView(str(p["guest"]), str(p["condition"]), str(p.get("priority", "low")), str(p["event"]),
+                         str(p.get("state", "")), float(p.get("wall") or 0.0), p.get("operator"),
+                         str(p.get("reason") or ""), dict(p.get("detail") or {}))
+
     def _event(self, p: dict[str, Any], now: float) -> str:
-        ev = EventView(str(p["guest"]), str(p["condition"]), str(p.get("priority", "low")), str(p["event"]),
-                       str(p.get("state", "")), float(p.get("wall") or 0.0), p.get("operator"),
-                       str(p.get("reason") or ""), dict(p.get("detail") or {}))
+        ev = self._event_view(p)
         self.events.append(ev)
         if ev.mat == SYSTEM and ev.event != "escalated":
             self._system_event(ev, now)
