@@ -187,7 +187,7 @@ async def test_stale_timer_raises_and_clears_device_stale() -> None:
         assert sup.state is DeviceState.STREAMING
         stop.set()
         await feeder
-        last_data = time.monotonic()
+        last_data = dev.last_sent  # the last bytes left the device here; they arrived at or after it
         await asyncio.sleep(0.8)
         assert sup.state is DeviceState.STALE
         stop.clear()
@@ -199,7 +199,7 @@ async def test_stale_timer_raises_and_clears_device_stale() -> None:
     await col.task
     assert col.events(TechnicalKind.DEVICE_STALE) == [True, False]
     (raised,) = col.event_times(TechnicalKind.DEVICE_STALE, True)
-    assert 0.25 <= raised - last_data <= 0.45  # no data for stale_after_s, not before
+    assert 0.3 <= raised - last_data <= 0.6  # no data for stale_after_s, not before (upper: scheduling slack)
     assert col.events(TechnicalKind.DEVICE_DISCONNECTED) == []  # stale is not lost: the link stayed up
     assert sup.connects == 1 and sup.failures == 0
 
