@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from vigil.datasets import data_root
-from vigil.signal.delineate import Delineation, delineate, median_beat, refine_r, zero_phase_lowpass
+from vigil.signal.delineate import Delineation, refine_r, zero_phase_lowpass
+from vigil.signal.qt import SPLIT_HALF_MS, WAVELET_AGREE_MS, t_end_checks, t_end_uncertain
 
 NEIGHBOURS = 8  # beats each side in the median beat
 BEFORE_S = 0.3
@@ -94,10 +95,11 @@ def _lp40(x: np.ndarray, fs: float, lo: int, hi: int) -> np.ndarray:
     return zero_phase_lowpass(x[lo:min(len(x), hi)], fs, 40.0)
 
 
-def measure_beat(x: np.ndarray, fs: float, beats: np.ndarray, peak: int) -> Delineation | None:
-    """Delineate the median beat of the beats around `peak`; indices returned in record samples."""
+def measure_beat_checked(x: np.ndarray, fs: float, beats: np.ndarray,
+                         peak: int) -> tuple[Delineation | None, dict[str, float]]:
+    """Delineate the median beat around `peak` (record sample indices) with its T-end checks."""
     if len(beats) == 0:
-        return None
+        return None, {}
     k = int(np.argmin(np.abs(beats - peak)))
     lo, hi = max(0, k - NEIGHBOURS), min(len(beats), k + NEIGHBOURS + 1)
     centers = [int(c) for c in beats[lo:hi]]
@@ -107,17 +109,22 @@ def measure_beat(x: np.ndarray, fs: float, beats: np.ndarray, peak: int) -> Deli
     shift = centers[k - lo] - peak
     rr = np.diff(beats[max(0, lo - 1):hi]) / fs
     rr_s = float(np.median(rr)) if len(rr) else 0.8
-    # keep beats whose preceding RR is near the median (stable morphology)
     before, after = int(BEFORE_S * fs), int(AFTER_S * fs)
-    med = median_beat(x, centers, before, after)
-    if med is None:
-        return None
-    d = delineate(med, before, fs, rr_s)
+    wins = [x[c - before:c + after] for c in centers if c - before >= 0 and c + after <= len(x)]
+    if not wins:
+        return None, {}
+    d, checks = t_end_checks(np.vstack(wins), before, fs, rr_s)
     if d is None:
-        return None
+        return None, {}
     off = peak + shift - before
     return replace(d, r=d.r + off, qrs_on=d.qrs_on + off, qrs_off=d.qrs_off + off, t_peak=d.t_peak + off,
-                   t_end=d.t_end + off)
+                   t_end=d.t_end + off,
+                   t_end_wavelet=d.t_end_wavelet + off if d.t_end_wavelet >= 0 else -1), checks
+
+
+def measure_beat(x: np.ndarray, fs: float, beats: np.ndarray, peak: int) -> Delineation | None:
+    """Delineate the median beat of the beats around `peak`; indices returned in record samples."""
+    return measure_beat_checked(x, fs, beats, peak)[0]
 
 
 def stream_qt(x: np.ndarray, fs: float, beats: np.ndarray) -> list[tuple[int, float]]:
@@ -154,6 +161,91 @@ def _fmt(m: float, s: float) -> str:
     return "      -      " if math.isnan(m) else f"{m:6.1f} ±{s:5.1f}"
 
 
+@dataclass(frozen=True, slots=True)
+class BeatResult:
+    """One annotated beat: reference and, per lead, (QRS onset, T end, T-end checks) or None."""
+
+    ref: RefBeat
+    leads: tuple[tuple[int, int, dict[str, float]] | None, ...]
+
+
+def _combine(b: BeatResult, use: list[int]) -> tuple[float, float] | None:
+    """QRS onset and T end (samples) averaged over the delineated leads in `use`."""
+    ds = [b.leads[k] for k in use if k < len(b.leads) and b.leads[k] is not None]
+    if not ds:
+        return None
+    return float(np.mean([d[0] for d in ds])), float(np.mean([d[1] for d in ds]))  # type: ignore[index]
+
+
+def confident(b: BeatResult, use: list[int], wavelet_ms: float = WAVELET_AGREE_MS,
+              split_ms: float = SPLIT_HALF_MS) -> bool:
+    """True when every lead in `use` was delineated and none has an uncertain T end."""
+    for k in use:
+        d = b.leads[k] if k < len(b.leads) else None
+        if d is None or t_end_uncertain(d[2], wavelet_ms, split_ms):
+            return False
+    return True
+
+
+def qt_errors(beats: list[BeatResult], use: list[int], fs: float) -> list[float]:
+    """QT error (ours − reference, ms) of the beats that could be delineated."""
+    out = []
+    for b in beats:
+        c = _combine(b, use)
+        if c is not None:
+            out.append(((c[1] - c[0]) - (b.ref.t_end - b.ref.qrs_on)) * 1000.0 / fs)
+    return out
+
+
+CV_FOLDS = 5
+CV_COVERAGE_FLOOR = 0.75  # the rule may withhold at most a quarter of the training beats
+CV_GRID_MS = (20.0, 30.0, 40.0, 60.0, 80.0, math.inf)
+
+
+def choose_rule(data: dict[str, tuple[float, list[BeatResult]]], use: list[int],
+                floor: float = CV_COVERAGE_FLOOR) -> tuple[float, float]:
+    """(wavelet, split-half) limits minimising the pooled QT SD with beat coverage ≥ `floor`."""
+    best: tuple[float, tuple[float, float]] | None = None
+    for wl in CV_GRID_MS:
+        for sp in CV_GRID_MS:
+            kept: list[float] = []
+            total = 0
+            for fs, beats in data.values():
+                total += len(beats)
+                kept += qt_errors([b for b in beats if confident(b, use, wl, sp)], use, fs)
+            if len(kept) < 2 or len(kept) < floor * total:
+                continue
+            sd = float(np.std(kept, ddof=1))
+            if best is None or sd < best[0] - 1e-9:
+                best = (sd, (wl, sp))
+    return best[1] if best else (math.inf, math.inf)
+
+
+def cross_validate(data: dict[str, tuple[float, list[BeatResult]]], use: list[int],
+                   folds: int = CV_FOLDS) -> tuple[list[tuple[list[str], tuple[float, float]]], list[float], int, int]:
+    """Record-wise k-fold CV of `choose_rule`: per fold (held-out records, rule); held-out kept QT
+    errors, held-out beats kept, held-out beats in all (records are dealt to folds in sorted order)."""
+    recs = sorted(data)
+    out: list[tuple[list[str], tuple[float, float]]] = []
+    errs: list[float] = []
+    kept = total = 0
+    for f in range(folds):
+        test = recs[f::folds]
+        rule = choose_rule({r: v for r, v in data.items() if r not in test}, use)
+        out.append((test, rule))
+        for r in test:
+            fs, beats = data[r]
+            ok = [b for b in beats if confident(b, use, *rule)]
+            kept += len(ok)
+            total += len(beats)
+            errs += qt_errors(ok, use, fs)
+    return out, errs, kept, total
+
+
+def _lim(v: float) -> str:
+    return "off" if math.isinf(v) else f"{v:.0f}"
+
+
 def main(argv: list[str]) -> int:
     """Print QRS-onset, T-end and QT errors (ms) against qtdb .q1c/.q2c per record and overall."""
     import wfdb
@@ -161,11 +253,13 @@ def main(argv: list[str]) -> int:
     lead = "multi"
     if "--lead" in argv:
         lead = argv[argv.index("--lead") + 1]
+    use = [0, 1] if lead == "multi" else [int(lead)]
     names = [a for a in argv if not a.startswith("--") and a not in ("0", "1", "multi")]
     folder = data_root() / "qtdb"
     records = names or sorted(p.stem for p in folder.glob("*.q1c"))
     print(f"python -m vigil.evaluation.eval_qt --lead {lead}")
     print("errors = ours - cardiologist (ms), mean ± SD over annotated beats; median beat of ±8 neighbours")
+    q1c: dict[str, tuple[float, list[BeatResult]]] = {}
     for ext in ("q1c", "q2c"):
         recs = [r for r in records if (folder / f"{r}.{ext}").exists()]
         if not recs:
@@ -184,25 +278,26 @@ def main(argv: list[str]) -> int:
             fs = float(r.fs)
             leads = [baseline_removed(np.nan_to_num(r.p_signal[:, k]) * 1000.0, fs) for k in range(r.n_sig)]
             beats = _beat_list(path)
+            results: list[BeatResult] = []
+            for b in refs:
+                per: list[tuple[int, int, dict[str, float]] | None] = []
+                for k in range(min(2, len(leads))):
+                    d, checks = measure_beat_checked(leads[k], fs, beats, b.peak) if k in use else (None, {})
+                    per.append((d.qrs_on, d.t_end, checks) if d is not None else None)
+                results.append(BeatResult(b, tuple(per)))
+            if ext == "q1c":
+                q1c[rec] = (fs, results)
             on_e: list[float] = []
             te_e: list[float] = []
-            qt_e: list[float] = []
             failed = 0
-            for b in refs:
-                use = [0, 1] if lead == "multi" else [int(lead)]
-                ds = [d for d in (measure_beat(leads[k], fs, beats, b.peak) for k in use if k < len(leads))
-                      if d is not None]
-                if not ds:
+            for br in results:
+                c = _combine(br, use)
+                if c is None:
                     failed += 1
                     continue
-                if lead == "multi":  # average of the leads that could be delineated
-                    on = int(round(float(np.mean([d.qrs_on for d in ds]))))
-                    te = int(round(float(np.mean([d.t_end for d in ds]))))
-                else:
-                    on, te = ds[0].qrs_on, ds[0].t_end
-                on_e.append((on - b.qrs_on) * 1000.0 / fs)
-                te_e.append((te - b.t_end) * 1000.0 / fs)
-                qt_e.append(((te - on) - (b.t_end - b.qrs_on)) * 1000.0 / fs)
+                on_e.append((c[0] - br.ref.qrs_on) * 1000.0 / fs)
+                te_e.append((c[1] - br.ref.t_end) * 1000.0 / fs)
+            qt_e = qt_errors(results, use, fs)
             all_on += on_e
             all_te += te_e
             all_qt += qt_e
@@ -217,9 +312,45 @@ def main(argv: list[str]) -> int:
         ae = np.abs(np.asarray(all_qt))
         if len(ae):
             print(f"QT |error|: median {np.median(ae):.1f} ms, within 25 ms {100 * np.mean(ae <= 25):.1f} %, within 50 ms {100 * np.mean(ae <= 50):.1f} %")
+    if q1c:
+        _confidence_tables(q1c, use)
     if "--no-stream" not in argv:
         _stream_table(records, folder)
     return 0
+
+
+def _confidence_tables(data: dict[str, tuple[float, list[BeatResult]]], use: list[int]) -> None:
+    """QT of confident beats only (shipped limits), coverage, and the record-wise CV of the rule."""
+    print(f"\nconfident beats only (q1c): QT withheld when a lead's |Zhang - wavelet T end| > {_lim(WAVELET_AGREE_MS)} ms "
+          f"or its odd/even split-half T ends differ > {_lim(SPLIT_HALF_MS)} ms (every lead of {use} must pass)")
+    print(f"{'record':>9} {'kept':>9} {'QT':>13}")
+    errs: list[float] = []
+    kept = total = 0
+    recs_kept = recs_with = 0
+    for rec, (fs, beats) in data.items():
+        ok = [b for b in beats if confident(b, use)]
+        e = qt_errors(ok, use, fs)
+        kept += len(ok)
+        total += len(beats)
+        recs_kept += bool(ok)
+        recs_with += bool(beats)
+        errs += e
+        print(f"{rec:>9} {len(ok):4d}/{len(beats):<4d} {_fmt(*_stats(e)):>13}")
+    m, s = _stats(errs)
+    print(f"{'overall':>9} {kept:4d}/{total:<4d} {_fmt(m, s):>13}   coverage {100 * kept / max(1, total):.1f} % of beats, "
+          f"{recs_kept}/{recs_with} records with a QT")
+    folds, cv_errs, cv_kept, cv_total = cross_validate(data, use)
+    print(f"\nconfidence rule by {CV_FOLDS}-fold cross-validation over records (limits chosen on the other folds: "
+          f"least pooled QT SD with >= {100 * CV_COVERAGE_FLOOR:.0f} % of their beats kept)")
+    for test, (wl, sp) in folds:
+        print(f"  held out {' '.join(test)}: wavelet {_lim(wl)} ms, split-half {_lim(sp)} ms")
+    m, s = _stats(cv_errs)
+    print(f"  held-out confident beats: QT {_fmt(m, s)} ms, coverage {100 * cv_kept / max(1, cv_total):.1f} % "
+          f"({cv_kept}/{cv_total})")
+    wl, sp = choose_rule(data, use)
+    print(f"  rule chosen on all records: wavelet {_lim(wl)} ms, split-half {_lim(sp)} ms "
+          f"(shipped in vigil.signal.qt, chosen with --lead 0, the streaming lead: "
+          f"{_lim(WAVELET_AGREE_MS)}, {_lim(SPLIT_HALF_MS)})")
 
 
 def _stream_table(records: list[str], folder: object) -> None:

@@ -11,6 +11,11 @@
   53 (2006) 2544-2552: with x_m the point of steepest descent after the T peak and x_r a point
   after the T end, T end = argmax over t in [x_m, x_r] of A(t) = ½ (s(x_m) − s(t)) (2 x_r − t − x_m)
   (signs flipped for an inverted T wave).
+* A second T end, for the confidence check in `vigil.signal.qt`: the rule of Martínez, Almeida,
+  Olmos, Rocha & Laguna, "A wavelet-based ECG delineator: evaluation on standard databases", IEEE
+  Trans. Biomed. Eng. 51 (2004) 570-581, on the quadratic-spline dyadic wavelet transform at scale
+  2^4 (at 250 Hz): after the T descent's modulus maximum, the first sample where |W| falls below
+  0.4 of it or reaches a local minimum.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Delineation:
     t_end: int
     t_amplitude: float = 0.0  # |T peak deviation| (µV), for lead selection
     noise: float = 0.0  # high-frequency residual of the beat (µV), for lead selection
+    t_end_wavelet: int = 0  # second opinion: Martínez et al. 2004 rule on the scale-2^4 wavelet transform
 
 
 @lru_cache(maxsize=32)
@@ -80,6 +86,56 @@ def _boundary(slope: np.ndarray, start: int, stop: int, step: int, thr: float, f
             run = 0
         i += step
     return None
+
+
+WT_FS = 250.0  # the wavelet rule's native rate (Martínez et al. 2004); other rates are resampled
+WT_SCALE = 4  # T waves are analysed at scale 2^4
+XI_TEND = 0.4  # T end: |W| falls below this fraction of the last T modulus maximum
+
+
+@lru_cache(maxsize=8)
+def _wt_filter(k: int) -> np.ndarray:
+    """Equivalent FIR of the quadratic-spline dyadic wavelet at scale 2^k (à trous, Mallat & Zhong 1992)."""
+    f = np.array([1.0])
+    for j in range(1, k):
+        h = np.zeros(3 * 2 ** (j - 1) + 1)
+        h[::2 ** (j - 1)] = np.array([1.0, 3.0, 3.0, 1.0]) / 8.0
+        f = np.convolve(f, h)
+    g = np.zeros(2 ** (k - 1) + 1)
+    g[0], g[-1] = 2.0, -2.0
+    return np.convolve(f, g)
+
+
+def wavelet_transform(x: np.ndarray, k: int) -> np.ndarray:
+    """Dyadic wavelet transform W_{2^k} of `x` (centred, same length; a smoothed derivative)."""
+    f = _wt_filter(k)
+    full = np.convolve(np.asarray(x, dtype=float), f)
+    c = (len(f) - 1) // 2
+    return full[c:c + len(x)]
+
+
+def wavelet_t_end(x: np.ndarray, fs: float, t_peak: int, sign: float, limit: int) -> int | None:
+    """T end after Martínez et al., IEEE TBME 51 (2004) 570: after the T wave's last modulus maximum
+    of W_{2^4}, the first sample where |W| < XI_TEND of it or reaches a local minimum (indices of `x`)."""
+    ratio = WT_FS / fs
+    n = len(x)
+    if abs(ratio - 1.0) > 1e-6:
+        tt = np.arange(0.0, n - 1, 1.0 / ratio)
+        y = np.interp(tt, np.arange(n), x)
+    else:
+        y = np.asarray(x, dtype=float)
+    w = -sign * wavelet_transform(y, WT_SCALE)  # the T descent is a positive lobe
+    p, lim = int(round(t_peak * ratio)), min(len(w) - 1, int(limit * ratio))
+    if lim - p < 4:
+        return None
+    seg = w[p:lim]
+    m = p + int(np.argmax(seg[: max(2, int(0.2 * WT_FS))]))  # the descent's modulus maximum
+    if w[m] <= 0:
+        return None
+    i = m + 1
+    while i < lim and w[i] >= XI_TEND * w[m] and not (w[i] <= w[i - 1] and w[i] <= w[i + 1]):
+        i += 1
+    return int(round(i / ratio))
 
 
 def delineate(beat: np.ndarray, r: int, fs: float, rr_s: float) -> Delineation | None:
@@ -145,8 +201,9 @@ def delineate(beat: np.ndarray, r: int, fs: float, rr_s: float) -> Delineation |
     area = 0.5 * sign * (s[xm] - s[t]) * (2 * xr - t - xm)
     t_end = int(t[int(np.argmax(area))])
     noise = float(np.std(x - q))
+    t_wt = wavelet_t_end(x, fs, t_peak, sign, limit)
     return Delineation(r=r, qrs_on=int(qrs_on), qrs_off=int(qrs_off), t_peak=int(t_peak), t_end=t_end,
-                       t_amplitude=float(abs(dev[t_peak - t_lo])), noise=noise)
+                       t_end_wavelet=t_wt if t_wt is not None else -1, t_amplitude=amp, noise=noise)
 
 
 def median_beat(x: np.ndarray, centers: list[int], before: int, after: int) -> np.ndarray | None:

@@ -12,18 +12,24 @@ QTc formulas (RR in s, QT in ms):
 
 Withheld (value NaN, detail {"withheld": reason}) when HR > 150 ("hr>150"), when RR is unstable
 ("rr_unstable": coefficient of variation of the N-N intervals > 0.15, or too few clean beats),
-when quality is poor ("poor_quality") or when delineation fails ("delineation_failed").
+when quality is poor ("poor_quality"), when delineation fails ("delineation_failed") or when the
+T end is uncertain ("t_end_uncertain"): the Zhang T end and the wavelet T end (Martínez et al.
+2004) of the median beat differ by more than `WAVELET_AGREE_MS`, or the median beats of the odd and
+of the even beats put the T end more than `SPLIT_HALF_MS` apart (flat, low or noisy T waves, a
+second wave competing with T).  Both limits were chosen by 5-fold cross-validation over the qtdb
+records (`python -m vigil.evaluation.eval_qt`, section "confidence rule").
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 
 import numpy as np
 
 from vigil.model import Beat, Measurement, Metric, QualityReport
-from vigil.signal.delineate import delineate, refine_r
+from vigil.signal.delineate import Delineation, delineate, refine_r
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,8 @@ RR_CV_MAX = 0.15
 HR_MAX = 150.0
 POOR_FRACTION_MAX = 0.3
 POOR_FLAGS = frozenset({"lead_off", "flatline", "saturation", "noise"})
+WAVELET_AGREE_MS = 40.0  # |Zhang T end − wavelet T end| above this: T end uncertain
+SPLIT_HALF_MS = 60.0  # |T end of the odd-beat median − of the even-beat median| above this: uncertain
 
 
 def qtc_all(qt_ms: float, rr_s: float) -> dict[str, float]:
@@ -47,6 +55,33 @@ def qtc_all(qt_ms: float, rr_s: float) -> dict[str, float]:
         "qtc_framingham": qt_ms + 154.0 * (1.0 - rr_s),
         "qtc_hodges": qt_ms + 1.75 * (hr - 60.0),
     }
+
+
+def t_end_checks(windows: np.ndarray, r: int, fs: float, rr_s: float) -> tuple[Delineation | None, dict[str, float]]:
+    """Delineate the median of `windows` (beats × samples, R near index `r`) and measure T-end doubt.
+
+    Returns the delineation and {"t_end_wavelet_diff_ms": |Zhang − wavelet T end|,
+    "t_end_split_half_ms": |T end of the odd-beat median − even-beat median|} (inf when a part fails).
+    """
+    w = np.asarray(windows, dtype=float)
+    d = delineate(np.median(w, axis=0), r, fs, rr_s)
+    if d is None:
+        return None, {}
+    ms = 1000.0 / fs
+    wdiff = abs(d.t_end - d.t_end_wavelet) * ms if d.t_end_wavelet >= 0 else math.inf
+    split = math.inf
+    if len(w) >= 4:
+        halves = [delineate(np.median(w[j::2], axis=0), r, fs, rr_s) for j in (0, 1)]
+        if halves[0] is not None and halves[1] is not None:
+            split = abs(halves[0].t_end - halves[1].t_end) * ms
+    return d, {"t_end_wavelet_diff_ms": wdiff, "t_end_split_half_ms": split}
+
+
+def t_end_uncertain(checks: dict[str, float], wavelet_ms: float = WAVELET_AGREE_MS,
+                    split_ms: float = SPLIT_HALF_MS) -> bool:
+    """True when the T-end checks of `t_end_checks` exceed their limits (QT is then withheld)."""
+    return (checks.get("t_end_wavelet_diff_ms", math.inf) > wavelet_ms
+            or checks.get("t_end_split_half_ms", math.inf) > split_ms)
 
 
 class QtMeasurer:
@@ -181,16 +216,18 @@ class QtMeasurer:
         stable = [w for w in clean if abs(w[2] - rr_med) <= 0.15 * rr_med]
         if len(stable) < MIN_BEATS:
             return self._withheld("rr_unstable", sample)
-        med = np.median(np.vstack([w[1] for w in stable]), axis=0)
-        d = delineate(med, self._before, self.fs, rr_med)
+        d, checks = t_end_checks(np.vstack([w[1] for w in stable]), self._before, self.fs, rr_med)
         if d is None:
             return self._withheld("delineation_failed", sample)
         qt_ms = (d.t_end - d.qrs_on) * 1000.0 / self.fs
         if not 200.0 <= qt_ms <= 700.0:
             return self._withheld("delineation_failed", sample, {"qt_ms": round(qt_ms, 1)})
+        doubt = {k: round(v, 1) for k, v in checks.items() if math.isfinite(v)}
+        if t_end_uncertain(checks):
+            return self._withheld("t_end_uncertain", sample, {"qt_ms": round(qt_ms, 1), **doubt})
         rr_s = float(np.median([w[2] for w in stable]))
         qtc = qtc_all(qt_ms, rr_s)
         detail = {"formula": "fridericia", "qt_ms": round(qt_ms, 1), "rr_ms": round(rr_s * 1000.0, 1),
-                  "beats": len(stable), **{k: round(v, 1) for k, v in qtc.items()}}
+                  "beats": len(stable), **doubt, **{k: round(v, 1) for k, v in qtc.items()}}
         return [Measurement(Metric.QT, qt_ms, sample, self.channel, dict(detail)),
                 Measurement(Metric.QTC, qtc["qtc_fridericia"], sample, self.channel, dict(detail))]
