@@ -109,8 +109,8 @@ async def test_cms50_unplug_replug_reconnects_with_gap(cms50: Cms50Emulator) -> 
 
 
 async def test_cms50_classic_parity_override_and_corruption(tmp_path: Path) -> None:
-    profile = get_profile("contec-cms50d-plus").model_copy(update={"commands": []})
-    profile = profile.model_copy(update={"streams": [profile.streams[0].model_copy(update={"parser": "cms50d_classic"})]})
+    profile = get_profile("contec-cms50d-plus-classic")  # the shipped profile (8O1 on the wire; ptys need N)
+    assert profile.line is not None and profile.line.parity == "O" and profile.line.xonxoff and not profile.commands
     emu = Cms50Emulator(tmp_path / "c", firmware="classic").start()
     emu.garbage_every = 30
     emu.spo2, emu.pulse_rate = 93, 130
