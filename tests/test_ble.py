@@ -100,6 +100,15 @@ async def test_scan_matches_profiles(air: VirtualAir) -> None:
         "F1:00:00:00:00:01": "polar-h10", "F1:00:00:00:00:02": "generic-heart-rate",
         "F1:00:00:00:00:03": "generic-blood-pressure", "F1:00:00:00:00:04": "generic-pulse-oximeter"}
     assert found["F1:00:00:00:00:01"]["manufacturer_ids"] == [107]
+    assert all(d["battery"] is None for d in found.values())  # not asked for: no connections
+
+
+async def test_scan_reads_battery_levels_of_matched_devices(air: VirtualAir) -> None:
+    await air.add(HeartRatePeripheral("F1:00:00:00:00:02", battery=37))
+    await air.add(PulseOximeterPeripheral("F1:00:00:00:00:04", battery=91))
+    found = {d["address"]: d for d in await scan(0.5, BumbleScanner, {"air": air}, battery=True,
+                                                 client_backend=BumbleClient, battery_timeout=3.0)}
+    assert {a: d["battery"] for a, d in found.items()} == {"F1:00:00:00:00:02": 37, "F1:00:00:00:00:04": 91}
 
 
 async def test_polar_ecg_stream_through_supervisor(air: VirtualAir) -> None:

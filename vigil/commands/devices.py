@@ -57,15 +57,16 @@ def _scan(args: argparse.Namespace) -> int:
     from vigil.edge.transports.ble import scan
 
     try:
-        found = asyncio.run(scan(args.timeout))
+        found = asyncio.run(scan(args.timeout, battery=not args.no_battery))
     except Exception as exc:  # noqa: BLE001 - bleak raises many kinds when there is no adapter
         print(f"vigil devices scan: no usable Bluetooth adapter ({type(exc).__name__}: {exc}).\n"
               "Check: bluetoothd running, an adapter present (hciconfig / bluetoothctl list), kernel Bluetooth support.",
               file=sys.stderr)
         return 2
-    print(f"{'ADDRESS':<19} {'RSSI':>5}  {'PROFILE':<24} NAME")
+    print(f"{'ADDRESS':<19} {'RSSI':>5}  {'PROFILE':<26} {'BATTERY':>7}  NAME")
     for d in found:
-        print(f"{d['address']:<19} {d['rssi']:>5}  {d['profile'] or '-':<24} {d['name'] or ''}")
+        level = f"{d['battery']} %" if d.get("battery") is not None else "-"
+        print(f"{d['address']:<19} {d['rssi']:>5}  {d['profile'] or '-':<26} {level:>7}  {d['name'] or ''}")
     return 0
 
 

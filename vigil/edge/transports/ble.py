@@ -190,9 +190,38 @@ class BleTransport(QueueTransport):
             self._slot = None
 
 
+BATTERY_SERVICE = full_uuid("180f")
+
+
+async def read_battery(device: Any, *, timeout: float = 6.0, backend: type | None = None,
+                       backend_kwargs: dict[str, Any] | None = None) -> int | None:
+    """Connect briefly and read Battery Level 0x2A19 (None when the device has none or does not answer)."""
+    from bleak import BleakClient
+
+    from vigil.edge.parsers.battery import parse_battery
+
+    kwargs: dict[str, Any] = dict(backend_kwargs or {})
+    if backend is not None:
+        kwargs["backend"] = backend
+    try:
+        async with asyncio.timeout(timeout):
+            async with BleakClient(device, timeout=timeout, **kwargs) as client:
+                if client.services.get_characteristic(BATTERY_LEVEL) is None:
+                    return None
+                return parse_battery(bytes(await client.read_gatt_char(BATTERY_LEVEL)))
+    except Exception as exc:  # noqa: BLE001 - a scan lists what it can; one silent device must not end it
+        log.debug("battery read failed: %s", type(exc).__name__)
+        return None
+
+
 async def scan(timeout: float = 8.0, scanner_backend: type | None = None,
-               backend_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Scan and return [{address, name, rssi, profile, service_uuids, manufacturer_ids}] sorted by RSSI."""
+               backend_kwargs: dict[str, Any] | None = None, *, battery: bool = False,
+               client_backend: type | None = None, battery_timeout: float = 6.0) -> list[dict[str, Any]]:
+    """Scan and return [{address, name, rssi, profile, service_uuids, manufacturer_ids, battery}] by RSSI.
+
+    With `battery`, each device matched to a profile is connected to briefly (one at a time) and its
+    Battery Level read; `battery` is None when it was not asked for, absent or unreadable.
+    """
     from bleak import BleakScanner
 
     from vigil.edge.profiles import load_profiles
@@ -207,7 +236,11 @@ async def scan(timeout: float = 8.0, scanner_backend: type | None = None,
         match = next((p.name for p in profiles
                       if p.matches_advertisement(adv.local_name or device.name, adv.service_uuids,
                                                  list(adv.manufacturer_data))), None)
+        level = None
+        if battery and match is not None:
+            level = await read_battery(device, timeout=battery_timeout, backend=client_backend,
+                                       backend_kwargs=backend_kwargs)
         out.append({"address": device.address, "name": adv.local_name or device.name, "rssi": adv.rssi,
                     "profile": match, "service_uuids": adv.service_uuids,
-                    "manufacturer_ids": sorted(adv.manufacturer_data)})
+                    "manufacturer_ids": sorted(adv.manufacturer_data), "battery": level})
     return sorted(out, key=lambda d: -d["rssi"])
