@@ -31,10 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="copy the store into the run folder")
     ap.add_argument("--drain-timeout", type=float, default=180.0, metavar="S",
                     help="how long sync may take to empty the outbox after the night (default 180)")
+    ap.add_argument("--reanalyse", action="store_true",
+                    help="recompute the report of the night in --run-dir (needs inputs.json and the store: --keep)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.reanalyse:
+        from vigil.soak.report import reanalyse
+
+        again = reanalyse(args.run_dir)
+        print(format_report(again))
+        return 0 if again.ok else 1
     hours = args.minutes / 60.0 if args.minutes is not None else args.hours
     kinds = frozenset(k.strip() for k in args.faults.split(",")) if args.faults else None
     opt = SoakOptions(hours=hours, speed=args.speed, guests=args.guests, serial=args.serial, seed=args.seed,

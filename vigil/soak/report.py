@@ -9,23 +9,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MIN_ALARM_WINDOW_S = 15.0  # an incarnation this long (wall) must have raised every expected alarm
-DETECT_S = 3.0             # a fault must last this long under a live daemon to expect its technical alarm
+MIN_ALARM_WINDOW_S = 15.0  # an incarnation this long (s) must have raised every expected alarm
+# how long a fault must last under a live daemon to expect its technical alarm: a broker or serial link
+# loss is seen at once (the socket/pty read fails: measured within 0.01 s); free space is checked every
+# StoreWriter.disk_check_s (10 s) and at start-up
+DETECT_S: dict[str, float] = {"broker_down": 1.0, "device_disconnected": 1.0, "disk_low": 12.0}
+DETECT_AT_START_S = 5.0    # a daemon started on a full disk must say so this soon (1.5 s measured at start-up)
+RSS_MIN_UPTIME_S = 120.0   # only runs at least this long say anything about RSS growth within a run
+RSS_WARMUP_S = 20.0
+TECHNICAL = ("broker_down", "device_disconnected", "device_stale", "disk_low")
 
 
 @dataclass
 class Incarnation:
-    """One run of the daemon between start and SIGKILL/stop."""
+    """One run of the daemon between start and SIGKILL/stop.
+
+    Every time here is on CLOCK_MONOTONIC (`time.monotonic()` of the harness), the same clock the daemon
+    stamps as `t_mono` on alarm events and waveform chunks; the wall clock is stepped by the clock-jump
+    fault and is never used for a duration.
+    """
 
     n: int
     pid: int
-    start: float                     # harness wall clock
+    start: float                     # harness monotonic clock
     end: float | None = None
     how: str = "running"             # killed | stopped | crashed | running
     exit_code: int | None = None
     session: str | None = None
-    offset_end: float = 0.0          # wall-clock offset (s) the daemon saw when it ended
-    rss: list[tuple[float, float]] = field(default_factory=list)  # (harness wall, MB)
+    offset_end: float = 0.0          # wall-clock offset (s) the daemon saw when it ended (information only)
+    rss: list[tuple[float, float]] = field(default_factory=list)  # (harness monotonic, MB)
     cpu_s: float = 0.0
 
     def alive(self, t0: float, t1: float) -> bool:
@@ -35,7 +47,7 @@ class Incarnation:
 
 @dataclass
 class FaultRun:
-    """A fault as it was injected."""
+    """A fault as it was injected (`start`/`end` on the harness's monotonic clock)."""
 
     kind: str
     at_sim_s: float
@@ -77,6 +89,8 @@ class SoakReport:
     outbox: dict[str, int]
     rss_max_mb: float
     rss_growth_mb_per_h: float | None
+    rss_growth_note: str
+    rss_peak_trend_mb_per_h: float | None   # per-run peak RSS against night time, MB per simulated hour
     rss_peak_first_last_mb: tuple[float, float]
     sync_rss_mb: tuple[float, float]
     cpu_percent: dict[str, float]
@@ -140,58 +154,110 @@ def sample_holes(con: sqlite3.Connection, where: dict[str, int] | None = None) -
     return stored, holes
 
 
+def _alive_for(inc: Incarnation, t0: float, t1: float) -> bool:
+    return inc.session is not None and inc.alive(t0, t1)
+
+
+def _clear_of_storms(inc: Incarnation, faults: list[FaultRun]) -> float:
+    """When the oximeters were last plugged in for good during `inc` (the end of the last storm it saw)."""
+    end = inc.end if inc.end is not None else float("inf")
+    clear = inc.start
+    for f in faults:
+        if f.kind == "serial_storm" and not f.note.startswith("skipped") and f.start < end and f.end > inc.start:
+            clear = max(clear, f.end)
+    return clear
+
+
+def technical_expectations(faults: list[FaultRun], incs: list[Incarnation],
+                           tech: set[tuple[str | None, str]]) -> list[Expectation]:
+    """Technical alarms the faults called for: the daemon alive when a fault began (for its detection time)
+    must raise it; for a full disk so must a daemon started while the ballast was there."""
+    wanted = {"broker_restart": "broker_down", "disk_full": "disk_low", "serial_storm": "device_disconnected"}
+    exp: list[Expectation] = []
+    for f in faults:
+        kind = wanted.get(f.kind)
+        if kind is None or f.note.startswith("skipped"):
+            continue
+        due = [i for i in incs if _alive_for(i, f.start, f.start + DETECT_S[kind])]
+        if kind == "disk_low":
+            due += [i for i in incs if i.session and f.start < i.start and i.start + DETECT_AT_START_S <= f.end
+                    and i.alive(i.start, i.start + DETECT_AT_START_S)]
+        for live in due:
+            ok = (live.session, kind) in tech or (kind == "device_disconnected"
+                                                  and (live.session, "device_stale") in tech)
+            exp.append(Expectation(f"{kind} ({f.kind} at sim {f.at_sim_s:.0f} s)", live.n, ok))
+    return exp
+
+
+def rss_growth(incs: list[Incarnation]) -> tuple[float | None, str]:
+    """RSS growth within a run, MB per hour of uptime, pooled over runs of at least RSS_MIN_UPTIME_S.
+
+    A run shorter than that (a SIGKILL every few minutes) says nothing about a leak; when none is long
+    enough the growth is None and the note says why.
+    """
+    long = [i for i in incs if i.end is not None and i.end - i.start >= RSS_MIN_UPTIME_S]
+    pts = [(t - i.start, mb) for i in long for t, mb in i.rss if t - i.start >= RSS_WARMUP_S]
+    if not long or len(pts) < 10:
+        longest = max((i.end - i.start for i in incs if i.end is not None), default=0.0)
+        return None, f"n/a: no run lasted {RSS_MIN_UPTIME_S:.0f} s (longest {longest:.0f} s)"
+    up = sum((i.end or i.start) - i.start for i in long)
+    slope = statistics.linear_regression([u for u, _ in pts], [mb for _, mb in pts]).slope * 3600
+    return slope, (f"{slope:+.1f} MB per hour of uptime (pooled over the {len(long)} run(s) of "
+                   f">= {RSS_MIN_UPTIME_S:.0f} s, {up / 60:.0f} min of uptime, after {RSS_WARMUP_S:.0f} s)")
+
+
 def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: list[str], ox_mats: list[str],
             ox_devices: list[str], serial_sent: int, booking_applied: list[str],
             booking_received: int, params: dict[str, Any], wall_s: float, commit_interval_s: float,
             sync_rss: list[float], cpu_s: dict[str, float]) -> SoakReport:
-    """Check the night against what had to happen."""
+    """Check the night against what had to happen (every duration from monotonic times, see Incarnation)."""
     con = _connect(db)
     try:
-        started = dict(con.execute("SELECT id, started_wall FROM sessions").fetchall())
         raised: dict[tuple[str, str], list[tuple[str, float]]] = {}
         counts: dict[str, int] = {}
-        for sid, guest, cond, wall in con.execute(
-                "SELECT session_id, guest, condition, wall FROM alarm_events WHERE event = 'raised' ORDER BY id"):
-            raised.setdefault((sid, guest), []).append((cond, wall))
+        tech: set[tuple[str | None, str]] = set()
+        for sid, guest, cond, t_mono in con.execute(
+                "SELECT session_id, guest, condition, t_mono FROM alarm_events WHERE event = 'raised' ORDER BY id"):
+            raised.setdefault((sid, guest), []).append((cond, t_mono))
             counts[cond] = counts.get(cond, 0) + 1
-        audit = session_of_audit(con)
+            if cond in TECHNICAL:
+                tech.add((sid, cond))
+        tech |= {(sid, str(d.get("kind"))) for _i, sid, a, d in session_of_audit(con)
+                 if a == "technical" and d.get("active")}
         hole_where: dict[str, int] = {}
         stored, holes = sample_holes(con, hole_where)
-        last_wall = dict(con.execute(
-            "SELECT session_id, MAX(wall_end) FROM waveform_chunks WHERE device_id NOT LIKE 'ox-%' GROUP BY session_id"))
+        # the last stored sample of a session on the monotonic clock: the newest chunk's t_mono plus the
+        # arrival span of its blocks (wall_end - wall, bounded by its length in samples: steps cannot leak in)
+        last_mono: dict[str, float] = {}
+        for sid, t_mono, span, n, fs in con.execute(
+                "SELECT session_id, t_mono, wall_end - wall, n, fs FROM waveform_chunks WHERE device_id NOT LIKE 'ox-%' "
+                "AND id IN (SELECT MAX(id) FROM waveform_chunks WHERE device_id NOT LIKE 'ox-%' "
+                "GROUP BY session_id, device_id, channel)"):
+            end = t_mono + min(max(span, 0.0), n / fs)
+            last_mono[sid] = max(last_mono.get(sid, end), end)
         serial_stored = sum(r[0] or 0 for r in con.execute(
             "SELECT SUM(n) FROM waveform_chunks WHERE device_id LIKE 'ox-%' AND channel = 'pleth'"))
         first_ox = dict(con.execute(
-            "SELECT session_id, MIN(wall) FROM waveform_chunks WHERE device_id LIKE 'ox-%' GROUP BY session_id"))
+            "SELECT session_id, MIN(t_mono) FROM waveform_chunks WHERE device_id LIKE 'ox-%' GROUP BY session_id"))
         outbox_rows = con.execute("SELECT idempotency_key, status FROM outbox WHERE destination = 'booking'").fetchall()
     finally:
         con.close()
 
     problems: list[str] = []
     exp: list[Expectation] = []
-    # clinical: every guest's persistent HR-limit alarm (and SpO2 on the oximeter mats) in every incarnation
+    # clinical: every guest's persistent HR-limit alarm (and SpO2 on the oximeter mats, when the oximeter
+    # was left plugged in long enough) in every incarnation
     for inc in incs:
         if inc.session is None or inc.end is None or inc.end - inc.start < MIN_ALARM_WINDOW_S:
             continue
-        t_start = started.get(inc.session)
+        ox_ok = inc.end - _clear_of_storms(inc, faults) >= MIN_ALARM_WINDOW_S
         for mat in mats:
-            wants = [("hr_high", mat)] + ([("spo2_low", mat)] if mat in ox_mats else [])
+            wants = [("hr_high", mat)] + ([("spo2_low", mat)] if mat in ox_mats and ox_ok else [])
             for prefix, m in wants:
-                hits = [w for c, w in raised.get((inc.session, m), []) if c.startswith(prefix)]
-                lat = (min(hits) - t_start) if hits and t_start is not None else None
+                hits = [t for c, t in raised.get((inc.session, m), []) if c.startswith(prefix)]
+                lat = (min(hits) - inc.start) if hits else None
                 exp.append(Expectation(f"{prefix} {m}", inc.n, bool(hits), lat))
-    # technical: broker down, disk low, oximeter disconnects under a live daemon
-    tech = {(sid, d.get("kind")) for _i, sid, a, d in audit if a == "technical" and d.get("active")}
-    wanted = {"broker_restart": "broker_down", "disk_full": "disk_low", "serial_storm": "device_disconnected"}
-    for f in faults:
-        kind = wanted.get(f.kind)
-        if kind is None or f.note.startswith("skipped"):
-            continue
-        live = next((i for i in incs if i.session and i.alive(f.start, f.start + DETECT_S)), None)
-        if live is None:
-            continue
-        ok = (live.session, kind) in tech or (kind == "device_disconnected" and (live.session, "device_stale") in tech)
-        exp.append(Expectation(f"{kind} ({f.kind} at sim {f.at_sim_s:.0f} s)", live.n, ok))
+    exp += technical_expectations(faults, incs, tech)
     missed = [e for e in exp if not e.raised]
     if missed:
         problems.append(f"{len(missed)} expected alarm(s) not raised: "
@@ -200,14 +266,14 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
     # samples: nothing missing inside a stream; at a SIGKILL only the last commit window is lost
     tail: list[float] = []
     for inc in incs:
-        if inc.how == "killed" and inc.session in last_wall and inc.end is not None:
-            tail.append(max(0.0, inc.end + inc.offset_end - last_wall[inc.session]))
+        if inc.how == "killed" and inc.session in last_mono and inc.end is not None:
+            tail.append(max(0.0, inc.end - last_mono[inc.session]))
     window = commit_interval_s + 1.0
     # oximeter samples sent between a run's end and the next run's first stored oximeter sample
     down_s = 0.0
     for a, b in zip(incs, incs[1:], strict=False):
         if a.end is not None and b.session in first_ox:
-            down_s += max(0.0, first_ox[b.session] - (a.end + a.offset_end))
+            down_s += max(0.0, first_ox[b.session] - a.end)
     serial_downtime_samples = int(down_s * 60 * len(ox_devices))
     if holes:
         problems.append(f"{holes} samples missing inside streams without a gap record: "
@@ -241,11 +307,13 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
         problems.append("no samples stored")
 
     peaks = [max(mb for _t, mb in i.rss) for i in incs if i.rss]
-    # growth: RSS against uptime pooled over every run (after a 20 s warm-up), as MB per hour of uptime
-    pts = [(t - i.start, mb) for i in incs for t, mb in i.rss if t - i.start >= 20.0]
-    growth = None
-    if len(pts) >= 10 and max(u for u, _ in pts) - min(u for u, _ in pts) >= 20.0:
-        growth = statistics.linear_regression([u for u, _ in pts], [mb for _, mb in pts]).slope * 3600
+    growth, growth_note = rss_growth(incs)
+    # per-run peak against the time in the night it ran: does a fresh daemon need more as the store grows?
+    pk = [(i.start, max(mb for _t, mb in i.rss)) for i in incs if i.rss]
+    trend = None
+    if len(pk) >= 3 and pk[-1][0] > pk[0][0]:
+        speed = float(params.get("speed", 1.0))
+        trend = statistics.linear_regression([t for t, _ in pk], [mb for _, mb in pk]).slope * 3600 / speed
     cpu = {k: 100.0 * v / wall_s for k, v in cpu_s.items()} if wall_s > 0 else {}
     return SoakReport(
         params=params, wall_s=wall_s, incarnations=len(incs), kills=sum(i.how == "killed" for i in incs),
@@ -254,12 +322,32 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
         tail_loss_s=tail, tail_window_s=window, serial_sent=serial_sent, serial_stored=serial_stored,
         serial_downtime_samples=serial_downtime_samples, outbox=ob,
         rss_max_mb=max(peaks, default=0.0),
-        rss_growth_mb_per_h=growth,
+        rss_growth_mb_per_h=growth, rss_growth_note=growth_note, rss_peak_trend_mb_per_h=trend,
         rss_peak_first_last_mb=(peaks[0], peaks[-1]) if peaks else (0.0, 0.0),
         sync_rss_mb=(sync_rss[0], sync_rss[-1]) if sync_rss else (0.0, 0.0),
         cpu_percent=cpu, problems=problems,
-        runs=[{"n": i.n, "s": round((i.end or i.start) - i.start, 1), "how": i.how, "session": i.session,
+        runs=[{"n": i.n, "start": i.start, "s": round((i.end or i.start) - i.start, 1), "how": i.how,
+               "session": i.session,
                "rss_max": max((mb for _t, mb in i.rss), default=None)} for i in incs])
+
+
+def save_inputs(path: Path, inputs: dict[str, Any]) -> None:
+    """Write what `analyse` needs besides the store (runs, faults, counts) so a night can be re-analysed."""
+    d = dict(inputs)
+    d["incs"] = [i.__dict__ for i in inputs["incs"]]
+    d["faults"] = [f.__dict__ for f in inputs["faults"]]
+    path.write_text(json.dumps(d))
+
+
+def reanalyse(run_dir: Path) -> SoakReport:
+    """The report of a finished night, recomputed from its run folder (inputs.json and the kept store)."""
+    d = json.loads((run_dir / "inputs.json").read_text())
+    d["incs"] = [Incarnation(**{**i, "rss": [tuple(x) for x in i["rss"]]}) for i in d["incs"]]
+    d["faults"] = [FaultRun(**f) for f in d["faults"]]
+    db = run_dir / "vigil.db"
+    if not db.exists():
+        db = run_dir / "state" / "vigil.db"
+    return analyse(db=db, **d)
 
 
 def format_report(r: SoakReport) -> str:
@@ -276,7 +364,7 @@ def format_report(r: SoakReport) -> str:
     lines += ["",
               "alarms              expected  raised  missed",
               f"  clinical          {len(clin):8d}  {sum(e.raised for e in clin):6d}  {sum(not e.raised for e in clin):6d}"
-              + (f"   (latency from session start: median {statistics.median(lats):.1f} s, max {max(lats):.1f} s)"
+              + (f"   (latency from daemon start: median {statistics.median(lats):.1f} s, max {max(lats):.1f} s)"
                  if lats else ""),
               f"  technical         {len(techn):8d}  {sum(e.raised for e in techn):6d}  {sum(not e.raised for e in techn):6d}",
               "  raised by condition: " + ", ".join(f"{k} {v}" for k, v in r.alarms_raised.items())]
@@ -294,11 +382,12 @@ def format_report(r: SoakReport) -> str:
               f"                    {ob['rows']:,} rows: {ob['delivered']:,} delivered, {ob['pending']} pending, "
               f"{ob['dead']} dead; applied {ob['applied']:,}, applied twice {ob['applied_twice']}, "
               f"delivered but not applied {ob['delivered_not_applied']}, duplicates sent and deduped {ob['duplicates_sent']}"]
-    growth = ("n/a" if r.rss_growth_mb_per_h is None else
-              f"{r.rss_growth_mb_per_h:+.1f} MB per hour of uptime (all runs pooled, after 20 s)")
+    trend = ("" if r.rss_peak_trend_mb_per_h is None else
+             f", trend {r.rss_peak_trend_mb_per_h:+.1f} MB per simulated hour over {r.incarnations} runs")
     lines += ["",
-              f"daemon RSS          max {r.rss_max_mb:.0f} MB; growth within a run {growth}; "
-              f"peak first/last run {r.rss_peak_first_last_mb[0]:.0f}/{r.rss_peak_first_last_mb[1]:.0f} MB",
+              f"daemon RSS          max {r.rss_max_mb:.0f} MB; growth within a run {r.rss_growth_note}",
+              f"                    peak per run first/last {r.rss_peak_first_last_mb[0]:.0f}/"
+              f"{r.rss_peak_first_last_mb[1]:.0f} MB{trend}",
               f"sync RSS            {r.sync_rss_mb[0]:.0f} -> {r.sync_rss_mb[1]:.0f} MB",
               "CPU (% of one core) " + ", ".join(f"{k} {v:.1f}" for k, v in r.cpu_percent.items()),
               "",

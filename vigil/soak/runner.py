@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from vigil.datasets import VENDORED_RECORDS
 from vigil.soak.faults import Fault, schedule
-from vigil.soak.report import FaultRun, Incarnation, SoakReport, analyse
+from vigil.soak.report import FaultRun, Incarnation, SoakReport, analyse, save_inputs
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Proc:
         self._log = (self.log_dir / f"{self.name}-{n}.log").open("wb")
         self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env={**os.environ, "VIGIL_LOG_LEVEL": "INFO"}, start_new_session=True)
-        self.incs.append(Incarnation(n, self.proc.pid, time.time()))
+        self.incs.append(Incarnation(n, self.proc.pid, time.monotonic()))
         self.restart_at = None
         self._ps = None
 
@@ -85,7 +85,7 @@ class Proc:
                 self._ps = psutil.Process(self.proc.pid)
             mem = self._ps.memory_info().rss / 2**20
             cpu = self._ps.cpu_times()
-            inc.rss.append((time.time(), mem))
+            inc.rss.append((time.monotonic(), mem))
             inc.cpu_s = cpu.user + cpu.system
         except (psutil.Error, OSError):
             pass
@@ -93,7 +93,7 @@ class Proc:
     def _ended(self, how: str, offset: float) -> None:
         inc = self.current
         if inc is not None:
-            inc.end, inc.how, inc.offset_end = time.time(), how, offset
+            inc.end, inc.how, inc.offset_end = time.monotonic(), how, offset
             inc.exit_code = self.proc.returncode if self.proc else None
         if self._log is not None:
             self._log.close()
@@ -276,7 +276,8 @@ def run_soak(opt: SoakOptions) -> SoakReport:
             with contextlib.suppress(FileNotFoundError):
                 ballast.unlink()
 
-    t0_mono, t0_wall = time.monotonic(), time.time()
+    # every time the harness keeps is monotonic: the clock-jump fault steps the children's wall clock
+    t0_mono = time.monotonic()
     daemon.start()
     time.sleep(1.0)
     sync.start()
@@ -289,7 +290,7 @@ def run_soak(opt: SoakOptions) -> SoakReport:
                 break
             while pending and pending[0].at_s <= sim:
                 f = pending.pop(0)
-                fr = FaultRun(f.kind, f.at_s, time.time(), time.time() + f.duration_s, dict(f.params))
+                fr = FaultRun(f.kind, f.at_s, now, now + f.duration_s, dict(f.params))
                 log.info("fault at sim %.0f s: %s %s", f.at_s, f.kind, f.params or "")
                 begin(f, fr)
                 if f.duration_s > 0 and not fr.note.startswith("skipped"):
@@ -336,7 +337,7 @@ def run_soak(opt: SoakOptions) -> SoakReport:
         drained = _drain(state / "vigil.db", timeout_s=opt.drain_timeout_s)
         drain_s = time.monotonic() - t_drain
         sync.stop(offset)
-        wall_s = time.time() - t0_wall
+        wall_s = time.monotonic() - t0_mono
         for p in (daemon, sync):
             for inc in p.incs:
                 _session_from_log(run / "logs" / f"{p.name}-{inc.n}.log", inc)
@@ -347,14 +348,15 @@ def run_soak(opt: SoakOptions) -> SoakReport:
         params = {"hours": opt.hours, "speed": opt.speed, "guests": opt.guests, "serial": len(emus), "seed": opt.seed,
                   "kill_every_min": opt.kill_every_min, "tmpfs_mb": tmpfs_mb if mounted else 0,
                   "drain_s": round(drain_s, 1), "drained": drained}
-        report = analyse(db=state / "vigil.db", incs=daemon.incs, faults=done, mats=mats, ox_mats=ox_mats,
-                         ox_devices=ox_ids, serial_sent=serial_sent,
-                         booking_applied=[str(e.get("id")) for e in app.applied],
-                         booking_received=app.received, params=params, wall_s=wall_s,
-                         commit_interval_s=COMMIT_INTERVAL_S, sync_rss=sync_rss, cpu_s=cpu)
-        (run / "report.json").write_text(report.to_json())
+        inputs = dict(incs=daemon.incs, faults=done, mats=mats, ox_mats=ox_mats, ox_devices=ox_ids,
+                      serial_sent=serial_sent, booking_applied=[str(e.get("id")) for e in app.applied],
+                      booking_received=app.received, params=params, wall_s=wall_s,
+                      commit_interval_s=COMMIT_INTERVAL_S, sync_rss=sync_rss, cpu_s=cpu)
+        save_inputs(run / "inputs.json", inputs)
         if opt.keep and mounted:
-            shutil.copy2(state / "vigil.db", run / "vigil.db")
+            _copy_store(state / "vigil.db", run / "vigil.db")
+        report = analyse(db=state / "vigil.db", **inputs)  # type: ignore[arg-type]
+        (run / "report.json").write_text(report.to_json())
         return report
     finally:
         for p in (daemon, sync):
@@ -368,6 +370,18 @@ def run_soak(opt: SoakOptions) -> SoakReport:
         broker.stop()
         if mounted:
             subprocess.run(["umount", "-l", str(state)], capture_output=True)
+
+
+def _copy_store(src: Path, dst: Path) -> None:
+    """A consistent copy of the store (WAL included) through SQLite's backup API."""
+    import sqlite3
+
+    a, b = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30), sqlite3.connect(dst)
+    try:
+        a.backup(b)
+    finally:
+        b.close()
+        a.close()
 
 
 def _drain(db: Path, timeout_s: float) -> bool:
