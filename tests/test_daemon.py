@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -173,24 +175,33 @@ def test_run_with_an_unreadable_record_exits_2_naming_the_file(tmp_path: Path) -
     assert not (tmp_path / "vigil.db").exists()  # nothing was opened for a config that cannot run
 
 
+class FakeEcgBus:
+    """Keeps the ECG frames a BusSink publishes."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict] = []
+
+    def publish_ecg(self, mat: str, payload: dict) -> None:
+        self.frames.append(payload)
+
+
+def ecg_block(seq: int, samples: object, fs: float) -> object:
+    """A primary-lead ECG SampleBlock."""
+    from vigil.model import ChannelKind, SampleBlock
+
+    return SampleBlock("d", "ecg", ChannelKind.ECG, fs, "uV", 1.0, seq, samples, 0.0, 0.0)  # type: ignore[arg-type]
+
+
 def test_bus_ecg_frames_are_decimated_and_contiguous() -> None:
     import numpy as np
 
     from vigil.edge.daemon import BusSink
-    from vigil.model import ChannelKind, SampleBlock
 
-    class FakeBus:
-        def __init__(self) -> None:
-            self.frames: list[dict] = []
-
-        def publish_ecg(self, mat: str, payload: dict) -> None:
-            self.frames.append(payload)
-
-    bus = FakeBus()
+    bus = FakeEcgBus()
     sink = BusSink(bus)  # type: ignore[arg-type]
     x = np.arange(360 * 3, dtype=np.int32)
     for start in range(0, len(x), 100):  # odd block size: remainders carry over between frames
-        sink.block("M", SampleBlock("d", "ecg", ChannelKind.ECG, 360.0, "uV", 1.0, start, x[start:start + 100], 0.0, 0.0))
+        sink.block("M", ecg_block(start, x[start:start + 100], 360.0))  # type: ignore[arg-type]
         sink.flush_ecg(0.0)
     frames = bus.frames
     assert all(f["fs"] == 120.0 and f["decimation"] == 3 for f in frames)
@@ -205,29 +216,22 @@ def test_bus_ecg_frames_carry_the_new_labelled_beats_once() -> None:
     import numpy as np
 
     from vigil.edge.daemon import BusSink
-    from vigil.model import Beat, ChannelKind, Measurement, Metric, SampleBlock
+    from vigil.model import Beat, Measurement, Metric
 
-    class FakeBus:
-        def __init__(self) -> None:
-            self.frames: list[dict] = []
-
-        def publish_ecg(self, mat: str, payload: dict) -> None:
-            self.frames.append(payload)
-
-    bus = FakeBus()
+    bus = FakeEcgBus()
     sink = BusSink(bus)  # type: ignore[arg-type]
     x = np.zeros(500, dtype=np.int32)
-    sink.block("M", SampleBlock("d", "ecg", ChannelKind.ECG, 500.0, "uV", 1.0, 1000, x, 0.0, 0.0))
+    sink.block("M", ecg_block(1000, x, 500.0))  # type: ignore[arg-type]
     sink.analysis("M", [Beat(1100, "N"), Beat(1300, "V"), Beat(1310, "N", channel="ecg2"),
                         Measurement(Metric.HR, 60.0, 1300)], 0.0)
     sink.flush_ecg(0.0)
-    sink.block("M", SampleBlock("d", "ecg", ChannelKind.ECG, 500.0, "uV", 1.0, 1500, x, 0.0, 0.0))
+    sink.block("M", ecg_block(1500, x, 500.0))  # type: ignore[arg-type]
     sink.flush_ecg(0.0)
     assert bus.frames[0]["beats"] == [[1100, "N"], [1300, "V"]]  # primary lead only, device numbering
     assert "beats" not in bus.frames[1]  # each beat goes out once
     for i in range(200):  # a dashboard-less backlog is bounded
         sink.analysis("M", [Beat(2000 + i, "N")], 0.0)
-    sink.block("M", SampleBlock("d", "ecg", ChannelKind.ECG, 500.0, "uV", 1.0, 2000, x, 0.0, 0.0))
+    sink.block("M", ecg_block(2000, x, 500.0))  # type: ignore[arg-type]
     sink.flush_ecg(0.0)
     assert [b[0] for b in bus.frames[2]["beats"]] == list(range(2136, 2200))
 
@@ -358,17 +362,26 @@ def test_demo_with_a_dashboard_runs_the_daemon_beside_it_and_cleans_up(tmp_path:
         store.close()
 
 
-async def test_a_dashboard_subscribing_late_gets_the_guests_retained_history(tmp_path: Path, mosquitto) -> None:
-    """Alarm events that happened before a dashboard connected come back to it in guest/<mat>/history."""
-    cfg_path = _config(tmp_path, mosquitto.port, [("V", "v221l", "replay-wfdb")], speed=10.0)
-    cfg_path.write_text(cfg_path.read_text().replace("speed = 10.0", "speed = 10.0\nstart_s = 260\nloop = false"))
-    cfg = parse_config(cfg_path.read_text(), cfg_path)
-    daemon = Daemon(cfg)
+@contextlib.asynccontextmanager
+async def connected_daemon(cfg: object) -> AsyncIterator[Daemon]:
+    """A running daemon (ready, bus connected); stopped on exit."""
+    daemon = Daemon(cfg)  # type: ignore[arg-type]
     stop = asyncio.Event()
     run = asyncio.create_task(daemon.run(stop, handle_signals=False))
     try:
         await asyncio.wait_for(daemon.ready.wait(), 20)
         assert daemon.bus is not None and await daemon.bus.wait_connected(10)
+        yield daemon
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 30)
+
+
+async def test_a_dashboard_subscribing_late_gets_the_guests_retained_history(tmp_path: Path, mosquitto) -> None:
+    """Alarm events that happened before a dashboard connected come back to it in guest/<mat>/history."""
+    cfg_path = _config(tmp_path, mosquitto.port, [("V", "v221l", "replay-wfdb")], speed=10.0)
+    cfg_path.write_text(cfg_path.read_text().replace("speed = 10.0", "speed = 10.0\nstart_s = 260\nloop = false"))
+    async with connected_daemon(parse_config(cfg_path.read_text(), cfg_path)) as daemon:
         assert daemon.pipeline is not None
         for _ in range(150):  # the VT of v221l raises within a few seconds at 10x
             if any(a.condition == "vt" for a in daemon.pipeline.active_alarms("V")):
@@ -381,9 +394,6 @@ async def test_a_dashboard_subscribing_late_gets_the_guests_retained_history(tmp
                     return payload, retained
                 raise AssertionError("no history")
             payload, retained = await asyncio.wait_for(first(), 10)
-    finally:
-        stop.set()
-        await asyncio.wait_for(run, 30)
     assert retained and payload["mat"] == "V" and payload["step_s"] == 60
     assert ("vt", "raised") in [(e["condition"], e["event"]) for e in payload["events"]]
     assert all(e["guest"] == "V" and isinstance(e["wall"], float) for e in payload["events"])
