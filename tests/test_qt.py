@@ -250,8 +250,8 @@ def test_confidence_rule_cross_validation_withholds_only_what_generalises() -> N
         good = list(rng.normal(0, 8, 16))
         bad = list(rng.normal(0, 8, 4) + (120 if k % 2 else -120))
         data[f"r{k}"] = (250.0, _fake(good + bad, [10.0] * 16 + [90.0] * 4))
-    wl, sp = choose_rule(data, [0])
-    assert wl < 90 or sp < 90
+    wl, sp, ld = choose_rule(data, [0])
+    assert (wl < 90 or sp < 90) and math.isinf(ld)  # one lead: no lead-agreement limit
     folds, errs, kept, total = cross_validate(data, [0])
     assert len(folds) == 5 and total == 200 and kept == 160
     assert abs(np.mean(errs)) <= 5 and np.std(errs) <= 12
@@ -265,8 +265,8 @@ def test_qtdb_q1c_errors_within_floors(data_root: Path) -> None:
     """Every qtdb .q1c record here, both leads averaged (the `eval_qt` multi numbers): honest floors.
 
     Measured (all beats): T end 4.4 ± 32.6 ms, QT -3.1 ± 33.1 ms over 1115 beats (target SD 25 ms not met).
-    Confident beats (shipped T-end rule, every lead must pass): QT -3.5 ± 25.7 ms, 889/1120 beats (79.4 %);
-    the rule chosen by 5-fold record-wise CV: held-out QT -4.0 ± 25.1 ms, coverage 75.0 %.
+    Confident beats (shipped T-end rule, every lead must pass, lead T ends within 80 ms): QT -4.6 ± 23.1 ms,
+    831/1120 beats (74.2 %); the rule chosen by 5-fold record-wise CV: held-out QT -3.7 ± 23.5 ms, coverage 75.1 %.
     """
     import wfdb
 
@@ -311,11 +311,11 @@ def test_qtdb_q1c_errors_within_floors(data_root: Path) -> None:
     assert np.std(te_err) <= 35.0 and np.std(qt_err) <= 35.0
     assert np.median(np.abs(qt_err)) <= 22.0
     # confident beats (the shipped rule) and the cross-validated rule
-    kept = [(fs, [b for b in beats if confident(b, [0, 1])]) for fs, beats in data.values()]
+    kept = [(fs, [b for b in beats if confident(b, [0, 1], fs)]) for fs, beats in data.values()]
     conf = [e for fs, beats in kept for e in qt_errors(beats, [0, 1], fs)]
     total = sum(len(beats) for _, beats in data.values())
-    assert len(conf) >= 0.75 * total
-    assert abs(np.mean(conf)) <= 10.0 and np.std(conf, ddof=1) <= 27.0
+    assert len(conf) >= 0.72 * total
+    assert abs(np.mean(conf)) <= 10.0 and np.std(conf, ddof=1) <= 25.0
     _, cv_errs, cv_kept, cv_total = cross_validate(data, [0, 1])
-    assert cv_kept >= 0.7 * cv_total
-    assert abs(np.mean(cv_errs)) <= 10.0 and np.std(cv_errs, ddof=1) <= 27.0
+    assert cv_kept >= 0.72 * cv_total
+    assert abs(np.mean(cv_errs)) <= 10.0 and np.std(cv_errs, ddof=1) <= 25.0

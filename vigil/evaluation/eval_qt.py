@@ -15,6 +15,7 @@ skips it; ``--stream`` is accepted for compatibility and changes nothing).
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -186,14 +187,20 @@ def _combine(b: BeatResult, use: list[int]) -> tuple[float, float] | None:
     return float(np.mean([d[0] for d in ds])), float(np.mean([d[1] for d in ds]))  # type: ignore[index]
 
 
-def confident(b: BeatResult, use: list[int], wavelet_ms: float = WAVELET_AGREE_MS,
-              split_ms: float = SPLIT_HALF_MS) -> bool:
-    """True when every lead in `use` was delineated and none has an uncertain T end."""
+LEAD_AGREE_MS = 80.0  # multi-lead only: the leads' T ends may differ at most this much (chosen as below)
+
+
+def confident(b: BeatResult, use: list[int], fs: float, wavelet_ms: float = WAVELET_AGREE_MS,
+              split_ms: float = SPLIT_HALF_MS, lead_ms: float = LEAD_AGREE_MS) -> bool:
+    """True when every lead in `use` was delineated, none has an uncertain T end and (several
+    leads) their T ends lie within `lead_ms` of each other."""
+    ends = []
     for k in use:
         d = b.leads[k] if k < len(b.leads) else None
         if d is None or t_end_uncertain(d[2], wavelet_ms, split_ms):
             return False
-    return True
+        ends.append(d[1])
+    return len(ends) < 2 or (max(ends) - min(ends)) * 1000.0 / fs <= lead_ms
 
 
 def qt_errors(beats: list[BeatResult], use: list[int], fs: float) -> list[float]:
@@ -211,31 +218,58 @@ CV_COVERAGE_FLOOR = 0.75  # the rule may withhold at most a quarter of the train
 CV_GRID_MS = (20.0, 30.0, 40.0, 60.0, 80.0, math.inf)
 
 
-def choose_rule(data: dict[str, tuple[float, list[BeatResult]]], use: list[int],
-                floor: float = CV_COVERAGE_FLOOR) -> tuple[float, float]:
-    """(wavelet, split-half) limits minimising the pooled QT SD with beat coverage ≥ `floor`."""
-    best: tuple[float, tuple[float, float]] | None = None
-    for wl in CV_GRID_MS:
-        for sp in CV_GRID_MS:
-            kept: list[float] = []
-            total = 0
-            for fs, beats in data.values():
-                total += len(beats)
-                kept += qt_errors([b for b in beats if confident(b, use, wl, sp)], use, fs)
-            if len(kept) < 2 or len(kept) < floor * total:
+Rule = tuple[float, float, float]  # wavelet, split-half, lead-agreement limits (ms)
+
+
+def _doubt_table(data: dict[str, tuple[float, list[BeatResult]]], use: list[int]) -> dict[str, np.ndarray]:
+    """Per record, rows of (QT error ms, worst wavelet diff, worst split-half, lead T-end spread ms);
+    inf where a lead failed (the vectorised form of `confident`)."""
+    out: dict[str, np.ndarray] = {}
+    for rec, (fs, beats) in data.items():
+        rows = []
+        for b in beats:
+            ds = [b.leads[k] if k < len(b.leads) else None for k in use]
+            c = _combine(b, use)
+            if c is None or any(d is None for d in ds):
+                rows.append((math.nan, math.inf, math.inf, math.inf))
                 continue
-            sd = float(np.std(kept, ddof=1))
-            if best is None or sd < best[0] - 1e-9:
-                best = (sd, (wl, sp))
-    return best[1] if best else (math.inf, math.inf)
+            err = ((c[1] - c[0]) - (b.ref.t_end - b.ref.qrs_on)) * 1000.0 / fs
+            ends = [d[1] for d in ds if d is not None]
+            rows.append((err, max(d[2].get("t_end_wavelet_diff_ms", math.inf) for d in ds if d is not None),
+                         max(d[2].get("t_end_split_half_ms", math.inf) for d in ds if d is not None),
+                         (max(ends) - min(ends)) * 1000.0 / fs))
+        out[rec] = np.asarray(rows, dtype=float).reshape(-1, 4)
+    return out
+
+
+def _kept(t: np.ndarray, rule: Rule) -> np.ndarray:
+    return (t[:, 1] <= rule[0]) & (t[:, 2] <= rule[1]) & (t[:, 3] <= rule[2]) & ~np.isnan(t[:, 0])
+
+
+def choose_rule(data: dict[str, tuple[float, list[BeatResult]]], use: list[int],
+                floor: float = CV_COVERAGE_FLOOR) -> Rule:
+    """Limits minimising the pooled QT SD with beat coverage ≥ `floor` (lead limit only for several leads)."""
+    tables = _doubt_table(data, use)
+    t = np.vstack(list(tables.values())) if tables else np.zeros((0, 4))
+    best: tuple[float, Rule] | None = None
+    lead_grid = CV_GRID_MS if len(use) > 1 else (math.inf,)
+    for rule in itertools.product(CV_GRID_MS, CV_GRID_MS, lead_grid):
+        kept = t[_kept(t, rule), 0]
+        if len(kept) < 2 or len(kept) < floor * len(t):
+            continue
+        sd = float(np.std(kept, ddof=1))
+        if best is None or sd < best[0] - 1e-9:
+            best = (sd, rule)
+    return best[1] if best else (math.inf, math.inf, math.inf)
 
 
 def cross_validate(data: dict[str, tuple[float, list[BeatResult]]], use: list[int],
-                   folds: int = CV_FOLDS) -> tuple[list[tuple[list[str], tuple[float, float]]], list[float], int, int]:
+                   folds: int = CV_FOLDS) -> tuple[list[tuple[list[str], Rule]], list[float], int, int]:
     """Record-wise k-fold CV of `choose_rule`: per fold (held-out records, rule); held-out kept QT
     errors, held-out beats kept, held-out beats in all (records are dealt to folds in sorted order)."""
     recs = sorted(data)
-    out: list[tuple[list[str], tuple[float, float]]] = []
+    tables = _doubt_table(data, use)
+    out: list[tuple[list[str], Rule]] = []
     errs: list[float] = []
     kept = total = 0
     for f in range(folds):
@@ -243,16 +277,15 @@ def cross_validate(data: dict[str, tuple[float, list[BeatResult]]], use: list[in
         rule = choose_rule({r: v for r, v in data.items() if r not in test}, use)
         out.append((test, rule))
         for r in test:
-            fs, beats = data[r]
-            ok = [b for b in beats if confident(b, use, *rule)]
-            kept += len(ok)
-            total += len(beats)
-            errs += qt_errors(ok, use, fs)
+            k = _kept(tables[r], rule)
+            kept += int(k.sum())
+            total += len(k)
+            errs += [float(e) for e in tables[r][k, 0]]
     return out, errs, kept, total
 
 
 def _lim(v: float) -> str:
-    return "off" if math.isinf(v) else f"{v:.0f}"
+    return "off" if math.isinf(v) else f"{v:.0f} ms"
 
 
 def main(argv: list[str]) -> int:
@@ -330,14 +363,15 @@ def main(argv: list[str]) -> int:
 
 def _confidence_tables(data: dict[str, tuple[float, list[BeatResult]]], use: list[int]) -> None:
     """QT of confident beats only (shipped limits), coverage, and the record-wise CV of the rule."""
-    print(f"\nconfident beats only (q1c): QT withheld when a lead's |Zhang - wavelet T end| > {_lim(WAVELET_AGREE_MS)} ms "
-          f"or its odd/even split-half T ends differ > {_lim(SPLIT_HALF_MS)} ms (every lead of {use} must pass)")
+    print(f"\nconfident beats only (q1c): QT withheld when a lead's |Zhang - wavelet T end| > {_lim(WAVELET_AGREE_MS)} "
+          f"or its odd/even split-half T ends differ > {_lim(SPLIT_HALF_MS)} (every lead of {use} must pass"
+          + (f"; and the leads' T ends within {_lim(LEAD_AGREE_MS)})" if len(use) > 1 else ")"))
     print(f"{'record':>9} {'kept':>9} {'QT':>13}")
     errs: list[float] = []
     kept = total = 0
     recs_kept = recs_with = 0
     for rec, (fs, beats) in data.items():
-        ok = [b for b in beats if confident(b, use)]
+        ok = [b for b in beats if confident(b, use, fs)]
         e = qt_errors(ok, use, fs)
         kept += len(ok)
         total += len(beats)
@@ -351,15 +385,15 @@ def _confidence_tables(data: dict[str, tuple[float, list[BeatResult]]], use: lis
     folds, cv_errs, cv_kept, cv_total = cross_validate(data, use)
     print(f"\nconfidence rule by {CV_FOLDS}-fold cross-validation over records (limits chosen on the other folds: "
           f"least pooled QT SD with >= {100 * CV_COVERAGE_FLOOR:.0f} % of their beats kept)")
-    for test, (wl, sp) in folds:
-        print(f"  held out {' '.join(test)}: wavelet {_lim(wl)} ms, split-half {_lim(sp)} ms")
+    for test, (wl, sp, ld) in folds:
+        print(f"  held out {' '.join(test)}: wavelet {_lim(wl)}, split-half {_lim(sp)}, leads {_lim(ld)}")
     m, s = _stats(cv_errs)
     print(f"  held-out confident beats: QT {_fmt(m, s)} ms, coverage {100 * cv_kept / max(1, cv_total):.1f} % "
           f"({cv_kept}/{cv_total})")
-    wl, sp = choose_rule(data, use)
-    print(f"  rule chosen on all records: wavelet {_lim(wl)} ms, split-half {_lim(sp)} ms "
+    wl, sp, ld = choose_rule(data, use)
+    print(f"  rule chosen on all records: wavelet {_lim(wl)}, split-half {_lim(sp)}, leads {_lim(ld)} "
           f"(shipped in vigil.signal.qt, chosen with --lead 0, the streaming lead: "
-          f"{_lim(WAVELET_AGREE_MS)}, {_lim(SPLIT_HALF_MS)})")
+          f"{_lim(WAVELET_AGREE_MS)}, {_lim(SPLIT_HALF_MS)}; eval_qt.LEAD_AGREE_MS {_lim(LEAD_AGREE_MS)})")
 
 
 def _stream_table(records: list[str], folder: object) -> None:
