@@ -73,7 +73,9 @@ def test_streaming_qt_close_to_reference(rec: str) -> None:
     assert abs(float(np.median([m.value for m in qt])) - ref_qt) <= 30.0
     d = qtc[-1].detail
     assert d["formula"] == "fridericia"
-    assert set(d) >= {"qt_ms", "rr_ms", "qtc_fridericia", "qtc_bazett", "qtc_framingham", "qtc_hodges"}
+    assert set(d) >= {"qt_ms", "rr_ms", "qtc_fridericia", "qtc_bazett", "qtc_framingham", "qtc_hodges",
+                      "t_end_wavelet_diff_ms", "t_end_split_half_ms"}
+    assert d["t_end_wavelet_diff_ms"] <= 40 and d["t_end_split_half_ms"] <= 60  # clean records: T end confident
     assert qtc[-1].value == pytest.approx(d["qtc_fridericia"], abs=0.1)
 
 
@@ -187,7 +189,7 @@ def test_wavelet_t_end_agrees_with_zhang_on_a_clean_t_wave() -> None:
     """The second opinion (Martinez wavelet rule) lands within 20 ms of the Zhang T end on clean beats."""
     from vigil.signal.delineate import delineate
 
-    for fs in (250.0, 500.0, 360.0):
+    for fs in (125.0, 130.0, 250.0, 360.0, 500.0, 1000.0):  # the wavelet rule resamples to 250 Hz
         x, r = _beat(False, fs)
         d = delineate(x, r, fs, 1.0)
         assert d is not None and d.t_end_wavelet > d.t_peak
