@@ -31,9 +31,9 @@ def test_record_replay_json_lines_and_determinism(capsys):
     again = replay_record(CHALLENGE / "a103l", until=300)
     assert again.lines() == lines  # simulated clock: identical on every run
     # multi-signal challenge record -> one guest, one device per signal
-    assert sorted(again.pipeline.device_guest) == ["a103l-ecg", "a103l-pleth"]
+    assert sorted(again.pipeline.device_guest) == ["a103l-ecg", "a103l-ecg2", "a103l-pleth"]  # both ECG leads
     multi = replay_record(CHALLENGE / "v221l", until=5)
-    assert sorted(multi.pipeline.device_guest) == ["v221l-abp", "v221l-ecg", "v221l-pleth"]
+    assert sorted(multi.pipeline.device_guest) == ["v221l-abp", "v221l-ecg", "v221l-ecg2", "v221l-pleth"]
     assert set(multi.pipeline.device_guest.values()) == {"r1"}
 
 

@@ -77,7 +77,7 @@ def record_setup(cfg: Any, path: str | Path, channel: str | None = None) -> tupl
     from vigil.edge.records import Record, load_record
     from vigil.model import Metric
 
-    rec = load_record(path, channel=channel)
+    rec = load_record(path, channel=channel, ecg_leads=2)  # the 2nd lead feeds the VT stage's spectral detector
     stem = _DEVICE_OK.sub("_", Path(str(path)).name.split(".")[0])[:40] or "rec"
     per: dict[str, Record] = {}
     for ch in rec.channels:

@@ -150,9 +150,12 @@ def _select(names: list[str], kinds: list[ChannelKind | None], channel: int | st
 
 
 def _assemble(path: Path, fs: float, names: list[str], units: list[str],
-              columns: list[tuple[npt.NDArray[np.int32], str, float]], primary: int) -> list[RecordChannel]:
+              columns: list[tuple[npt.NDArray[np.int32], str, float]], primary: int,
+              ecg_leads: int = 1) -> list[RecordChannel]:
     kinds = [channel_kind(n) for n in names]
-    order = [primary] + [i for i, k in enumerate(kinds) if i != primary and k in (ChannelKind.PLETH, ChannelKind.ABP)]
+    more_ecg = [i for i, k in enumerate(kinds) if i != primary and k is ChannelKind.ECG][:max(0, ecg_leads - 1)]
+    order = [primary] + more_ecg + [i for i, k in enumerate(kinds)
+                                    if i != primary and k in (ChannelKind.PLETH, ChannelKind.ABP)]
     out_kinds: list[ChannelKind] = [ChannelKind.ECG] + [k for i in order[1:] if (k := kinds[i]) is not None]
     vnames = _vigil_names(out_kinds)
     chans = []
@@ -171,7 +174,7 @@ def _wfdb_base(path: Path) -> Path:
 
 
 def load_wfdb(path: str | Path, channel: int | str | None = None, start_s: float = 0.0,
-              duration_s: float | None = None) -> Record:
+              duration_s: float | None = None, ecg_leads: int = 1) -> Record:
     """Read a WFDB record (.hea with .dat or .mat) as digital samples converted to storage units."""
     base = _wfdb_base(Path(path))
     hea = base.with_name(base.name + ".hea")
@@ -215,7 +218,7 @@ def load_wfdb(path: str | Path, channel: int | str | None = None, start_s: float
         samples, unit, g = _to_storage(kind, rec.units[i] or "mV", 1.0 / gain, col, float(rec.baseline[i]))
         samples[invalid] = 0
         columns.append((samples, unit, g))
-    chans = _assemble(hea, fs, names, [str(u) for u in rec.units], columns, primary)
+    chans = _assemble(hea, fs, names, [str(u) for u in rec.units], columns, primary, ecg_leads)
     return Record(base, chans, [])
 
 
@@ -399,11 +402,15 @@ def derive_numerics(rec: Record, cuff_interval_s: float = 60.0, cuff_first_s: fl
 
 
 def load_record(path: str | Path, channel: int | str | None = None, start_s: float = 0.0,
-                duration_s: float | None = None, derive: bool = True, cuff_interval_s: float = 60.0) -> Record:
-    """Load a WFDB or BIDMC record (chosen by the path) and derive the numerics a monitor would show."""
+                duration_s: float | None = None, derive: bool = True, cuff_interval_s: float = 60.0,
+                ecg_leads: int = 1) -> Record:
+    """Load a WFDB or BIDMC record (chosen by the path) and derive the numerics a monitor would show.
+
+    `ecg_leads` > 1 keeps that many ECG leads of a WFDB record ("ecg", then "ecg2", ...).
+    """
     p = Path(path)
     if p.name.endswith((".csv", "_Signals", "_Numerics")) or _bidmc_paths(p)[0].is_file():
         rec = load_bidmc(p, channel, start_s, duration_s)
     else:
-        rec = load_wfdb(p, channel, start_s, duration_s)
+        rec = load_wfdb(p, channel, start_s, duration_s, ecg_leads)
     return derive_numerics(rec, cuff_interval_s) if derive else rec
