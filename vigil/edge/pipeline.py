@@ -263,6 +263,9 @@ class Pipeline:
         self._next_seq[key] = block.end_seq
         for s in self.sinks:
             _safe(s.block, mat, block)
+        if block.kind is ChannelKind.ECG and self.engine is not None and hasattr(self.engine, "on_ecg_wave"):
+            _safe(self.engine.on_ecg_wave, mat, block.samples.astype(np.float64) * block.gain, block.fs,
+                  block.t_mono, block.channel)  # every ECG lead to the VT stage's spectral detector
         if block.kind is ChannelKind.ECG and block.channel == "ecg":
             g.ecg_seq, g.ecg_fs, g.last_block_mono = block.end_seq, block.fs, block.t_mono
             self._analyse(mat, g, block)
