@@ -166,7 +166,7 @@ def test_params_override_applies_to_new_stages_only() -> None:
 def test_challenge_records_false_vt_vetoed_true_vt_kept_and_found() -> None:
     from vigil.evaluation.eval_alarms import alarmed, record_tape, replay_tape
 
-    off = VtParams(min_intervals=10**6, run_min_v=0, noise_max=0)  # stage off
+    off = VtParams(min_intervals=10**6, run_min_v=0, noise_max=0, spi_min=2.0)  # stage off
     # v663l: false alarm, ECG movement artefact read as a VT run while ABP and pleth beat on as before
     tape, events = record_tape(CHALLENGE / "v663l", "Ventricular_Tachycardia", False)
     assert alarmed(replay_tape(tape, off), "vt", tape.t0), "the classifier alone calls VT here"

@@ -306,6 +306,12 @@ class AlarmEngine:
         """Feed pleth/ABP samples (physical units, ending at `t_mono`) to the VT confirmation stage."""
         self._vt_stage(mat).feed_pulse(kind, samples, fs, t_mono)
 
+    def on_ecg_wave(self, mat: str, samples: Any, fs: float, t_mono: float, channel: str = "ecg") -> None:
+        """Feed ECG samples (µV, ending at `t_mono`) of one ECG channel to the VT stage's spectral detector."""
+        stage = self._vt_stage(mat)
+        if stage.feed_ecg(samples, fs, t_mono, channel):
+            self._vt_source(mat, "spectral", stage.spectral, "fast, spectrally pure wide-complex ECG")
+
     def _on_quality(self, mat: str, q: QualityReport, now: float) -> None:
         self._vt_stage(mat).on_quality(now, q.flags)
         dq = self._quality.setdefault(mat, deque(maxlen=64))

@@ -115,7 +115,8 @@ class _TapeEngine:
         return call
 
 
-_TAPED = frozenset({"tick", "on_analysis", "on_reading", "on_technical", "on_waveform_pulsatile", "on_pulse_wave"})
+_TAPED = frozenset({"tick", "on_analysis", "on_reading", "on_technical", "on_waveform_pulsatile", "on_pulse_wave",
+                     "on_ecg_wave"})
 
 
 @dataclass
@@ -268,11 +269,10 @@ def eval_cinc(max_records: int | None = None, tapes: list[Tape] | None = None) -
 # VT stage thresholds searched by the cross-validation (vigil.signal.vt.VtParams fields)
 # ordered from the most conservative (fewest vetoes) so that ties go to the setting that suppresses least
 CV_GRID: dict[str, tuple[float, ...]] = {
+    "spi_min": (0.45, 0.5, 0.55, 2.0),  # spectral wide-complex detector (vigil.signal.vtspec); 2 = off
     "ibi_tol": (0.15, 0.25),
-    "amp_floor": (0.8, 0.6),
-    "min_intervals": (2, 1),
-    "run_min_v": (3, 4, 0),
-    "noise_max": (0, 4, 2),
+    "run_min_v": (3, 0),
+    "noise_max": (0, 2),
 }
 CV_FOLDS = 5
 
@@ -331,14 +331,14 @@ def eval_cv(tapes: list[Tape]) -> int:
 def _params(base: Any, changes: dict[str, float]) -> Any:
     from dataclasses import replace
 
-    ints = ("min_intervals", "run_min_v", "noise_max")
+    ints = ("min_intervals", "run_min_v", "noise_max", "spec_hold")
     return replace(base, **{k: (int(v) if k in ints else float(v)) for k, v in changes.items()})
 
 
 def _off(base: Any) -> Any:
     from dataclasses import replace
 
-    return replace(base, min_intervals=10**6, run_min_v=0, noise_max=0)  # no veto, no extra call: stage off
+    return replace(base, min_intervals=10**6, run_min_v=0, noise_max=0, spi_min=2.0)  # no veto, no extra call: stage off
 
 
 def _describe(p: Any) -> str:

@@ -52,6 +52,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from vigil.signal.vtspec import SpecParams, SpectralVtDetector
+
 FloatArray = npt.NDArray[np.float64]
 Verdict = Literal["unchanged", "changed", "unknown"]
 
@@ -75,6 +77,9 @@ class VtParams:
     run_min_v: int = 3  # > 0: this many consecutive V beats at > 100 bpm with a changed pulse also raise VT
     noise_max: int = 2  # > 0: VT with no pulse change is held back after this many noisy ECG seconds...
     noise_window_s: float = 10.0  # ...within this window
+    spi_min: float = 0.45  # spectral wide-complex detector (vigil.signal.vtspec) raises VT at this purity; > 1: off
+    spec_window_s: float = 4.0
+    spec_hold: int = 2
 
 
 DEFAULT_PARAMS = VtParams()
@@ -219,6 +224,37 @@ class VtStage:
         self.candidate = False  # a short ventricular run confirmed by a changed pulse (see on_beat)
         self.last: dict[str, PulseResponse] = {}
         self._last_eval: tuple[float, float] | None = None  # (run start, time) of `last`
+        self._spec: dict[str, list] = {}  # ECG channel -> [SpectralVtDetector, t_mono of its last sample]
+        self.spectral = False  # the spectral detector sees a fast wide-complex rhythm (see feed_ecg)
+        self._spec_start: float | None = None
+
+    def feed_ecg(self, samples: FloatArray, fs: float, t_end: float, channel: str = "ecg") -> bool:
+        """Add ECG samples (µV; n or n × leads) of `channel` ending at monotonic `t_end`.
+
+        Each ECG channel (lead) has its own spectral detector; `spectral` is on while any is.
+        Returns True when `spectral` changed.
+        """
+        p = self.params
+        if p.spi_min > 1.0:
+            return False
+        x = np.asarray(samples, dtype=float)
+        if x.ndim == 1:
+            x = x[:, None]
+        entry = self._spec.get(channel)
+        if entry is None or entry[0].fs != fs or entry[0].n_leads != x.shape[1]:
+            entry = self._spec[channel] = [SpectralVtDetector(fs, x.shape[1], SpecParams(
+                spi_min=p.spi_min, window_s=p.spec_window_s, hold=p.spec_hold)), t_end]
+        elif abs(t_end - len(x) / fs - entry[1]) > 1.0:  # a jump: start afresh
+            entry[0].reset()
+        entry[1] = t_end
+        entry[0].feed(x)
+        before = self.spectral
+        self.spectral = any(d.on and now_t >= t_end - 2.0 for d, now_t in self._spec.values())
+        if self.spectral and not before:
+            self._spec_start = t_end - p.spec_window_s / 2
+        elif not self.spectral:
+            self._spec_start = None
+        return before != self.spectral
 
     def feed_pulse(self, kind: str, samples: FloatArray, fs: float, t_end: float) -> None:
         """Add pulse-wave samples (physical units) ending at monotonic time `t_end`."""
@@ -263,9 +299,11 @@ class VtStage:
         return before != self.candidate
 
     def _run_interval(self) -> float | None:
-        """Mean interval (s) of the V beats of the open run, or None when unknown."""
+        """Mean interval (s) of the V beats of the open run (else the spectral rate's), or None."""
         if self._run_start is None:
-            return None
+            f0 = max((f for d, _ in self._spec.values() if d.on for f, spi, _ in d.last
+                      if spi >= self.params.spi_min), default=0.0)
+            return 1.0 / f0 if self.spectral and f0 > 0 else None
         fs = self._fs()
         vs = [smp for smp, t, lab in self._beats if lab == "V" and t >= self._run_start + BEAT_LATENCY_S - 1e-6]
         if fs is None or len(vs) < 2 or vs[-1] <= vs[0]:
@@ -303,12 +341,13 @@ class VtStage:
 
         `pulseless`: a pulse monitor reports no pulse at all (corroborates VT; no noise veto then).
         """
-        if self._run_start is None or self.candidate:
+        run_start = self._run_start if self._run_start is not None else self._spec_start
+        if run_start is None or self.candidate:
             return None
         ev = self._last_eval
-        if ev is None or ev[0] != self._run_start or now - ev[1] >= EVAL_EVERY_S:  # ~2.5 ms per wave
-            self.last = self._responses(self._run_start, now)
-            self._last_eval = (self._run_start, now)
+        if ev is None or ev[0] != run_start or now - ev[1] >= EVAL_EVERY_S:  # ~2.5 ms per wave
+            self.last = self._responses(run_start, now)
+            self._last_eval = (run_start, now)
         verdicts = {r.verdict for r in self.last.values()}
         if "changed" in verdicts:
             return None  # the pulse changed with the run: VT stands

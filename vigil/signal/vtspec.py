@@ -1,0 +1,169 @@
+"""Spectral wide-complex-tachycardia detector: VT seen as a fast, nearly sinusoidal ECG.
+
+The beat-by-beat QRS detector drops complexes inside fast wide runs and the beat classifier calls
+a run beat "N" when it resembles the (possibly already wide) dominant template, so a VT run can be
+missed beat-wise while the ECG itself plainly oscillates at a ventricular rate. Monomorphic VT
+concentrates the ECG's power at its rate and the first harmonics, whereas a narrow-QRS rhythm
+spreads power over many harmonics up to ~30 Hz and noise spreads it everywhere. The CinC 2015
+entries used this as the *spectral purity* of the ECG in the alarm window (Fallet et al. 2016;
+Kalidas & Tamil 2016; both Physiol. Meas. 37(8)); the index here follows that idea:
+
+    SPI = P(f0 ± `half_band`) / P(1–40 Hz)
+
+of the Hann-windowed 0.5–40 Hz ECG over the last `window_s`, f0 the dominant frequency in
+0.8–5 Hz (48–300 /min). A lead is *VT-like* when 100 < f0 ≤ 250 /min (CinC 2015 VT rate; faster
+is ventricular flutter), SPI ≥
+`spi_min` and its peak-to-peak ≥ `min_p2p_uv` (EC13: smaller deflections are not QRS complexes).
+The detector is *on* while some lead was VT-like in ≥ `hold` consecutive evaluations (one every
+`step_s`).
+
+Pure numpy on buffered samples with causal scipy filters; no I/O, no clock. Thresholds are chosen
+by cross-validation over challenge2015 records (``python -m vigil.evaluation.eval_alarms cv``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+F_LOW, F_HIGH = 0.8, 5.0  # search band of the dominant (ventricular) frequency, Hz
+VT_RATE_HZ = 100.0 / 60.0  # CinC 2015 VT: > 100 /min
+MAX_VT_RATE_HZ = 250.0 / 60.0  # faster is ventricular flutter (the vf condition), not VT
+
+
+@dataclass(frozen=True, slots=True)
+class SpecParams:
+    """Thresholds of the spectral detector (see the module docstring)."""
+
+    spi_min: float = 0.5  # > 1: detector off
+    window_s: float = 4.0
+    step_s: float = 0.5
+    hold: int = 2
+    half_band: float = 0.3
+    min_p2p_uv: float = 150.0
+
+
+@functools.lru_cache(maxsize=8)
+def _hann(n: int) -> FloatArray:
+    return np.hanning(n)
+
+
+@functools.lru_cache(maxsize=8)
+def _bandpass_ba(fs: float) -> tuple[FloatArray, FloatArray]:
+    """The same band-pass as transfer-function coefficients (cheap streaming `lfilter` on small blocks)."""
+    import scipy.signal as sps
+
+    b, a = sps.butter(2, [0.5, min(40.0, fs / 2.5)], btype="bandpass", fs=fs)
+    return np.asarray(b, dtype=float), np.asarray(a, dtype=float)
+
+
+def spectral_purity(x: FloatArray, fs: float, half_band: float = 0.3) -> tuple[float, float]:
+    """Dominant frequency f0 (Hz, 0.8–5 Hz) and spectral purity of the band-passed ECG segment `x`.
+
+    Returns ``(f0, spi)``, spi = power within f0 ± `half_band` over power in 1–40 Hz of the
+    Hann-windowed segment (after Fallet et al., Physiol. Meas. 37 (2016) 1313); (nan, 0) for a flat
+    or too short segment.
+    """
+    x = np.asarray(x, dtype=float)
+    if len(x) < int(fs) or not np.all(np.isfinite(x)):
+        return math.nan, 0.0
+    n = 1 << max(10, int(math.ceil(math.log2(len(x)))) + 1)  # bins ≤ half the window's own resolution
+    p = np.abs(np.fft.rfft((x - x.mean()) * _hann(len(x)), n)) ** 2
+    f = np.fft.rfftfreq(n, 1.0 / fs)
+    total = float(p[(f >= 1.0) & (f <= 40.0)].sum())
+    if total <= 0.0:
+        return math.nan, 0.0
+    search = np.flatnonzero((f >= F_LOW) & (f <= F_HIGH))
+    k = int(search[np.argmax(p[search])])
+    f0 = float(f[k])
+    return f0, float(p[(f >= f0 - half_band) & (f <= f0 + half_band)].sum()) / total
+
+
+class SpectralVtDetector:
+    """Streaming per-guest detector over one or more ECG leads (µV); see the module docstring."""
+
+    def __init__(self, fs: float, n_leads: int, params: SpecParams) -> None:
+        """Create a detector for `n_leads` leads sampled at `fs` Hz."""
+        import scipy.signal as sps
+
+        self.fs = float(fs)
+        self.params = params
+        self._ba = _bandpass_ba(self.fs)
+        self._zi0 = sps.lfilter_zi(*self._ba)
+        self._zi = np.zeros((len(self._zi0), n_leads))
+        self._n = int(round(params.window_s * self.fs))
+        self._buf = np.zeros((2 * self._n, n_leads))  # newest samples end at `_w`; window = [_w - _n, _w)
+        self._w = 0
+        self._filled = 0
+        self._since_eval = 0
+        self._step = max(1, int(round(params.step_s * self.fs)))
+        self._streak = 0
+        self.on = False
+        self.last: tuple[tuple[float, float, float], ...] = ()  # (f0, spi, p2p µV) per lead at the last evaluation
+
+    @property
+    def n_leads(self) -> int:
+        """Number of leads this detector was built for."""
+        return int(self._buf.shape[1])
+
+    def reset(self) -> None:
+        """Forget the buffered signal (after a gap)."""
+        self._filled = 0
+        self._since_eval = 0
+        self._streak = 0
+        self.on = False
+        self._zi[:] = 0.0
+
+    def feed(self, x: FloatArray) -> bool:
+        """Add samples (n × leads, µV); returns True when `on` changed."""
+        import scipy.signal as sps
+
+        x = np.asarray(x, dtype=float)
+        if x.ndim == 1:
+            x = x[:, None]
+        x = x[:, :self.n_leads]
+        if not np.all(np.isfinite(x)):
+            x = np.nan_to_num(x)
+        if self._filled == 0 and self._since_eval == 0 and len(x):
+            self._zi = self._zi0[:, None] * x[0][None, :]  # start settled on the first sample
+        before = self.on
+        y, self._zi = sps.lfilter(*self._ba, x, axis=0, zi=self._zi)
+        i = 0
+        while i < len(y):
+            take = min(len(y) - i, self._step - self._since_eval)
+            if self._w + take > len(self._buf):  # keep the last window, move it to the front
+                self._buf[:self._n] = self._buf[self._w - self._n:self._w]
+                self._w = self._n
+            self._buf[self._w:self._w + take] = y[i:i + take]
+            self._w += take
+            self._filled = min(self._n, self._filled + take)
+            self._since_eval += take
+            i += take
+            if self._since_eval >= self._step:
+                self._since_eval = 0
+                self._evaluate()
+        return before != self.on
+
+    def _evaluate(self) -> None:
+        if self._filled < self._n:
+            return
+        p = self.params
+        feats = []
+        like = False
+        for k in range(self.n_leads):
+            seg = self._buf[self._w - self._n:self._w, k]
+            f0, spi = spectral_purity(seg, self.fs, p.half_band)
+            q = np.partition(seg, (len(seg) // 100, len(seg) - 1 - len(seg) // 100))
+            p2p = float(q[len(seg) - 1 - len(seg) // 100] - q[len(seg) // 100])
+            feats.append((f0, spi, p2p))
+            if VT_RATE_HZ < f0 <= MAX_VT_RATE_HZ and spi >= p.spi_min and p2p >= p.min_p2p_uv:
+                like = True
+        self.last = tuple(feats)
+        self._streak = self._streak + 1 if like else 0
+        self.on = self._streak >= p.hold
