@@ -301,7 +301,7 @@ def main(argv: list[str]) -> int:
     records = names or sorted(p.stem for p in folder.glob("*.q1c"))
     print(f"python -m vigil.evaluation.eval_qt --lead {lead}")
     print("errors = ours - cardiologist (ms), mean ± SD over annotated beats; median beat of ±8 neighbours")
-    q1c: dict[str, tuple[float, list[BeatResult]]] = {}
+    by_ext: dict[str, dict[str, tuple[float, list[BeatResult]]]] = {"q1c": {}, "q2c": {}}
     for ext in ("q1c", "q2c"):
         recs = [r for r in records if (folder / f"{r}.{ext}").exists()]
         if not recs:
@@ -327,8 +327,7 @@ def main(argv: list[str]) -> int:
                     d, checks = measure_beat_checked(leads[k], fs, beats, b.peak) if k in use else (None, {})
                     per.append((d.qrs_on, d.t_end, checks) if d is not None else None)
                 results.append(BeatResult(b, tuple(per)))
-            if ext == "q1c":
-                q1c[rec] = (fs, results)
+            by_ext[ext][rec] = (fs, results)
             on_e: list[float] = []
             te_e: list[float] = []
             failed = 0
@@ -354,16 +353,18 @@ def main(argv: list[str]) -> int:
         ae = np.abs(np.asarray(all_qt))
         if len(ae):
             print(f"QT |error|: median {np.median(ae):.1f} ms, within 25 ms {100 * np.mean(ae <= 25):.1f} %, within 50 ms {100 * np.mean(ae <= 50):.1f} %")
-    if q1c:
-        _confidence_tables(q1c, use)
+    for ext, data in by_ext.items():
+        if data:
+            _confidence_tables(data, use, ext, cv=ext == "q1c")
     if "--no-stream" not in argv:
         _stream_table(records, folder)
     return 0
 
 
-def _confidence_tables(data: dict[str, tuple[float, list[BeatResult]]], use: list[int]) -> None:
-    """QT of confident beats only (shipped limits), coverage, and the record-wise CV of the rule."""
-    print(f"\nconfident beats only (q1c): QT withheld when a lead's |Zhang - wavelet T end| > {_lim(WAVELET_AGREE_MS)} "
+def _confidence_tables(data: dict[str, tuple[float, list[BeatResult]]], use: list[int], ext: str = "q1c",
+                       cv: bool = True) -> None:
+    """QT of confident beats only (shipped limits), coverage, and (`cv`) the record-wise CV of the rule."""
+    print(f"\nconfident beats only ({ext}): QT withheld when a lead's |Zhang - wavelet T end| > {_lim(WAVELET_AGREE_MS)} "
           f"or its odd/even split-half T ends differ > {_lim(SPLIT_HALF_MS)} (every lead of {use} must pass"
           + (f"; and the leads' T ends within {_lim(LEAD_AGREE_MS)})" if len(use) > 1 else ")"))
     print(f"{'record':>9} {'kept':>9} {'QT':>13}")
@@ -382,6 +383,8 @@ def _confidence_tables(data: dict[str, tuple[float, list[BeatResult]]], use: lis
     m, s = _stats(errs)
     print(f"{'overall':>9} {kept:4d}/{total:<4d} {_fmt(m, s):>13}   coverage {100 * kept / max(1, total):.1f} % of beats, "
           f"{recs_kept}/{recs_with} records with a QT")
+    if not cv:
+        return
     folds, cv_errs, cv_kept, cv_total = cross_validate(data, use)
     print(f"\nconfidence rule by {CV_FOLDS}-fold cross-validation over records (limits chosen on the other folds: "
           f"least pooled QT SD with >= {100 * CV_COVERAGE_FLOOR:.0f} % of their beats kept)")
