@@ -418,3 +418,51 @@ def test_vt_needs_qrs_sized_complexes(qrs_uv: float, vt_expected: bool) -> None:
         x += qrs_uv * np.exp(-(((tt - b.sample) / 6.0) ** 2))
     eps, _ = stream(beats, n, signal=x)
     assert ("VT" in labels(eps)) == vt_expected
+
+
+# ---------------------------------------------------------------- AF thresholds: offline replay and record-wise CV
+def _af_sinus_af_beats() -> list[Beat]:
+    """Real afdb 04043 RR: sinus, AF, sinus, AF (four stretches of 300 beats)."""
+    sinus, af = np.diff(FIX["afdb_04043_sinus_beats"]), np.diff(FIX["afdb_04043_af_beats"])
+    rr = np.concatenate([sinus, af, sinus, af])
+    return [Beat(int(s)) for s in 50 + np.concatenate([[0], np.cumsum(rr)])]
+
+
+@pytest.mark.parametrize(("on", "off"), [(0.025, 0.0225), (0.02, 0.014), (0.035, 0.0315)])
+def test_af_replay_reproduces_the_tracker(on: float, off: float) -> None:
+    from vigil.evaluation.eval_rhythm import run_tracker
+    from vigil.signal import af
+    from vigil.signal.rhythm import RhythmTracker
+
+    beats = _af_sinus_af_beats()
+    n = beats[-1].sample + 500
+    trace: list[tuple[int, float]] = []
+    run_tracker(FS, beats, n, af_trace=trace)  # shipped thresholds, trace recorded
+    t = RhythmTracker(FS)
+    t._af = af.AfDetector(FS, threshold_on=on, threshold_off=off)
+    eps = t.update(beats=beats, upto=n, signal=None, signal_start=0, quality=[]) + t.close(n)
+    direct = merge((e.start, e.end) for e in eps if e.label == "AF" and e.end is not None)
+    assert len(direct) >= 2  # both AF stretches found
+    assert merge(af.replay(trace, on, off, n)) == direct
+
+
+def test_af_cv_rule_and_leave_one_out() -> None:
+    from vigil.evaluation.af_cv import AfRecord, choose, leave_one_record_out
+    from vigil.evaluation.episodes import EpisodeScore
+
+    def s(se: float, ppv: float) -> EpisodeScore:  # 20 reference episodes, durations in samples
+        return EpisodeScore(20, round(20 * se), 20, 20, 1000, round(1000 * 0.95 / ppv), 950)
+
+    totals = {(0.02, 0.016): s(1.0, 0.80), (0.025, 0.02): s(0.95, 0.90), (0.03, 0.024): s(0.90, 0.97)}
+    assert choose(totals) == (0.025, 0.02)  # best +P among pairs meeting episode Se >= 95 %
+    assert choose({(0.03, 0.024): s(0.90, 0.97), (0.04, 0.032): s(0.85, 0.99)}) == (0.03, 0.024)  # none meets it
+
+    # two records where AF is a stretch of high irregularity: the CV threshold must separate it
+    def rec(name: str, level: float) -> AfRecord:
+        trace = [(k * 100, 0.01 if k < 50 else level) for k in range(100)] + [(10_000 + k * 100, 0.01) for k in range(50)]
+        return AfRecord(name, trace, [(5000, 10_000)], 15_000)
+
+    cv = leave_one_record_out([rec("a", 0.05), rec("b", 0.06), rec("c", 0.05)])
+    assert [name for name, _, _ in cv.held_out] == ["a", "b", "c"]
+    for _, (on, off), sc in cv.held_out:
+        assert off < on < 0.05 and sc.episode_se == 1.0 and sc.duration_ppv > 0.99

@@ -58,11 +58,17 @@ def _bandpass(x: np.ndarray, fs: float) -> np.ndarray:
 
 
 def run_tracker(fs: float, beats: list[Beat], n_samples: int, signal: np.ndarray | None = None,
-                quality: list | None = None) -> TrackerRun:
-    """Stream reference beats (+ optional band-passed signal) through a RhythmTracker in 1 s feeds."""
+                quality: list | None = None, af_trace: list[tuple[int, float]] | None = None) -> TrackerRun:
+    """Stream reference beats (+ optional band-passed signal) through a RhythmTracker in 1 s feeds.
+
+    `af_trace`, when given, collects the AF detector's irregularity trace (`vigil.signal.af.replay`).
+    """
+    from vigil.signal.af import AfDetector
     from vigil.signal.rhythm import RhythmTracker
 
     tracker = RhythmTracker(fs)
+    if af_trace is not None:
+        tracker._af = AfDetector(fs, trace=af_trace)  # same detector, recording its irregularity
     run = TrackerRun()
     step = int(round(CHUNK_S * fs))
     delay = int(round(BEAT_DELAY_S * fs))
@@ -142,26 +148,26 @@ def _pct(x: float) -> str:
 
 
 def _score_table(title: str, rows: list[tuple[str, EpisodeScore]], also_without: tuple[str, ...] = (),
-                 no_afl: list[tuple[str, EpisodeScore]] | None = None) -> None:
+                 no_afl: list[tuple[str, EpisodeScore]] | None = None, fs: float = 250.0) -> None:
     print(f"\n{title}")
     print(f"{'record':>8} {'ref':>4} {'det':>4} {'Ep Se%':>7} {'Ep +P%':>7} {'Dur Se%':>8} {'Dur +P%':>8} {'ref min':>8} {'det min':>8}")
     gross = EpisodeScore()
     for name, s in rows:
         gross = gross + s
-        _score_row(name, s)
-    _score_row("gross", gross)
+        _score_row(name, s, fs)
+    _score_row("gross", gross, fs)
     if also_without:
         rest = EpisodeScore()
         for name, sc in rows:
             if name not in also_without:
                 rest = rest + sc
-        _score_row("gross*", rest)
+        _score_row("gross*", rest, fs)
         print(f"gross* = without {', '.join(also_without)} (records distributed without signals, unaudited beats)")
     if no_afl:
         total = EpisodeScore()
         for _, sc in no_afl:
             total = total + sc
-        _score_row("grossAFL", total)
+        _score_row("grossAFL", total, fs)
         print("grossAFL = atrial flutter spans removed from both reference and detections (neither AF nor non-AF)")
 
 
@@ -171,24 +177,65 @@ def _score_row(name: str, s: EpisodeScore, fs: float = 250.0) -> None:
 
 
 def eval_afdb() -> None:
-    """AF episode and duration Se/+P on afdb from the .qrs beats (RhythmTracker, signal=None)."""
+    """AF episode and duration Se/+P on afdb from the .qrs beats (RhythmTracker, signal=None), with a LORO CV."""
+    import wfdb
+
+    from vigil.evaluation import af_cv
+    from vigil.signal import af
+
     rows = []
     no_afl: list[tuple[str, EpisodeScore]] = []
+    cv_records: list[af_cv.AfRecord] = []
+    replay_ok = 0
     for rec in _records("afdb"):
         _progress(f"afdb {rec}")
         path = str(data_root() / "afdb" / rec)
-        import wfdb
-
         fs, beats, _ = _ref_beats(path, "qrs")
         atr = wfdb.rdann(path, "atr")
         n = max(int(wfdb.rdheader(path).sig_len or 0), beats[-1].sample + int(fs), int(atr.sample[-1]) + 1)
         ref = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"AFIB"}, n)
         afl = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"AFL"}, n)
-        run = run_tracker(fs, beats, n)
-        rows.append((rec, score(ref, run.intervals("AF", n))))
-        no_afl.append((rec, score(subtract(ref, afl), subtract(run.intervals("AF", n), afl))))
+        trace: list[tuple[int, float]] = []
+        run = run_tracker(fs, beats, n, af_trace=trace)
+        det = run.intervals("AF", n)
+        rows.append((rec, score(ref, det)))
+        no_afl.append((rec, score(subtract(ref, afl), subtract(det, afl))))
+        replay_ok += merge(af.replay(trace, af.THRESHOLD_ON, af.THRESHOLD_OFF, n)) == det
+        cv_records.append(af_cv.AfRecord(rec, trace, ref, n))
     _score_table("AF on afdb (beats from .qrs, RhythmTracker with signal=None; AFL counts as non-AF)", rows,
-                 also_without=("00735", "03665"), no_afl=no_afl)
+                 also_without=UNAUDITED_AFDB, no_afl=no_afl)
+    _print_af_cv(af_cv.leave_one_record_out(cv_records), replay_ok, len(cv_records))
+
+
+UNAUDITED_AFDB = ("00735", "03665")
+
+
+def _print_af_cv(cv: object, replay_ok: int, n_records: int) -> None:
+    from vigil.evaluation import af_cv
+    from vigil.signal import af
+
+    assert isinstance(cv, af_cv.CvResult)
+    print(f"\nAF threshold cross-validation on afdb (leave one record out; grid on {af_cv.GRID_ON[0]}..{af_cv.GRID_ON[-1]}"
+          f" x off/on {af_cv.GRID_OFF_RATIO};")
+    print(f"  rule: highest duration +P with episode Se >= {100 * af_cv.MIN_EPISODE_SE:.0f} % and duration Se >= "
+          f"{100 * af_cv.MIN_DURATION_SE:.0f} % on the training records).  Offline replay reproduces the tracker on "
+          f"{replay_ok}/{n_records} records.")
+    print(f"{'held out':>8} {'on':>6} {'off':>6} {'ref':>4} {'det':>4} {'Ep Se%':>7} {'Ep +P%':>7} {'Dur Se%':>8} {'Dur +P%':>8}")
+    gross = EpisodeScore()
+    rest = EpisodeScore()
+    for name, (on, off), s in cv.held_out:
+        gross = gross + s
+        if name not in UNAUDITED_AFDB:
+            rest = rest + s
+        print(f"{name:>8} {on:6.4f} {off:6.4f} {s.ref_episodes:4d} {s.det_episodes:4d} {_pct(s.episode_se):>7} "
+              f"{_pct(s.episode_ppv):>7} {_pct(s.duration_se):>8} {_pct(s.duration_ppv):>8}")
+    for name, s in (("CV gross", gross), ("CV gross*", rest)):
+        print(f"{name:>8} {'':6} {'':6} {s.ref_episodes:4d} {s.det_episodes:4d} {_pct(s.episode_se):>7} "
+              f"{_pct(s.episode_ppv):>7} {_pct(s.duration_se):>8} {_pct(s.duration_ppv):>8}")
+    s = cv.in_sample
+    print(f"{'all-12':>8} {cv.all_records[0]:6.4f} {cv.all_records[1]:6.4f} {s.ref_episodes:4d} {s.det_episodes:4d} "
+          f"{_pct(s.episode_se):>7} {_pct(s.episode_ppv):>7} {_pct(s.duration_se):>8} {_pct(s.duration_ppv):>8}"
+          f"   (rule applied to all records, in-sample; shipped: on {af.THRESHOLD_ON}, off {af.THRESHOLD_OFF})")
 
 
 def eval_mitdb() -> None:
@@ -218,7 +265,7 @@ def eval_mitdb() -> None:
         others.append((rec, len(run.intervals("ASYSTOLE", n)), len(run.intervals("VF", n)), len(vf_ref),
                        sum(e - s for s, e in run.intervals("NOISE", n)) / fs / 60.0))
     how = "EcgAnalyzer full pipeline" if full else "reference .atr beats + 0.5-40 Hz band-passed lead 0"
-    _score_table(f"AF on mitdb ({how}; AFL counts as non-AF)", rows, no_afl=no_afl)
+    _score_table(f"AF on mitdb ({how}; AFL counts as non-AF)", rows, no_afl=no_afl, fs=360.0)
     print("\nOther calls on mitdb (no asystole in these records; VF/VFL reference episodes shown)")
     print(f"{'record':>8} {'ASYSTOLE':>8} {'VF det':>6} {'VF ref':>6} {'NOISE min':>9}")
     for rec, asy, vf, vf_ref_n, noise_min in others:

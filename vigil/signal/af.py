@@ -27,7 +27,7 @@ LAGS = 3  # successive-difference lags; the smallest irregularity wins (bigeminy
 ALPHA = 0.04  # exponential averaging weight per interval (≈ 25-interval memory)
 QUANTILE = 0.25  # lower quartile instead of the median: frequent ectopy leaves most differences small
 THRESHOLD_ON = 0.025  # smoothed normalised irregularity that opens AF
-THRESHOLD_OFF = 0.02  # ... and that closes it (hysteresis)
+THRESHOLD_OFF = 0.0225  # ... and that closes it (hysteresis); both by the rule of vigil.evaluation.af_cv on afdb
 _Q_LO = int(QUANTILE * (WINDOW - 1))  # the lower quartile by linear interpolation between ranks
 _Q_FRAC = QUANTILE * (WINDOW - 1) - _Q_LO
 DELAY_BEATS = 12  # typical detection lag in beats; episode boundaries are back-dated by this much
@@ -44,9 +44,17 @@ class AfDecision:
 class AfDetector:
     """Beat-by-beat AF detector on RR intervals (Petrėnas 2015 style, with lag-2/3 bigeminy/trigeminy suppression)."""
 
-    def __init__(self, fs: float) -> None:
-        """Create a detector for a stream sampled at `fs` Hz."""
+    def __init__(self, fs: float, threshold_on: float = THRESHOLD_ON, threshold_off: float = THRESHOLD_OFF,
+                 trace: list[tuple[int, float]] | None = None) -> None:
+        """Create a detector for a stream sampled at `fs` Hz.
+
+        `trace`, when given, receives (back-dated beat sample, smoothed irregularity) for every interval
+        that updates the irregularity (threshold-independent; `replay` re-thresholds it offline).
+        """
         self.fs = fs
+        self.threshold_on = threshold_on
+        self.threshold_off = threshold_off
+        self.trace = trace
         self._rr: deque[float] = deque(maxlen=WINDOW + LAGS)
         self._beat_samples: deque[int] = deque(maxlen=DELAY_BEATS + 1)
         self.irregularity = 0.0  # smoothed
@@ -77,10 +85,46 @@ class AfDetector:
             self.irregularity = irr
         else:
             self.irregularity += ALPHA * (irr - self.irregularity)
-        if not self.active and self.irregularity > THRESHOLD_ON and self._n >= 4:
+        if self.trace is not None and self._n >= 4:
+            self.trace.append((self._beat_samples[0], self.irregularity))
+        if not self.active and self.irregularity > self.threshold_on and self._n >= 4:
             self.active = True
             return AfDecision(True, self._beat_samples[0])
-        if self.active and self.irregularity < THRESHOLD_OFF:
+        if self.active and self.irregularity < self.threshold_off:
             self.active = False
             return AfDecision(False, self._beat_samples[0])
         return None
+
+
+def replay(trace: list[tuple[int, float]], threshold_on: float, threshold_off: float, end: int) -> list[tuple[int, int]]:
+    """AF intervals [start, end) from a recorded irregularity trace, re-thresholded with hysteresis.
+
+    Reproduces what `RhythmTracker` reports from one uninterrupted `AfDetector` run without the
+    P-wave veto (beats only, no gaps, no noise): open at the back-dated onset, never before the last
+    AF end, close at the back-dated offset, and at `end` if still open.  Used to cross-validate
+    the thresholds without re-running the tracker for every candidate.
+    """
+    if not trace:
+        return []
+    samples = np.fromiter((t[0] for t in trace), dtype=np.int64, count=len(trace))
+    irr = np.fromiter((t[1] for t in trace), dtype=float, count=len(trace))
+    above = np.flatnonzero(irr > threshold_on)
+    below = np.flatnonzero(irr < threshold_off)
+    out: list[tuple[int, int]] = []
+    last_end: int | None = None
+    i = 0
+    while True:
+        a = int(np.searchsorted(above, i))
+        if a == len(above):
+            break
+        k = int(above[a])
+        start = int(samples[k]) if last_end is None else max(int(samples[k]), last_end)
+        b = int(np.searchsorted(below, k, side="right"))
+        if b == len(below):
+            out.append((start, max(end, start + 1)))
+            break
+        j = int(below[b])
+        last_end = max(int(samples[j]), start + 1)
+        out.append((start, last_end))
+        i = j + 1
+    return out
