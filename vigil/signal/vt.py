@@ -34,6 +34,12 @@ Two more rules, both tied to the pulse evidence:
   the QRS detector drops complexes inside fast wide runs) raise VT when a pulse wave *changed*
   with them (the same pulse-response evidence, used the other way round).
 
+A third source of VT works on the ECG itself, not on the beats: the spectral wide-complex detector
+(`vigil.signal.vtspec`, one per ECG lead; off when `spi_min` > 1) raises VT while some lead
+oscillates at 100–250 /min with a spectral purity ≥ `spi_min` (the beat path misses runs whose
+complexes are dropped or called N, e.g. when the dominant template is itself wide). Its call goes
+through the same vetoes as a beat-wise run, with the run's interval taken from the dominant frequency.
+
 Pure numpy/scipy on buffered samples; no I/O, no clock (times are the caller's monotonic seconds).
 Thresholds are module defaults chosen by 5-fold cross-validation over challenge2015 records
 (``python -m vigil.evaluation.eval_alarms cv``; see README "Alarms").
