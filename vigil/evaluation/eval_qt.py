@@ -8,9 +8,14 @@ lead (the same 0.5 Hz high-pass the streaming analyser uses), lead by lead; the 
 averages the QRS onsets and T ends of the leads that could be delineated.
 Errors (ours − reference, ms) are summarised as mean ± SD per record and over all beats.
 
-Run: ``python -m vigil.evaluation.eval_qt [--lead 0|1|multi] [--no-stream] [RECORD ...]``; the last table is
-the streaming `QtMeasurer` (30 s median beat) against each record's median annotated QT (``--no-stream``
-skips it; ``--stream`` is accepted for compatibility and changes nothing).
+Then the confident beats only (the T-end checks of `vigil.signal.qt`), with coverage, and a record-wise
+5-fold cross-validation of the rule that decides confidence.
+
+Run: ``python -m vigil.evaluation.eval_qt [--lead 0|1|multi] [--no-stream] [--two-lead-stream [--stream-rows]]
+[RECORD ...]``; the last table is the streaming `QtMeasurer` (30 s median beat, lead 0 as in the analyser)
+against each record's median annotated QT (``--no-stream`` skips it; ``--two-lead-stream`` adds the
+QtMeasurer fed both leads, summary only unless ``--stream-rows``; ``--stream`` is accepted for
+compatibility and changes nothing).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 
 from vigil.datasets import data_root
 from vigil.signal.delineate import Delineation, refine_r, zero_phase_lowpass
-from vigil.signal.qt import SPLIT_HALF_MS, WAVELET_AGREE_MS, t_end_checks, t_end_uncertain
+from vigil.signal.qt import LEAD_AGREE_MS, SPLIT_HALF_MS, WAVELET_AGREE_MS, t_end_checks, t_end_uncertain
 
 NEIGHBOURS = 8  # beats each side in the median beat
 BEFORE_S = 0.3
@@ -129,7 +134,7 @@ def measure_beat(x: np.ndarray, fs: float, beats: np.ndarray, peak: int) -> Deli
 
 
 def stream_qt_outputs(x: np.ndarray, fs: float, beats: np.ndarray) -> list[tuple[int, float, str]]:
-    """Run the streaming QtMeasurer over one lead in 1 s feeds; every QT output as (sample, QT ms,
+    """Run the streaming QtMeasurer over one lead (1-D) or several ((n, leads)) in 1 s feeds; every QT output as (sample, QT ms,
     withheld reason or ""); a `t_end_uncertain` output carries the QT it rejected, others NaN."""
     from vigil.model import Beat, Metric
     from vigil.signal.qt import QtMeasurer
@@ -187,20 +192,19 @@ def _combine(b: BeatResult, use: list[int]) -> tuple[float, float] | None:
     return float(np.mean([d[0] for d in ds])), float(np.mean([d[1] for d in ds]))  # type: ignore[index]
 
 
-LEAD_AGREE_MS = 80.0  # multi-lead only: the leads' T ends may differ at most this much (chosen as below)
-
-
 def confident(b: BeatResult, use: list[int], fs: float, wavelet_ms: float = WAVELET_AGREE_MS,
               split_ms: float = SPLIT_HALF_MS, lead_ms: float = LEAD_AGREE_MS) -> bool:
-    """True when every lead in `use` was delineated, none has an uncertain T end and (several
-    leads) their T ends lie within `lead_ms` of each other."""
+    """True when a lead in `use` was delineated, none of those delineated has an uncertain T end and
+    their T ends lie within `lead_ms` of each other (the QtMeasurer's rule)."""
     ends = []
     for k in use:
         d = b.leads[k] if k < len(b.leads) else None
-        if d is None or t_end_uncertain(d[2], wavelet_ms, split_ms):
+        if d is None:
+            continue
+        if t_end_uncertain(d[2], wavelet_ms, split_ms):
             return False
         ends.append(d[1])
-    return len(ends) < 2 or (max(ends) - min(ends)) * 1000.0 / fs <= lead_ms
+    return bool(ends) and (max(ends) - min(ends)) * 1000.0 / fs <= lead_ms
 
 
 def qt_errors(beats: list[BeatResult], use: list[int], fs: float) -> list[float]:
@@ -228,9 +232,9 @@ def _doubt_table(data: dict[str, tuple[float, list[BeatResult]]], use: list[int]
     for rec, (fs, beats) in data.items():
         rows = []
         for b in beats:
-            ds = [b.leads[k] if k < len(b.leads) else None for k in use]
+            ds = [b.leads[k] for k in use if k < len(b.leads) and b.leads[k] is not None]
             c = _combine(b, use)
-            if c is None or any(d is None for d in ds):
+            if c is None or not ds:
                 rows.append((math.nan, math.inf, math.inf, math.inf))
                 continue
             err = ((c[1] - c[0]) - (b.ref.t_end - b.ref.qrs_on)) * 1000.0 / fs
@@ -358,6 +362,8 @@ def main(argv: list[str]) -> int:
             _confidence_tables(data, use, ext, cv=ext == "q1c")
     if "--no-stream" not in argv:
         _stream_table(records, folder)
+        if "--two-lead-stream" in argv:
+            _stream_table(records, folder, (0, 1), rows="--stream-rows" in argv)
     return 0
 
 
@@ -365,7 +371,7 @@ def _confidence_tables(data: dict[str, tuple[float, list[BeatResult]]], use: lis
                        cv: bool = True) -> None:
     """QT of confident beats only (shipped limits), coverage, and (`cv`) the record-wise CV of the rule."""
     print(f"\nconfident beats only ({ext}): QT withheld when a lead's |Zhang - wavelet T end| > {_lim(WAVELET_AGREE_MS)} "
-          f"or its odd/even split-half T ends differ > {_lim(SPLIT_HALF_MS)} (every lead of {use} must pass"
+          f"or its odd/even split-half T ends differ > {_lim(SPLIT_HALF_MS)} (every delineated lead of {use} must pass"
           + (f"; and the leads' T ends within {_lim(LEAD_AGREE_MS)})" if len(use) > 1 else ")"))
     print(f"{'record':>9} {'kept':>9} {'QT':>13}")
     errs: list[float] = []
@@ -395,17 +401,19 @@ def _confidence_tables(data: dict[str, tuple[float, list[BeatResult]]], use: lis
           f"({cv_kept}/{cv_total})")
     wl, sp, ld = choose_rule(data, use)
     print(f"  rule chosen on all records: wavelet {_lim(wl)}, split-half {_lim(sp)}, leads {_lim(ld)} "
-          f"(shipped in vigil.signal.qt, chosen with --lead 0, the streaming lead: "
-          f"{_lim(WAVELET_AGREE_MS)}, {_lim(SPLIT_HALF_MS)}; eval_qt.LEAD_AGREE_MS {_lim(LEAD_AGREE_MS)})")
+          f"(shipped in vigil.signal.qt: wavelet and split-half chosen with --lead 0, the analyser's lead, "
+          f"{_lim(WAVELET_AGREE_MS)}, {_lim(SPLIT_HALF_MS)}; leads {_lim(LEAD_AGREE_MS)} chosen with multi)")
 
 
-def _stream_table(records: list[str], folder: object) -> None:
-    """Streaming QtMeasurer (lead 0, median beat over 30 s) vs the record's median annotated QT."""
+def _stream_table(records: list[str], folder: object, leads: tuple[int, ...] = (0,), rows: bool = True) -> None:
+    """Streaming QtMeasurer (median beat over 30 s) on `leads` vs the record's median annotated QT."""
     import wfdb
 
-    print("\nstreaming QtMeasurer, lead 0: median of its QT outputs over the annotated span (+30 s) vs median q1c QT;"
+    name = "lead 0 (the analyser's)" if leads == (0,) else "leads " + "+".join(map(str, leads))
+    print(f"\nstreaming QtMeasurer, {name}: median of its QT outputs over the annotated span (+30 s) vs median q1c QT;"
           "\n'all' also counts the outputs withheld as t_end_uncertain (their rejected QT)")
-    print(f"{'record':>9} {'ref QT':>7} {'stream QT':>9} {'error':>7} {'shown':>7} {'all err':>7}  withheld")
+    if rows:
+        print(f"{'record':>9} {'ref QT':>7} {'stream QT':>9} {'error':>7} {'shown':>7} {'all err':>7}  withheld")
     errs: list[float] = []
     errs_all: list[float] = []
     shown = total = 0
@@ -414,9 +422,11 @@ def _stream_table(records: list[str], folder: object) -> None:
         refs = reference_beats(path, "q1c")
         if not refs:
             continue
-        r = wfdb.rdrecord(path, channels=[0])
+        r = wfdb.rdrecord(path, channels=list(leads))
         fs = float(r.fs)
-        x = baseline_removed(np.nan_to_num(r.p_signal[:, 0]) * 1000.0, fs)
+        x = np.column_stack([baseline_removed(np.nan_to_num(r.p_signal[:, k]) * 1000.0, fs)
+                             for k in range(len(leads))])
+        x = x[:, 0] if len(leads) == 1 else x
         lo, hi = refs[0].peak, refs[-1].peak + int(30 * fs)
         outs = [o for o in stream_qt_outputs(x, fs, _beat_list(path)) if lo <= o[0] <= hi]
         vals = [v for _, v, why in outs if not why]
@@ -435,8 +445,9 @@ def _stream_table(records: list[str], folder: object) -> None:
         if vals:
             err = float(np.median(vals)) - ref_qt
             errs.append(err)
-            print(f"{rec:>9} {ref_qt:7.0f} {np.median(vals):9.0f} {err:7.1f} {len(vals):3d}/{len(outs):<3d} {e_all:7.1f}  {whys}")
-        else:
+            if rows:
+                print(f"{rec:>9} {ref_qt:7.0f} {np.median(vals):9.0f} {err:7.1f} {len(vals):3d}/{len(outs):<3d} {e_all:7.1f}  {whys}")
+        elif rows:
             print(f"{rec:>9} {ref_qt:7.0f} {'-':>9} {'-':>7} {0:3d}/{len(outs):<3d} {e_all:7.1f}  {whys}")
     if errs:
         print(f"{'overall':>9} records with a QT {len(errs)}/{len(errs_all)}: error {np.mean(errs):.1f} ± "

@@ -16,7 +16,9 @@ when quality is poor ("poor_quality"), when delineation fails ("delineation_fail
 T end is uncertain ("t_end_uncertain"): the Zhang T end and the wavelet T end (Martínez et al.
 2004) of the median beat differ by more than `WAVELET_AGREE_MS`, or the median beats of the odd and
 of the even beats put the T end more than `SPLIT_HALF_MS` apart (flat, low or noisy T waves, a
-second wave competing with T).  Both limits were chosen by 5-fold cross-validation over the qtdb
+second wave competing with T).  With two leads (`raw` of shape (n, 2)) QT is the mean of the leads'
+QT, every delineated lead must pass both checks and their T ends must lie within `LEAD_AGREE_MS`.
+The limits were chosen by 5-fold cross-validation over the qtdb
 records (`python -m vigil.evaluation.eval_qt`, section "confidence rule").
 """
 
@@ -44,6 +46,8 @@ POOR_FRACTION_MAX = 0.3
 POOR_FLAGS = frozenset({"lead_off", "flatline", "saturation", "noise"})
 WAVELET_AGREE_MS = 40.0  # |Zhang T end − wavelet T end| above this: T end uncertain
 SPLIT_HALF_MS = 60.0  # |T end of the odd-beat median − of the even-beat median| above this: uncertain
+LEAD_AGREE_MS = 80.0  # two leads: their T ends may differ at most this much
+MAX_LEADS = 2
 
 
 def qtc_all(qt_ms: float, rr_s: float) -> dict[str, float]:
@@ -95,8 +99,8 @@ class QtMeasurer:
         self._after = int(AFTER_S * self.fs)
         k = max(1, int(round(0.012 * self.fs)) | 1)  # odd boxcar ~12 ms (first zero near 80 Hz)
         self._box = np.full(k, 1.0 / k)
-        cap = int((self._before + self._after) + 2 * self.fs) + int(4 * self.fs)
-        self._buf = np.zeros(cap)
+        self._cap = int((self._before + self._after) + 2 * self.fs) + int(4 * self.fs)
+        self._buf = np.zeros((self._cap, 1))  # samples × leads; the lead count follows the first block
         self._buf_end: int | None = None  # absolute index one past the last buffered sample
         self._n = 0  # valid samples in the buffer
         # beats whose window is not cut yet: beat, RR before, previous label, RR after, next label
@@ -109,8 +113,12 @@ class QtMeasurer:
     # ------------------------------------------------------------------ public
     def update(self, *, beats: list[Beat], raw: np.ndarray, raw_start: int, upto: int,
                quality: list[QualityReport]) -> list[Measurement]:
-        """Consume new beats/samples/quality; return QT and QTc measurements (or withheld NaNs)."""
-        self._append(np.asarray(raw, dtype=float), raw_start)
+        """Consume new beats/samples/quality; return QT and QTc measurements (or withheld NaNs).
+
+        `raw` is 1-D (one lead) or (n, leads) (up to `MAX_LEADS`; the first lead aligns the beats).
+        """
+        x = np.asarray(raw, dtype=float)
+        self._append(x.reshape(len(x), -1)[:, :MAX_LEADS], raw_start)
         for q in quality:
             poor = bool(set(q.flags) & POOR_FLAGS) or q.quality < 0.5
             self._poor.append((q.sample, poor))
@@ -141,6 +149,10 @@ class QtMeasurer:
     def _append(self, x: np.ndarray, start: int) -> None:
         if len(x) == 0:
             return
+        if x.shape[1] != self._buf.shape[1]:  # first block (or the lead count changed): start afresh
+            self._buf = np.zeros((self._cap, x.shape[1]))
+            self._n = 0
+            self._windows.clear()
         if self._buf_end is not None and start != self._buf_end:  # gap: forget everything
             self._n = 0
             self._pending.clear()
@@ -178,7 +190,7 @@ class QtMeasurer:
             seg = self._segment(lo, hi)
             if seg is None or rr is None:
                 continue
-            lp = np.convolve(seg, self._box, mode="same")  # cheap zero-phase smoothing for alignment
+            lp = np.convolve(seg[:, 0], self._box, mode="same")  # cheap zero-phase smoothing for alignment
             r = refine_r(lp, self._before + margin, self.fs, 0.04)
             w = seg[r - self._before:r + self._after]
             if len(w) != self._before + self._after:
@@ -216,14 +228,22 @@ class QtMeasurer:
         stable = [w for w in clean if abs(w[2] - rr_med) <= 0.15 * rr_med]
         if len(stable) < MIN_BEATS:
             return self._withheld("rr_unstable", sample)
-        d, checks = t_end_checks(np.vstack([w[1] for w in stable]), self._before, self.fs, rr_med)
-        if d is None:
+        stack = np.stack([w[1] for w in stable])  # beats × samples × leads
+        found = [t_end_checks(stack[:, :, k], self._before, self.fs, rr_med) for k in range(stack.shape[2])]
+        ok = [(d, c) for d, c in found if d is not None]  # leads that could not be delineated are left out
+        if not ok:
             return self._withheld("delineation_failed", sample)
-        qt_ms = (d.t_end - d.qrs_on) * 1000.0 / self.fs
+        ms = 1000.0 / self.fs
+        qt_ms = float(np.mean([(d.t_end - d.qrs_on) * ms for d, _ in ok]))
         if not 200.0 <= qt_ms <= 700.0:
             return self._withheld("delineation_failed", sample, {"qt_ms": round(qt_ms, 1)})
+        checks = {k: max(c.get(k, math.inf) for _, c in ok) for k in ("t_end_wavelet_diff_ms", "t_end_split_half_ms")}
+        ends = [d.t_end for d, _ in ok]
+        lead_diff = (max(ends) - min(ends)) * ms
         doubt = {k: round(v, 1) for k, v in checks.items() if math.isfinite(v)}
-        if t_end_uncertain(checks):
+        if stack.shape[2] > 1:
+            doubt.update(leads=float(len(ok)), t_end_lead_diff_ms=round(lead_diff, 1))
+        if t_end_uncertain(checks) or lead_diff > LEAD_AGREE_MS:
             return self._withheld("t_end_uncertain", sample, {"qt_ms": round(qt_ms, 1), **doubt})
         rr_s = float(np.median([w[2] for w in stable]))
         qtc = qtc_all(qt_ms, rr_s)
