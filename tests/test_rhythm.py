@@ -447,22 +447,41 @@ def test_af_replay_reproduces_the_tracker(on: float, off: float) -> None:
 
 
 def test_af_cv_rule_and_leave_one_out() -> None:
-    from vigil.evaluation.af_cv import AfRecord, choose, leave_one_record_out
+    from vigil.evaluation.af_cv import SHIPPED_SHAPE, AfRecord, as_arrays, choose, leave_one_record_out
     from vigil.evaluation.episodes import EpisodeScore
 
     def s(se: float, ppv: float) -> EpisodeScore:  # 20 reference episodes, durations in samples
         return EpisodeScore(20, round(20 * se), 20, 20, 1000, round(1000 * 0.95 / ppv), 950)
 
-    totals = {(0.02, 0.016): s(1.0, 0.80), (0.025, 0.02): s(0.95, 0.90), (0.03, 0.024): s(0.90, 0.97)}
-    assert choose(totals) == (0.025, 0.02)  # best +P among pairs meeting episode Se >= 95 %
-    assert choose({(0.03, 0.024): s(0.90, 0.97), (0.04, 0.032): s(0.85, 0.99)}) == (0.03, 0.024)  # none meets it
+    sh = SHIPPED_SHAPE
+    totals = {(sh, 0.02, 0.016): s(1.0, 0.80), (sh, 0.025, 0.02): s(0.95, 0.90), (sh, 0.03, 0.024): s(0.90, 0.97)}
+    assert choose(totals) == (sh, 0.025, 0.02)  # best +P among candidates meeting episode Se >= 95 %
+    assert choose({(sh, 0.03, 0.024): s(0.90, 0.97), (sh, 0.04, 0.032): s(0.85, 0.99)}) == (sh, 0.03, 0.024)
 
-    # two records where AF is a stretch of high irregularity: the CV threshold must separate it
+    # records where AF is a stretch of high irregularity: the CV threshold must separate it
     def rec(name: str, level: float) -> AfRecord:
         trace = [(k * 100, 0.01 if k < 50 else level) for k in range(100)] + [(10_000 + k * 100, 0.01) for k in range(50)]
-        return AfRecord(name, trace, [(5000, 10_000)], 15_000)
+        return AfRecord(name, [(5000, 10_000)], 15_000, {sh: as_arrays(trace)})
 
     cv = leave_one_record_out([rec("a", 0.05), rec("b", 0.06), rec("c", 0.05)])
     assert [name for name, _, _ in cv.held_out] == ["a", "b", "c"]
-    for _, (on, off), sc in cv.held_out:
+    for _, (_, on, off), sc in cv.held_out:
         assert off < on < 0.05 and sc.episode_se == 1.0 and sc.duration_ppv > 0.99
+
+
+def test_vectorised_af_trace_equals_the_streaming_detector() -> None:
+    from vigil.evaluation.af_cv import beat_trace
+    from vigil.signal.af import AfDetector
+
+    beats = _af_sinus_af_beats()
+    beats[400] = Beat(beats[400].sample, "V")  # intervals touching it are skipped
+    samples, labels = [b.sample for b in beats], [b.label for b in beats]
+    for shape in ((16, 0.25, 0.04), (8, 0.5, 0.08)):
+        ref: list[tuple[int, float]] = []
+        det = AfDetector(FS, trace=ref, window=shape[0], quantile=shape[1], alpha=shape[2])
+        for k in range(1, len(beats)):
+            if "V" not in (labels[k], labels[k - 1]):
+                det.add_interval((samples[k] - samples[k - 1]) / FS, samples[k])
+        got = beat_trace(FS, samples, labels, shape)
+        assert [t[0] for t in got] == [t[0] for t in ref]
+        assert np.allclose([t[1] for t in got], [t[1] for t in ref], rtol=0, atol=1e-12)

@@ -177,7 +177,7 @@ def _score_row(name: str, s: EpisodeScore, fs: float = 250.0) -> None:
 
 
 def eval_afdb() -> None:
-    """AF episode and duration Se/+P on afdb from the .qrs beats (RhythmTracker, signal=None), with a LORO CV."""
+    """AF episode and duration Se/+P on afdb from the .qrs beats (RhythmTracker, signal=None), with LORO CVs."""
     import wfdb
 
     from vigil.evaluation import af_cv
@@ -185,7 +185,8 @@ def eval_afdb() -> None:
 
     rows = []
     no_afl: list[tuple[str, EpisodeScore]] = []
-    cv_records: list[af_cv.AfRecord] = []
+    thresholds_only: list[af_cv.AfRecord] = []
+    shapes: list[af_cv.AfRecord] = []
     replay_ok = 0
     for rec in _records("afdb"):
         _progress(f"afdb {rec}")
@@ -201,41 +202,54 @@ def eval_afdb() -> None:
         rows.append((rec, score(ref, det)))
         no_afl.append((rec, score(subtract(ref, afl), subtract(det, afl))))
         replay_ok += merge(af.replay(trace, af.THRESHOLD_ON, af.THRESHOLD_OFF, n)) == det
-        cv_records.append(af_cv.AfRecord(rec, trace, ref, n))
+        shipped = af_cv.as_arrays(trace)
+        thresholds_only.append(af_cv.AfRecord(rec, ref, n, {af_cv.SHIPPED_SHAPE: shipped}))
+        samples, labels = [b.sample for b in beats], [b.label for b in beats]
+        shapes.append(af_cv.AfRecord(rec, ref, n, {
+            sh: shipped if sh == af_cv.SHIPPED_SHAPE else af_cv.as_arrays(af_cv.beat_trace(fs, samples, labels, sh))
+            for sh in af_cv.SHAPES}))
     _score_table("AF on afdb (beats from .qrs, RhythmTracker with signal=None; AFL counts as non-AF)", rows,
                  also_without=UNAUDITED_AFDB, no_afl=no_afl)
-    _print_af_cv(af_cv.leave_one_record_out(cv_records), replay_ok, len(cv_records))
+    _progress("afdb cross-validation")
+    print(f"\nAF cross-validation on afdb, leave one record out (offline replay reproduces the tracker on {replay_ok}/"
+          f"{len(rows)} records).  Rule on the training records: highest duration +P with episode Se >= "
+          f"{100 * af_cv.MIN_EPISODE_SE:.0f} % and duration Se >= {100 * af_cv.MIN_DURATION_SE:.0f} %.")
+    _print_af_cv(f"A: on/off thresholds only (on {af_cv.GRID_ON[0]}..{af_cv.GRID_ON[-1]} x off/on {af_cv.GRID_OFF_RATIO}), "
+                 f"shipped window/quantile/alpha {af_cv.SHIPPED_SHAPE}", af_cv.leave_one_record_out(thresholds_only))
+    _print_af_cv(f"B: thresholds and window {sorted({s[0] for s in af_cv.SHAPES})} x quantile "
+                 f"{sorted({s[1] for s in af_cv.SHAPES})} x alpha {sorted({s[2] for s in af_cv.SHAPES})}",
+                 af_cv.leave_one_record_out(shapes))
 
 
 UNAUDITED_AFDB = ("00735", "03665")
 
 
-def _print_af_cv(cv: object, replay_ok: int, n_records: int) -> None:
+def _print_af_cv(title: str, cv: object) -> None:
     from vigil.evaluation import af_cv
     from vigil.signal import af
 
     assert isinstance(cv, af_cv.CvResult)
-    print(f"\nAF threshold cross-validation on afdb (leave one record out; grid on {af_cv.GRID_ON[0]}..{af_cv.GRID_ON[-1]}"
-          f" x off/on {af_cv.GRID_OFF_RATIO};")
-    print(f"  rule: highest duration +P with episode Se >= {100 * af_cv.MIN_EPISODE_SE:.0f} % and duration Se >= "
-          f"{100 * af_cv.MIN_DURATION_SE:.0f} % on the training records).  Offline replay reproduces the tracker on "
-          f"{replay_ok}/{n_records} records.")
-    print(f"{'held out':>8} {'on':>6} {'off':>6} {'ref':>4} {'det':>4} {'Ep Se%':>7} {'Ep +P%':>7} {'Dur Se%':>8} {'Dur +P%':>8}")
+    print(f"\n{title}")
+    print(f"{'held out':>9} {'win':>3} {'q':>4} {'alpha':>5} {'on':>6} {'off':>6} {'ref':>4} {'det':>4} {'Ep Se%':>7} "
+          f"{'Ep +P%':>7} {'Dur Se%':>8} {'Dur +P%':>8}")
+
+    def row(name: str, c: af_cv.Candidate | None, s: EpisodeScore) -> str:
+        cand = f"{c[0][0]:3d} {c[0][1]:4.2f} {c[0][2]:5.2f} {c[1]:6.4f} {c[2]:6.4f}" if c else " " * 29
+        return (f"{name:>9} {cand} {s.ref_episodes:4d} {s.det_episodes:4d} {_pct(s.episode_se):>7} "
+                f"{_pct(s.episode_ppv):>7} {_pct(s.duration_se):>8} {_pct(s.duration_ppv):>8}")
+
     gross = EpisodeScore()
     rest = EpisodeScore()
-    for name, (on, off), s in cv.held_out:
+    for name, c, s in cv.held_out:
         gross = gross + s
         if name not in UNAUDITED_AFDB:
             rest = rest + s
-        print(f"{name:>8} {on:6.4f} {off:6.4f} {s.ref_episodes:4d} {s.det_episodes:4d} {_pct(s.episode_se):>7} "
-              f"{_pct(s.episode_ppv):>7} {_pct(s.duration_se):>8} {_pct(s.duration_ppv):>8}")
-    for name, s in (("CV gross", gross), ("CV gross*", rest)):
-        print(f"{name:>8} {'':6} {'':6} {s.ref_episodes:4d} {s.det_episodes:4d} {_pct(s.episode_se):>7} "
-              f"{_pct(s.episode_ppv):>7} {_pct(s.duration_se):>8} {_pct(s.duration_ppv):>8}")
-    s = cv.in_sample
-    print(f"{'all-12':>8} {cv.all_records[0]:6.4f} {cv.all_records[1]:6.4f} {s.ref_episodes:4d} {s.det_episodes:4d} "
-          f"{_pct(s.episode_se):>7} {_pct(s.episode_ppv):>7} {_pct(s.duration_se):>8} {_pct(s.duration_ppv):>8}"
-          f"   (rule applied to all records, in-sample; shipped: on {af.THRESHOLD_ON}, off {af.THRESHOLD_OFF})")
+        print(row(name, c, s))
+    print(row("CV gross", None, gross))
+    print(row("CV gross*", None, rest))
+    print(row("all-12", cv.all_records, cv.in_sample) + "   <- the rule on all records (in-sample)")
+    print(f"shipped: window {af.WINDOW}, quantile {af.QUANTILE}, alpha {af.ALPHA}, on {af.THRESHOLD_ON}, "
+          f"off {af.THRESHOLD_OFF}")
 
 
 def eval_mitdb() -> None:

@@ -28,8 +28,6 @@ ALPHA = 0.04  # exponential averaging weight per interval (≈ 25-interval memor
 QUANTILE = 0.25  # lower quartile instead of the median: frequent ectopy leaves most differences small
 THRESHOLD_ON = 0.025  # smoothed normalised irregularity that opens AF
 THRESHOLD_OFF = 0.0225  # ... and that closes it (hysteresis); both by the rule of vigil.evaluation.af_cv on afdb
-_Q_LO = int(QUANTILE * (WINDOW - 1))  # the lower quartile by linear interpolation between ranks
-_Q_FRAC = QUANTILE * (WINDOW - 1) - _Q_LO
 DELAY_BEATS = 12  # typical detection lag in beats; episode boundaries are back-dated by this much
 
 
@@ -45,17 +43,23 @@ class AfDetector:
     """Beat-by-beat AF detector on RR intervals (Petrėnas 2015 style, with lag-2/3 bigeminy/trigeminy suppression)."""
 
     def __init__(self, fs: float, threshold_on: float = THRESHOLD_ON, threshold_off: float = THRESHOLD_OFF,
-                 trace: list[tuple[int, float]] | None = None) -> None:
+                 trace: list[tuple[int, float]] | None = None, *, window: int = WINDOW, quantile: float = QUANTILE,
+                 alpha: float = ALPHA) -> None:
         """Create a detector for a stream sampled at `fs` Hz.
 
         `trace`, when given, receives (back-dated beat sample, smoothed irregularity) for every interval
         that updates the irregularity (threshold-independent; `replay` re-thresholds it offline).
+        `window`/`quantile`/`alpha` default to the module constants (other values: cross-validation).
         """
         self.fs = fs
         self.threshold_on = threshold_on
         self.threshold_off = threshold_off
         self.trace = trace
-        self._rr: deque[float] = deque(maxlen=WINDOW + LAGS)
+        self.window = window
+        self.alpha = alpha
+        self._q_lo = int(quantile * (window - 1))  # the quantile by linear interpolation between ranks
+        self._q_frac = quantile * (window - 1) - self._q_lo
+        self._rr: deque[float] = deque(maxlen=window + LAGS)
         self._beat_samples: deque[int] = deque(maxlen=DELAY_BEATS + 1)
         self.irregularity = 0.0  # smoothed
         self.active = False
@@ -72,19 +76,21 @@ class AfDetector:
         if not 0.2 <= rr_s <= 3.0:  # physiologically implausible for conducted AF: ignore
             return None
         self._rr.append(rr_s)
-        if len(self._rr) < WINDOW + LAGS:
+        w, lo = self.window, self._q_lo
+        if len(self._rr) < w + LAGS:
             return None
         rr = np.fromiter(self._rr, dtype=float)
-        win = rr[-WINDOW:]
-        lagged = np.lib.stride_tricks.sliding_window_view(rr[:-1], WINDOW)[::-1]  # row k-1: lag k
+        win = rr[-w:]
+        lagged = np.lib.stride_tricks.sliding_window_view(rr[:-1], w)[::-1]  # row k-1: lag k
         d = np.sort(np.abs(win - lagged[:LAGS]), axis=1)
-        irr = float(np.min(d[:, _Q_LO] + _Q_FRAC * (d[:, _Q_LO + 1] - d[:, _Q_LO])))  # = np.quantile (linear)
-        irr /= float(win.sum()) / WINDOW
+        hi = min(lo + 1, w - 1)
+        irr = float(np.min(d[:, lo] + self._q_frac * (d[:, hi] - d[:, lo])))  # = np.quantile (linear)
+        irr /= float(win.sum()) / w
         self._n += 1
         if self._n == 1 and not self.active:
             self.irregularity = irr
         else:
-            self.irregularity += ALPHA * (irr - self.irregularity)
+            self.irregularity += self.alpha * (irr - self.irregularity)
         if self.trace is not None and self._n >= 4:
             self.trace.append((self._beat_samples[0], self.irregularity))
         if not self.active and self.irregularity > self.threshold_on and self._n >= 4:
@@ -108,6 +114,12 @@ def replay(trace: list[tuple[int, float]], threshold_on: float, threshold_off: f
         return []
     samples = np.fromiter((t[0] for t in trace), dtype=np.int64, count=len(trace))
     irr = np.fromiter((t[1] for t in trace), dtype=float, count=len(trace))
+    return replay_arrays(samples, irr, threshold_on, threshold_off, end)
+
+
+def replay_arrays(samples: np.ndarray, irr: np.ndarray, threshold_on: float, threshold_off: float,
+                  end: int) -> list[tuple[int, int]]:
+    """`replay` on a trace given as two arrays (back-dated samples, smoothed irregularity)."""
     above = np.flatnonzero(irr > threshold_on)
     below = np.flatnonzero(irr < threshold_off)
     out: list[tuple[int, int]] = []
