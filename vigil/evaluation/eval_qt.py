@@ -219,6 +219,7 @@ def qt_errors(beats: list[BeatResult], use: list[int], fs: float) -> list[float]
 
 CV_FOLDS = 5
 CV_COVERAGE_FLOOR = 0.75  # the rule may withhold at most a quarter of the training beats
+CV_CURVE_FLOORS = (1.0, 0.9, 0.8, 0.7, 0.6)  # the coverage/accuracy trade-off printed beside the rule
 CV_GRID_MS = (20.0, 30.0, 40.0, 60.0, 80.0, math.inf)
 
 
@@ -267,8 +268,8 @@ def choose_rule(data: dict[str, tuple[float, list[BeatResult]]], use: list[int],
     return best[1] if best else (math.inf, math.inf, math.inf)
 
 
-def cross_validate(data: dict[str, tuple[float, list[BeatResult]]], use: list[int],
-                   folds: int = CV_FOLDS) -> tuple[list[tuple[list[str], Rule]], list[float], int, int]:
+def cross_validate(data: dict[str, tuple[float, list[BeatResult]]], use: list[int], folds: int = CV_FOLDS,
+                   floor: float = CV_COVERAGE_FLOOR) -> tuple[list[tuple[list[str], Rule]], list[float], int, int]:
     """Record-wise k-fold CV of `choose_rule`: per fold (held-out records, rule); held-out kept QT
     errors, held-out beats kept, held-out beats in all (records are dealt to folds in sorted order)."""
     recs = sorted(data)
@@ -278,7 +279,7 @@ def cross_validate(data: dict[str, tuple[float, list[BeatResult]]], use: list[in
     kept = total = 0
     for f in range(folds):
         test = recs[f::folds]
-        rule = choose_rule({r: v for r, v in data.items() if r not in test}, use)
+        rule = choose_rule({r: v for r, v in data.items() if r not in test}, use, floor)
         out.append((test, rule))
         for r in test:
             k = _kept(tables[r], rule)
@@ -399,6 +400,12 @@ def _confidence_tables(data: dict[str, tuple[float, list[BeatResult]]], use: lis
     m, s = _stats(cv_errs)
     print(f"  held-out confident beats: QT {_fmt(m, s)} ms, coverage {100 * cv_kept / max(1, cv_total):.1f} % "
           f"({cv_kept}/{cv_total})")
+    curve = []
+    for fl in CV_CURVE_FLOORS:
+        _, e, k, t = cross_validate(data, use, floor=fl)
+        m, s = _stats(e)
+        curve.append(f"{100 * fl:.0f} %: {_fmt(m, s).strip()} ({100 * k / max(1, t):.0f} % kept)")
+    print("  held-out QT by the coverage floor the rule is chosen with: " + "; ".join(curve))
     wl, sp, ld = choose_rule(data, use)
     print(f"  rule chosen on all records: wavelet {_lim(wl)}, split-half {_lim(sp)}, leads {_lim(ld)} "
           f"(shipped in vigil.signal.qt: wavelet and split-half chosen with --lead 0, the analyser's lead, "
