@@ -195,6 +195,9 @@ def test_wavelet_t_end_agrees_with_zhang_on_a_clean_t_wave() -> None:
         assert d is not None and d.t_end_wavelet > d.t_peak
         assert abs(d.t_end - d.t_end_wavelet) * 1000 / fs <= 20.0
         assert 330 <= (d.t_end_wavelet - r) * 1000 / fs <= 420
+        t = np.arange(len(x)) / fs
+        inv = delineate(x - 240 * np.exp(-(((t - 0.6) / 0.04) ** 2)), r, fs, 1.0)  # the same T wave inverted
+        assert inv is not None and abs(inv.t_end_wavelet - d.t_end_wavelet) * 1000 / fs <= 4
 
 
 def test_t_end_checks_flag_beats_that_disagree() -> None:
