@@ -397,6 +397,8 @@ def _confidence_tables(data: dict[str, tuple[float, list[BeatResult]]], use: lis
           f"least pooled QT SD with >= {100 * CV_COVERAGE_FLOOR:.0f} % of their beats kept)")
     for test, (wl, sp, ld) in folds:
         print(f"  held out {' '.join(test)}: wavelet {_lim(wl)}, split-half {_lim(sp)}, leads {_lim(ld)}")
+    med = [float(np.median([rule[i] for _, rule in folds])) for i in range(3)]
+    print(f"  median of the fold limits: wavelet {_lim(med[0])}, split-half {_lim(med[1])}, leads {_lim(med[2])}")
     m, s = _stats(cv_errs)
     print(f"  held-out confident beats: QT {_fmt(m, s)} ms, coverage {100 * cv_kept / max(1, cv_total):.1f} % "
           f"({cv_kept}/{cv_total})")

@@ -18,8 +18,9 @@ T end is uncertain ("t_end_uncertain"): the Zhang T end and the wavelet T end (M
 of the even beats put the T end more than `SPLIT_HALF_MS` apart (flat, low or noisy T waves, a
 second wave competing with T).  With two leads (`raw` of shape (n, 2)) QT is the mean of the leads'
 QT, every delineated lead must pass both checks and their T ends must lie within `LEAD_AGREE_MS`.
-The limits were chosen by 5-fold cross-validation over the qtdb
-records (`python -m vigil.evaluation.eval_qt`, section "confidence rule").
+The limits are the median of the limits chosen in a 5-fold cross-validation over the qtdb records
+(lead 0 for the two checks, both leads for the lead limit; `python -m vigil.evaluation.eval_qt
+[--lead 0]`, section "confidence rule", which also prints the held-out errors and coverage).
 """
 
 from __future__ import annotations
