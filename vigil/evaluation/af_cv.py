@@ -131,3 +131,23 @@ def beat_trace(fs: float, samples: Sequence[int], labels: Sequence[str], shape: 
     smooth = np.concatenate([irr[:1], smooth])
     at = back[acc[m0:]]
     return [(int(a), float(v)) for a, v in zip(at[3:], smooth[3:], strict=True)]
+
+
+def load_afdb(shapes: Sequence[Shape] = (SHIPPED_SHAPE,)) -> list[AfRecord]:
+    """afdb records from their .qrs beats and .atr AFIB episodes, traced by `beat_trace` for each shape."""
+    import wfdb
+
+    from vigil.datasets import data_root
+    from vigil.evaluation.episodes import rhythm_intervals
+
+    out: list[AfRecord] = []
+    for hea in sorted((data_root() / "afdb").glob("*.hea")):
+        path = str(hea.with_suffix(""))
+        qrs, atr = wfdb.rdann(path, "qrs"), wfdb.rdann(path, "atr")
+        fs = float(qrs.fs or wfdb.rdheader(path).fs)
+        samples = [int(s) for s in qrs.sample]
+        labels = ["N"] * len(samples)  # afdb .qrs: unclassified beat times
+        n = max(int(wfdb.rdheader(path).sig_len or 0), samples[-1] + int(fs), int(atr.sample[-1]) + 1)
+        ref = rhythm_intervals(list(atr.sample), [(a or "").strip("\x00 ") for a in atr.aux_note], {"AFIB"}, n)
+        out.append(AfRecord(hea.stem, ref, n, {sh: as_arrays(beat_trace(fs, samples, labels, sh)) for sh in shapes}))
+    return out

@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from vigil.datasets import data_root
-from vigil.evaluation.episodes import EpisodeScore, Interval, merge, rhythm_intervals, score, subtract
+from vigil.evaluation.episodes import (
+    EpisodeScore,
+    Interval,
+    merge,
+    overlap_length,
+    rhythm_intervals,
+    score,
+    subtract,
+)
 from vigil.model import Beat, BeatLabel, RhythmEpisode
 
 # MIT-BIH beat symbols -> AAMI classes (EC57)
@@ -171,6 +179,25 @@ def _score_table(title: str, rows: list[tuple[str, EpisodeScore]], also_without:
         print("grossAFL = atrial flutter spans removed from both reference and detections (neither AF nor non-AF)")
 
 
+def _afl_table(db: str, rows: list[tuple[str, EpisodeScore, int]], fs: float) -> None:
+    """Atrial flutter: episode/duration Se/+P of the AFL label and the AFL time called AF instead."""
+    print(f"\nAFL on {db} (reference (AFL episodes; records with AFL reference or AFL calls)")
+    print(f"{'record':>8} {'ref':>4} {'det':>4} {'Ep Se%':>7} {'Ep +P%':>7} {'Dur Se%':>8} {'Dur +P%':>8} {'ref min':>8} "
+          f"{'AF-in-AFL min':>13}")
+    gross = EpisodeScore()
+    as_af = 0
+    for name, s, af_in_afl in rows:
+        gross = gross + s
+        as_af += af_in_afl
+        if s.ref_episodes or s.det_episodes:
+            print(f"{name:>8} {s.ref_episodes:4d} {s.det_episodes:4d} {_pct(s.episode_se):>7} {_pct(s.episode_ppv):>7} "
+                  f"{_pct(s.duration_se):>8} {_pct(s.duration_ppv):>8} {s.ref_duration / fs / 60:8.1f} "
+                  f"{af_in_afl / fs / 60:13.1f}")
+    s = gross
+    print(f"{'gross':>8} {s.ref_episodes:4d} {s.det_episodes:4d} {_pct(s.episode_se):>7} {_pct(s.episode_ppv):>7} "
+          f"{_pct(s.duration_se):>8} {_pct(s.duration_ppv):>8} {s.ref_duration / fs / 60:8.1f} {as_af / fs / 60:13.1f}")
+
+
 def _score_row(name: str, s: EpisodeScore, fs: float = 250.0) -> None:
     print(f"{name:>8} {s.ref_episodes:4d} {s.det_episodes:4d} {_pct(s.episode_se):>7} {_pct(s.episode_ppv):>7} "
           f"{_pct(s.duration_se):>8} {_pct(s.duration_ppv):>8} {s.ref_duration / fs / 60:8.1f} {s.det_duration / fs / 60:8.1f}")
@@ -185,6 +212,7 @@ def eval_afdb() -> None:
 
     rows = []
     no_afl: list[tuple[str, EpisodeScore]] = []
+    afl_rows: list[tuple[str, EpisodeScore, int]] = []
     thresholds_only: list[af_cv.AfRecord] = []
     shapes: list[af_cv.AfRecord] = []
     replay_ok = 0
@@ -201,6 +229,7 @@ def eval_afdb() -> None:
         det = run.intervals("AF", n)
         rows.append((rec, score(ref, det)))
         no_afl.append((rec, score(subtract(ref, afl), subtract(det, afl))))
+        afl_rows.append((rec, score(afl, run.intervals("AFL", n)), overlap_length(afl, det)))
         replay_ok += merge(af.replay(trace, af.THRESHOLD_ON, af.THRESHOLD_OFF, n)) == det
         shipped = af_cv.as_arrays(trace)
         thresholds_only.append(af_cv.AfRecord(rec, ref, n, {af_cv.SHIPPED_SHAPE: shipped}))
@@ -210,6 +239,7 @@ def eval_afdb() -> None:
             for sh in af_cv.SHAPES}))
     _score_table("AF on afdb (beats from .qrs, RhythmTracker with signal=None; AFL counts as non-AF)", rows,
                  also_without=UNAUDITED_AFDB, no_afl=no_afl)
+    _afl_table("afdb", afl_rows, 250.0)
     _progress("afdb cross-validation")
     print(f"\nAF cross-validation on afdb, leave one record out (offline replay reproduces the tracker on {replay_ok}/"
           f"{len(rows)} records).  Rule on the training records: highest duration +P with episode Se >= "
@@ -260,6 +290,7 @@ def eval_mitdb() -> None:
     rows = []
     no_afl: list[tuple[str, EpisodeScore]] = []
     others: list[tuple[str, int, int, int, float]] = []
+    afl_rows: list[tuple[str, EpisodeScore, int]] = []
     for rec in _records("mitdb"):
         _progress(f"mitdb {rec}")
         path = str(data_root() / "mitdb" / rec)
@@ -275,11 +306,13 @@ def eval_mitdb() -> None:
         afl = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"AFL"}, n)
         rows.append((rec, score(ref, run.intervals("AF", n))))
         no_afl.append((rec, score(subtract(ref, afl), subtract(run.intervals("AF", n), afl))))
+        afl_rows.append((rec, score(afl, run.intervals("AFL", n)), overlap_length(afl, run.intervals("AF", n))))
         vf_ref = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"VFL", "VF"}, n)
         others.append((rec, len(run.intervals("ASYSTOLE", n)), len(run.intervals("VF", n)), len(vf_ref),
                        sum(e - s for s, e in run.intervals("NOISE", n)) / fs / 60.0))
     how = "EcgAnalyzer full pipeline" if full else "reference .atr beats + 0.5-40 Hz band-passed lead 0"
     _score_table(f"AF on mitdb ({how}; AFL counts as non-AF)", rows, no_afl=no_afl, fs=360.0)
+    _afl_table("mitdb", afl_rows, 360.0)
     print("\nOther calls on mitdb (no asystole in these records; VF/VFL reference episodes shown)")
     print(f"{'record':>8} {'ASYSTOLE':>8} {'VF det':>6} {'VF ref':>6} {'NOISE min':>9}")
     for rec, asy, vf, vf_ref_n, noise_min in others:
