@@ -142,3 +142,21 @@ def test_challenge_true_vt_missed_beat_wise_is_found_on_the_second_lead() -> Non
     assert alarmed(events, "vt", tape.t0)
     assert not alarmed(replay_tape(tape, VtParams(spi_min=2.0)), "vt", tape.t0), "beat-wise it is missed"
     assert any(name == "on_ecg_wave" and args[4] == "ecg2" for _, name, args in tape.calls)
+
+
+def test_harmonic_of_a_slow_rhythm_is_not_taken_for_its_rate() -> None:
+    from vigil.signal.vtspec import spectral_features
+
+    t = np.arange(1000) / FS
+    slow = 600 * np.sin(2 * np.pi * 0.97 * t) + 1000 * np.sin(2 * np.pi * 1.94 * t)  # 58 /min, strong 2nd harmonic
+    f0, _, rate = spectral_features(slow, FS)
+    assert f0 == pytest.approx(1.94, abs=0.07) and rate == pytest.approx(0.97, abs=0.05)
+    fast = 1000 * np.sin(2 * np.pi * 1.94 * t)
+    f0, spi, rate = spectral_features(fast, FS)
+    assert rate == f0 == pytest.approx(1.94, abs=0.07) and spi > 0.9
+    det = SpectralVtDetector(FS, 1, SpecParams(spi_min=0.5))
+    det.feed(np.tile(slow, 3))
+    assert not det.on and det.last[0][0] < 100 / 60
+    det = SpectralVtDetector(FS, 1, SpecParams(spi_min=0.5))
+    det.feed(np.tile(fast, 3))
+    assert det.on

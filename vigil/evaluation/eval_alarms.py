@@ -17,7 +17,7 @@ be re-scored without re-running the analysis.
   5 folds over records stratified by label; each fold picks the setting with the best training
   score and is scored on its held-out records. The pooled held-out score is the primary number.
 
-Run: ``python -m vigil.evaluation.eval_alarms [cinc] [cv] [tta] [--max-records N]`` (cinc+cv ≈ 7 min on 2 shared cores).
+Run: ``python -m vigil.evaluation.eval_alarms [cinc] [cv] [tta|tta-off] [--max-records N]`` (cinc+cv ≈ 7 min on 2 shared cores).
 Targets (issue 4): CinC score >= 80 on VT records with <= 1 in 20 true alarms missed; asystole/VF
 alarm <= 6 s after onset; extreme tachy/brady <= 10 s.
 """
@@ -269,8 +269,8 @@ def eval_cinc(max_records: int | None = None, tapes: list[Tape] | None = None) -
 # VT stage thresholds searched by the cross-validation (vigil.signal.vt.VtParams fields)
 # ordered from the most conservative (fewest vetoes) so that ties go to the setting that suppresses least
 CV_GRID: dict[str, tuple[float, ...]] = {
-    "spi_min": (0.45, 0.5, 0.55, 2.0),  # spectral wide-complex detector (vigil.signal.vtspec); 2 = off
-    "ibi_tol": (0.15, 0.25),
+    "spi_min": (0.35, 0.4, 0.45, 0.5, 0.55, 2.0),  # spectral wide-complex detector (vigil.signal.vtspec); 2 = off
+    "spec_sub_max": (0.5, 0.25),
     "run_min_v": (3, 0),
     "noise_max": (0, 2),
 }
@@ -375,14 +375,23 @@ def _reference(db: str, rec: str, cond: str, fs: float, n: int) -> list[tuple[fl
     return [(a / fs, b / fs) for a, b in rhythm_intervals(list(atr.sample), notes, labels, n)]
 
 
-def eval_time_to_alarm(max_records: int | None = None) -> int:
-    """Delay from reference VT/VF onset to our alarm on mitdb/vfdb/cudb."""
+def eval_time_to_alarm(max_records: int | None = None, spectral: bool = True) -> int:
+    """Delay from reference VT/VF onset to our alarm on mitdb/vfdb/cudb, and VT raised outside any VT/VF.
+
+    `spectral` False runs with the VT stage's spectral detector off (the reference row).
+    """
+    import contextlib
+    from dataclasses import replace
+
     import wfdb
 
     from vigil.commands.replay import replay_record
+    from vigil.signal.vt import active_params, params_override
 
     delays: dict[str, list[float]] = {"vt": [], "vf": []}
     missed: dict[str, int] = {"vt": 0, "vf": 0}
+    false_vt: dict[str, list[int]] = {}  # db -> [VT raised outside every reference VT/VF episode, hours]
+    hours: dict[str, float] = {}
     print(f"{'record':<12}{'cond':<5}{'onset (s)':>10}{'dur (s)':>9}{'alarm after (s)':>17}")
     todo = []
     for db in ("mitdb", "vfdb", "cudb"):
@@ -394,17 +403,27 @@ def eval_time_to_alarm(max_records: int | None = None) -> int:
         path = data_root() / db / rec
         try:
             hdr = wfdb.rdheader(str(path))
-            refs = {c: [iv for iv in _reference(db, rec, c, float(hdr.fs), int(hdr.sig_len))
-                        if iv[1] - iv[0] >= MIN_EPISODE_S[c]] for c in ("vt", "vf")}
+            every = {c: _reference(db, rec, c, float(hdr.fs), int(hdr.sig_len)) for c in ("vt", "vf")}
+            refs = {c: [iv for iv in ivs if iv[1] - iv[0] >= MIN_EPISODE_S[c]] for c, ivs in every.items()}
         except Exception as exc:  # a missing annotation file is not fatal for the table
             print(f"{db}/{rec}: skipped ({exc})")
             continue
-        if not any(refs.values()):
-            continue
+        if db != "mitdb" and not any(refs.values()):
+            continue  # mitdb: every record, for the false VT count
         if max_records is not None and done >= max_records:
             break
         done += 1
-        res = replay_record(path)
+        off = replace(active_params(), spi_min=2.0)
+        with contextlib.nullcontext() if spectral else params_override(off):
+            res = replay_record(path)
+        vt_raised = [e.t_mono - res.t0 for e in res.events if e.condition == "vt" and e.event == "raised"]
+        any_ref = every["vt"] + every["vf"]
+        n_false = sum(1 for t in vt_raised if not any(a - 1.0 <= t <= b + 10.0 for a, b in any_ref))
+        fv = false_vt.setdefault(db, [0])
+        fv[0] += n_false
+        hours[db] = hours.get(db, 0.0) + int(hdr.sig_len) / float(hdr.fs) / 3600.0
+        if n_false:
+            print(f"{db + '/' + rec:<12}vt   {n_false} raised outside any reference VT/VF episode", flush=True)
         for cond, ivs in refs.items():
             raises = [e.t_mono - res.t0 for e in res.events if e.condition == cond and e.event == "raised"]
             pres = presence(res.events, cond, res.t0)
@@ -429,6 +448,9 @@ def eval_time_to_alarm(max_records: int | None = None) -> int:
         le6 = sum(1 for x in ds if x <= 6) / n
         le10 = sum(1 for x in ds if x <= 10) / n
         print(f"{cond:<5}{n:>9}{len(ds):>8}{med:>9}{mx:>7}{_pct(le6):>7}{_pct(le10):>7}")
+    for db, (n,) in false_vt.items():
+        print(f"{db}: {n} VT alarms raised outside reference VT/VF episodes in {hours[db]:.1f} h "
+              f"({n / hours[db]:.2f}/h)")
     print("targets: asystole/VF <= 6 s after onset; extreme tachy/brady <= 10 s "
           "(no annotated asystole/extreme episodes in these databases: see the CinC table)")
     return 0
@@ -439,7 +461,7 @@ def main(argv: list[str]) -> int:
     max_records = None
     if "--max-records" in argv:
         max_records = int(argv[argv.index("--max-records") + 1])
-    sections = [a for a in argv if a in ("cinc", "cv", "tta")] or ["cinc", "cv", "tta"]
+    sections = [a for a in argv if a in ("cinc", "cv", "tta", "tta-off")] or ["cinc", "cv", "tta"]
     t = time.perf_counter()
     if "cinc" in sections or "cv" in sections:
         print("PhysioNet/CinC 2015 (challenge2015): alarm present in [284, 300] s, data up to 300 s")
@@ -449,9 +471,10 @@ def main(argv: list[str]) -> int:
             eval_cinc(tapes=tapes)
         if "cv" in sections:
             eval_cv(tapes)
-    if "tta" in sections:
-        print("\nTime to alarm (reference episode onset -> raised)")
-        eval_time_to_alarm(max_records)
+    if "tta" in sections or "tta-off" in sections:
+        print("\nTime to alarm (reference episode onset -> raised)" + " with the spectral VT detector off" * (
+            "tta-off" in sections))
+        eval_time_to_alarm(max_records, spectral="tta-off" not in sections)
     print(f"\n(eval_alarms took {time.perf_counter() - t:.0f} s)")
     return 0
 

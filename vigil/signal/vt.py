@@ -86,6 +86,7 @@ class VtParams:
     spi_min: float = 0.45  # spectral wide-complex detector (vigil.signal.vtspec) raises VT at this purity; > 1: off
     spec_window_s: float = 4.0
     spec_hold: int = 2
+    spec_sub_max: float = 0.25
 
 
 DEFAULT_PARAMS = VtParams()
@@ -249,7 +250,7 @@ class VtStage:
         entry = self._spec.get(channel)
         if entry is None or entry[0].fs != fs or entry[0].n_leads != x.shape[1]:
             entry = self._spec[channel] = [SpectralVtDetector(fs, x.shape[1], SpecParams(
-                spi_min=p.spi_min, window_s=p.spec_window_s, hold=p.spec_hold)), t_end]
+                spi_min=p.spi_min, window_s=p.spec_window_s, hold=p.spec_hold, sub_max=p.spec_sub_max)), t_end]
         elif abs(t_end - len(x) / fs - entry[1]) > 1.0:  # a jump: start afresh
             entry[0].reset()
         entry[1] = t_end

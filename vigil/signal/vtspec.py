@@ -11,8 +11,9 @@ Kalidas & Tamil 2016; both Physiol. Meas. 37(8)); the index here follows that id
     SPI = P(f0 ± `half_band`) / P(1–40 Hz)
 
 of the Hann-windowed 0.5–40 Hz ECG over the last `window_s`, f0 the dominant frequency in
-0.8–5 Hz (48–300 /min). A lead is *VT-like* when 100 < f0 ≤ 250 /min (CinC 2015 VT rate; faster
-is ventricular flutter), SPI ≥
+0.8–5 Hz (48–300 /min). f0 can be a harmonic of a slower rhythm: the rate is f0/2 or f0/3 when
+that sub-harmonic holds ≥ `sub_max` of the power at f0 (`spectral_features`). A lead is *VT-like*
+when 100 < rate ≤ 250 /min (CinC 2015 VT rate; faster is ventricular flutter), SPI ≥
 `spi_min` and its peak-to-peak ≥ `min_p2p_uv` (EC13: smaller deflections are not QRS complexes).
 The detector is *on* while some lead was VT-like in ≥ `hold` consecutive evaluations (one every
 `step_s`).
@@ -47,6 +48,7 @@ class SpecParams:
     hold: int = 2
     half_band: float = 0.3
     min_p2p_uv: float = 150.0
+    sub_max: float = 0.25  # sub-harmonic power share that makes f0 a harmonic (see spectral_features)
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,19 +72,45 @@ def spectral_purity(x: FloatArray, fs: float, half_band: float = 0.3) -> tuple[f
     Hann-windowed segment (after Fallet et al., Physiol. Meas. 37 (2016) 1313); (nan, 0) for a flat
     or too short segment.
     """
+    f0, spi, _ = spectral_features(x, fs, half_band)
+    return f0, spi
+
+
+def spectral_features(x: FloatArray, fs: float, half_band: float = 0.3,
+                      sub_max: float = 0.25) -> tuple[float, float, float]:
+    """``(f0, spi, rate)``: as `spectral_purity`, plus the rhythm's fundamental frequency (Hz).
+
+    f0 may be a harmonic of a slower rhythm (a broad sinus complex at 58 /min can put its largest
+    0.8–5 Hz peak at 116 /min). rate = f0 / k for the largest k in (2, 3) whose sub-harmonic
+    f0 / k (≥ 0.5 Hz) holds at least `sub_max` of the power at f0, else f0.
+    """
     x = np.asarray(x, dtype=float)
     if len(x) < int(fs) or not np.all(np.isfinite(x)):
-        return math.nan, 0.0
+        return math.nan, 0.0, math.nan
     n = 1 << max(10, int(math.ceil(math.log2(len(x)))) + 1)  # bins ≤ half the window's own resolution
     p = np.abs(np.fft.rfft((x - x.mean()) * _hann(len(x)), n)) ** 2
-    f = np.fft.rfftfreq(n, 1.0 / fs)
+    f = _freqs(n, fs)
     total = float(p[(f >= 1.0) & (f <= 40.0)].sum())
     if total <= 0.0:
-        return math.nan, 0.0
+        return math.nan, 0.0, math.nan
     search = np.flatnonzero((f >= F_LOW) & (f <= F_HIGH))
     k = int(search[np.argmax(p[search])])
     f0 = float(f[k])
-    return f0, float(p[(f >= f0 - half_band) & (f <= f0 + half_band)].sum()) / total
+
+    def band(c: float) -> float:
+        return float(p[(f >= c - half_band) & (f <= c + half_band)].sum())
+
+    at_f0 = band(f0)
+    rate = f0
+    for div in (2, 3):
+        if f0 / div >= 0.5 and band(f0 / div) >= sub_max * at_f0:
+            rate = f0 / div
+    return f0, at_f0 / total, rate
+
+
+@functools.lru_cache(maxsize=8)
+def _freqs(n: int, fs: float) -> FloatArray:
+    return np.fft.rfftfreq(n, 1.0 / fs)
 
 
 class SpectralVtDetector:
@@ -105,7 +133,7 @@ class SpectralVtDetector:
         self._step = max(1, int(round(params.step_s * self.fs)))
         self._streak = 0
         self.on = False
-        self.last: tuple[tuple[float, float, float], ...] = ()  # (f0, spi, p2p µV) per lead at the last evaluation
+        self.last: tuple[tuple[float, float, float], ...] = ()  # (rate Hz, spi, p2p µV) per lead, last evaluation
 
     @property
     def n_leads(self) -> int:
@@ -158,7 +186,7 @@ class SpectralVtDetector:
         like = False
         for k in range(self.n_leads):
             seg = self._buf[self._w - self._n:self._w, k]
-            f0, spi = spectral_purity(seg, self.fs, p.half_band)
+            _, spi, f0 = spectral_features(seg, self.fs, p.half_band, p.sub_max)
             q = np.partition(seg, (len(seg) // 100, len(seg) - 1 - len(seg) // 100))
             p2p = float(q[len(seg) - 1 - len(seg) // 100] - q[len(seg) // 100])
             feats.append((f0, spi, p2p))
