@@ -12,7 +12,7 @@ Then the confident beats only (the T-end checks of `vigil.signal.qt`), with cove
 5-fold cross-validation of the rule that decides confidence.
 
 Run: ``python -m vigil.evaluation.eval_qt [--lead 0|1|multi] [--no-stream] [--two-lead-stream [--stream-rows]]
-[RECORD ...]``; the last table is the streaming `QtMeasurer` (30 s median beat, lead 0 as in the analyser)
+[--resample HZ] [RECORD ...]`` (``--resample``: the records resampled to HZ, e.g. 130 as a Polar H10); the last table is the streaming `QtMeasurer` (30 s median beat, lead 0 as in the analyser)
 against each record's median annotated QT (``--no-stream`` skips it; ``--two-lead-stream`` adds the
 QtMeasurer fed both leads, summary only unless ``--stream-rows``; ``--stream`` is accepted for
 compatibility and changes nothing).
@@ -95,6 +95,30 @@ def baseline_removed(x: np.ndarray, fs: float) -> np.ndarray:
     sos = sps.butter(1, 0.5, btype="highpass", fs=fs, output="sos")
     zi = sps.sosfilt_zi(sos) * x[0]
     return np.asarray(sps.sosfilt(sos, x, zi=zi)[0], dtype=float)
+
+
+def load_record(path: str, ext: str, channels: list[int] | None,
+                rate: float | None = None) -> tuple[float, list[np.ndarray], list[RefBeat], np.ndarray]:
+    """Rate, baseline-removed leads (µV), reference beats of `ext` and the beat list of a qtdb record;
+    with `rate`, the signal is resampled (polyphase) and every annotation index scaled to it."""
+    from fractions import Fraction
+
+    import scipy.signal as sps
+    import wfdb
+
+    r = wfdb.rdrecord(path, channels=channels)
+    fs = float(r.fs)
+    sig = [np.nan_to_num(r.p_signal[:, k]) * 1000.0 for k in range(r.n_sig)]
+    refs = reference_beats(path, ext)
+    beats = _beat_list(path)
+    if rate and abs(rate - fs) > 1e-9:
+        fr = Fraction(rate / fs).limit_denominator(1000)
+        k = rate / fs
+        sig = [np.asarray(sps.resample_poly(x, fr.numerator, fr.denominator), dtype=float) for x in sig]
+        refs = [RefBeat(round(b.peak * k), round(b.qrs_on * k), round(b.t_end * k)) for b in refs]
+        beats = np.round(beats * k).astype(int)
+        fs = rate
+    return fs, [baseline_removed(x, fs) for x in sig], refs, beats
 
 
 def _lp40(x: np.ndarray, fs: float, lo: int, hi: int) -> np.ndarray:
@@ -295,16 +319,17 @@ def _lim(v: float) -> str:
 
 def main(argv: list[str]) -> int:
     """Print QRS-onset, T-end and QT errors (ms) against qtdb .q1c/.q2c per record and overall."""
-    import wfdb
 
     lead = "multi"
     if "--lead" in argv:
         lead = argv[argv.index("--lead") + 1]
     use = [0, 1] if lead == "multi" else [int(lead)]
-    names = [a for a in argv if not a.startswith("--") and a not in ("0", "1", "multi")]
+    rate = float(argv[argv.index("--resample") + 1]) if "--resample" in argv else None
+    names = [a for a in argv if not a.startswith("--") and a not in ("0", "1", "multi")
+             and (rate is None or a != argv[argv.index("--resample") + 1])]
     folder = data_root() / "qtdb"
     records = names or sorted(p.stem for p in folder.glob("*.q1c"))
-    print(f"python -m vigil.evaluation.eval_qt --lead {lead}")
+    print(f"python -m vigil.evaluation.eval_qt --lead {lead}" + (f" --resample {rate:g}" if rate else ""))
     print("errors = ours - cardiologist (ms), mean ± SD over annotated beats; median beat of ±8 neighbours")
     by_ext: dict[str, dict[str, tuple[float, list[BeatResult]]]] = {"q1c": {}, "q2c": {}}
     for ext in ("q1c", "q2c"):
@@ -320,11 +345,7 @@ def main(argv: list[str]) -> int:
         for rec in recs:
             print(f"qtdb {rec} {ext}", file=sys.stderr, flush=True)
             path = str(folder / rec)
-            refs = reference_beats(path, ext)
-            r = wfdb.rdrecord(path)
-            fs = float(r.fs)
-            leads = [baseline_removed(np.nan_to_num(r.p_signal[:, k]) * 1000.0, fs) for k in range(r.n_sig)]
-            beats = _beat_list(path)
+            fs, leads, refs, beats = load_record(path, ext, None, rate)
             results: list[BeatResult] = []
             for b in refs:
                 per: list[tuple[int, int, dict[str, float]] | None] = []
@@ -362,9 +383,9 @@ def main(argv: list[str]) -> int:
         if data:
             _confidence_tables(data, use, ext, cv=ext == "q1c")
     if "--no-stream" not in argv:
-        _stream_table(records, folder)
+        _stream_table(records, folder, rate=rate)
         if "--two-lead-stream" in argv:
-            _stream_table(records, folder, (0, 1), rows="--stream-rows" in argv)
+            _stream_table(records, folder, (0, 1), rows="--stream-rows" in argv, rate=rate)
     return 0
 
 
@@ -414,10 +435,9 @@ def _confidence_tables(data: dict[str, tuple[float, list[BeatResult]]], use: lis
           f"{_lim(WAVELET_AGREE_MS)}, {_lim(SPLIT_HALF_MS)}; leads {_lim(LEAD_AGREE_MS)} chosen with multi)")
 
 
-def _stream_table(records: list[str], folder: object, leads: tuple[int, ...] = (0,), rows: bool = True) -> None:
+def _stream_table(records: list[str], folder: object, leads: tuple[int, ...] = (0,), rows: bool = True,
+                  rate: float | None = None) -> None:
     """Streaming QtMeasurer (median beat over 30 s) on `leads` vs the record's median annotated QT."""
-    import wfdb
-
     name = "lead 0 (the analyser's)" if leads == (0,) else "leads " + "+".join(map(str, leads))
     print(f"\nstreaming QtMeasurer, {name}: median of its QT outputs over the annotated span (+30 s) vs median q1c QT;"
           "\n'all' also counts the outputs withheld as t_end_uncertain (their rejected QT)")
@@ -428,16 +448,12 @@ def _stream_table(records: list[str], folder: object, leads: tuple[int, ...] = (
     shown = total = 0
     for rec in records:
         path = f"{folder}/{rec}"
-        refs = reference_beats(path, "q1c")
+        fs, sig, refs, beat_list = load_record(path, "q1c", list(leads), rate)
         if not refs:
             continue
-        r = wfdb.rdrecord(path, channels=list(leads))
-        fs = float(r.fs)
-        x = np.column_stack([baseline_removed(np.nan_to_num(r.p_signal[:, k]) * 1000.0, fs)
-                             for k in range(len(leads))])
-        x = x[:, 0] if len(leads) == 1 else x
+        x = sig[0] if len(sig) == 1 else np.column_stack(sig)
         lo, hi = refs[0].peak, refs[-1].peak + int(30 * fs)
-        outs = [o for o in stream_qt_outputs(x, fs, _beat_list(path)) if lo <= o[0] <= hi]
+        outs = [o for o in stream_qt_outputs(x, fs, beat_list) if lo <= o[0] <= hi]
         vals = [v for _, v, why in outs if not why]
         vals_all = [v for _, v, why in outs if not why or (why == "t_end_uncertain" and math.isfinite(v))]
         why_n: dict[str, int] = {}
