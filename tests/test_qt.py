@@ -339,3 +339,22 @@ def test_qtdb_q1c_errors_within_floors(data_root: Path) -> None:
     _, cv_errs, cv_kept, cv_total = cross_validate(data, [0, 1])
     assert cv_kept >= 0.72 * cv_total
     assert abs(np.mean(cv_errs)) <= 10.0 and np.std(cv_errs, ddof=1) <= 25.0
+
+
+def test_load_record_resampled_scales_signal_and_annotations(data_root: Path) -> None:
+    """--resample 130: the lead is 130/250 as long, annotations land on the same times, and the median-beat
+    QT of a clean record stays within 12 ms of the 250 Hz one."""
+    from vigil.evaluation.eval_qt import load_record, measure_beat_checked
+
+    path = str(data_root / "qtdb" / "sel302")
+    fs0, leads0, refs0, beats0 = load_record(path, "q1c", [0])
+    fs1, leads1, refs1, beats1 = load_record(path, "q1c", [0], 130.0)
+    assert (fs0, fs1) == (250.0, 130.0)
+    assert abs(len(leads1[0]) - len(leads0[0]) * 130 / 250) <= 2
+    assert len(refs1) == len(refs0) and len(beats1) == len(beats0)
+    assert all(abs(a.t_end / fs0 - b.t_end / fs1) <= 0.5 / fs1 for a, b in zip(refs0, refs1, strict=True))
+    for a, b in list(zip(refs0, refs1, strict=True))[:5]:
+        d0, _ = measure_beat_checked(leads0[0], fs0, beats0, a.peak)
+        d1, _ = measure_beat_checked(leads1[0], fs1, beats1, b.peak)
+        assert d0 is not None and d1 is not None
+        assert abs((d0.t_end - d0.qrs_on) / fs0 - (d1.t_end - d1.qrs_on) / fs1) * 1000 <= 12.0
