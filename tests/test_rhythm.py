@@ -513,3 +513,15 @@ def test_afdb_af_targets_in_sample_and_cross_validated() -> None:
     for _, _, s in cv.held_out:
         held = held + s
     assert held.episode_se >= 0.95 and held.duration_ppv >= 0.89 and held.duration_se >= 0.97
+
+
+def test_afl_feasibility_rate_rule_flags_locked_tachycardia_only() -> None:
+    from vigil.evaluation.eval_afl import _flagged, regular_tachycardia
+
+    rng = np.random.default_rng(3)
+    locked = 50 + np.cumsum(np.round((0.44 + rng.normal(0, 0.002, 200)) * FS))  # 2:1-like, 136 bpm
+    af = FIX["afdb_04043_af_beats"].astype(np.int64)
+    slow = 50 + np.cumsum(np.round((0.80 + rng.normal(0, 0.002, 200)) * FS))  # regular 75 bpm
+    assert len(_flagged(regular_tachycardia(locked, FS), 0.015)) == len(regular_tachycardia(locked, FS)) > 5
+    assert not _flagged(regular_tachycardia(af, FS), 0.015)
+    assert not _flagged(regular_tachycardia(slow, FS), 0.015)
