@@ -525,3 +525,32 @@ def test_afl_feasibility_rate_rule_flags_locked_tachycardia_only() -> None:
     assert len(_flagged(regular_tachycardia(locked, FS), 0.015)) == len(regular_tachycardia(locked, FS)) > 5
     assert not _flagged(regular_tachycardia(af, FS), 0.015)
     assert not _flagged(regular_tachycardia(slow, FS), 0.015)
+
+
+@pytest.mark.parametrize(("record", "dur_se", "dur_ppv", "ppv_without_afl"), [
+    ("201", 0.87, 0.94, 0.94),  # measured 89.5 / 96.1 / 96.1 %
+    ("203", 0.95, 0.78, 0.95),  # measured 97.5 / 80.2 / 97.6 %: the false AF time is its atrial flutter
+])
+def test_mitdb_af_through_the_analyser_two_leads(record: str, dur_se: float, dur_ppv: float,
+                                                 ppv_without_afl: float) -> None:
+    """mitdb AF records through EcgAnalyzer with both leads, as `vigil analyze` runs them (floors: measured minus ~2 points).
+
+    Measured by python -m vigil.evaluation.eval_rhythm mitdb --leads 2.
+    """
+    import wfdb
+
+    from vigil.datasets import data_root
+    from vigil.evaluation.eval_rhythm import _aux, run_analyzer
+
+    path = data_root() / "mitdb" / record
+    if not path.with_suffix(".dat").exists():
+        pytest.skip(f"mitdb not at {data_root()}")
+    fs, n, run = run_analyzer(str(path), n_leads=2)
+    atr = wfdb.rdann(str(path), "atr")
+    ref = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"AFIB"}, n)
+    afl = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"AFL"}, n)
+    det = run.intervals("AF", n)
+    s = score(ref, det)
+    assert s.episode_se == 1.0 and s.duration_se >= dur_se and s.duration_ppv >= dur_ppv
+    assert score(subtract(ref, afl), subtract(det, afl)).duration_ppv >= ppv_without_afl
+    assert not run.intervals("ASYSTOLE", n)

@@ -1,6 +1,6 @@
 """Rhythm evaluation: AF on afdb (.qrs beats) and mitdb, VF on vfdb/cudb, asystole/VT alarms on challenge2015.
 
-Run: ``python -m vigil.evaluation.eval_rhythm [afdb] [mitdb] [vf] [challenge] [noise] [--ref]`` (all sections by
+Run: ``python -m vigil.evaluation.eval_rhythm [afdb] [mitdb] [vf] [challenge] [noise] [--ref] [--leads 2]`` (all sections by
 default).  mitdb/vf/challenge/noise use the full `EcgAnalyzer` pipeline when it exists, else (or with --ref)
 reference beats plus a 0.5-40 Hz band-passed lead through `RhythmTracker`.
 Tables go to stdout, progress to stderr.  Scoring: `vigil.evaluation.episodes` (EC57 "any overlap").
@@ -108,6 +108,7 @@ def _record(run: TrackerRun, e: RhythmEpisode, now: int) -> None:
 
 
 FORCE_REFERENCE = False  # set by --ref: use reference beats even when the analyser exists
+MITDB_LEADS = 1  # set by --leads 2: the mitdb section feeds both leads (what `vigil analyze` does with a 2-lead record)
 
 
 def analyzer_available() -> bool:
@@ -115,17 +116,17 @@ def analyzer_available() -> bool:
     return not FORCE_REFERENCE and importlib.util.find_spec("vigil.signal.analyzer") is not None
 
 
-def run_analyzer(record: str, channel: int = 0) -> tuple[float, int, TrackerRun]:
-    """Run EcgAnalyzer over a WFDB record in 1 s feeds; return fs, length and its episodes."""
+def run_analyzer(record: str, channel: int = 0, n_leads: int = 1) -> tuple[float, int, TrackerRun]:
+    """Run EcgAnalyzer over a WFDB record in 1 s feeds (lead `channel`, or the first `n_leads` leads); return fs, length, episodes."""
     import wfdb
 
     from vigil.signal.analyzer import EcgAnalyzer
 
-    rec = wfdb.rdrecord(record, channels=[channel])
+    rec = wfdb.rdrecord(record)
+    cols = [channel] if n_leads == 1 else list(range(min(n_leads, rec.p_signal.shape[1])))
     fs = float(rec.fs)
-    x = np.round(rec.p_signal[:, 0] * 1000.0)
-    x = np.nan_to_num(x).astype(np.int32)
-    a = EcgAnalyzer(fs)
+    x = np.nan_to_num(np.round(rec.p_signal[:, cols] * 1000.0)).astype(np.int32)
+    a = EcgAnalyzer(fs, n_leads=len(cols))
     run = TrackerRun()
     step = int(fs)
     for start in range(0, len(x), step):
@@ -296,7 +297,7 @@ def eval_mitdb() -> None:
         path = str(data_root() / "mitdb" / rec)
         atr = wfdb.rdann(path, "atr")
         if full:
-            fs, n, run = run_analyzer(path)
+            fs, n, run = run_analyzer(path, n_leads=MITDB_LEADS)
         else:
             r = wfdb.rdrecord(path, channels=[0])
             fs, n = float(r.fs), r.sig_len
@@ -310,7 +311,7 @@ def eval_mitdb() -> None:
         vf_ref = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"VFL", "VF"}, n)
         others.append((rec, len(run.intervals("ASYSTOLE", n)), len(run.intervals("VF", n)), len(vf_ref),
                        sum(e - s for s, e in run.intervals("NOISE", n)) / fs / 60.0))
-    how = "EcgAnalyzer full pipeline" if full else "reference .atr beats + 0.5-40 Hz band-passed lead 0"
+    how = f"EcgAnalyzer full pipeline, {MITDB_LEADS} lead{'s' if MITDB_LEADS > 1 else ''}" if full else "reference .atr beats + 0.5-40 Hz band-passed lead 0"
     _score_table(f"AF on mitdb ({how}; AFL counts as non-AF)", rows, no_afl=no_afl, fs=360.0)
     _afl_table("mitdb", afl_rows, 360.0)
     print("\nOther calls on mitdb (no asystole in these records; VF/VFL reference episodes shown)")
@@ -476,13 +477,16 @@ SECTIONS = {"afdb": eval_afdb, "mitdb": eval_mitdb, "vf": eval_vf, "challenge": 
 
 def main(argv: list[str]) -> int:
     """Print the rhythm tables (sections: afdb mitdb vf challenge noise; default all)."""
-    global FORCE_REFERENCE
+    global FORCE_REFERENCE, MITDB_LEADS
     FORCE_REFERENCE = "--ref" in argv
+    if "--leads" in argv:
+        MITDB_LEADS = int(argv[argv.index("--leads") + 1])
     names = [a for a in argv if a in SECTIONS] or list(SECTIONS)
     if not Path(data_root()).exists():
         print(f"no data at {data_root()} (set VIGIL_DATA)")
         return 1
-    print("python -m vigil.evaluation.eval_rhythm " + " ".join(names) + (" --ref" if FORCE_REFERENCE else ""))
+    print("python -m vigil.evaluation.eval_rhythm " + " ".join(names) + (" --ref" if FORCE_REFERENCE else "")
+          + (f" --leads {MITDB_LEADS}" if MITDB_LEADS != 1 else ""))
     for name in names:
         SECTIONS[name]()
     return 0
