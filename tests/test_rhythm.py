@@ -535,7 +535,7 @@ def test_mitdb_af_through_the_analyser_two_leads(record: str, dur_se: float, dur
                                                  ppv_without_afl: float) -> None:
     """mitdb AF records through EcgAnalyzer with both leads, as `vigil analyze` runs them (floors: measured minus ~2 points).
 
-    Measured by python -m vigil.evaluation.eval_rhythm mitdb --leads 2.
+    Measured by python -m vigil.evaluation.eval_rhythm mitdb (both leads by default).
     """
     import wfdb
 

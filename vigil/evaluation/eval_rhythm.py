@@ -1,6 +1,6 @@
 """Rhythm evaluation: AF on afdb (.qrs beats) and mitdb, VF on vfdb/cudb, asystole/VT alarms on challenge2015.
 
-Run: ``python -m vigil.evaluation.eval_rhythm [afdb] [mitdb] [vf] [challenge] [noise] [--ref] [--leads 2]`` (all sections by
+Run: ``python -m vigil.evaluation.eval_rhythm [afdb] [mitdb] [vf] [challenge] [noise] [--ref] [--leads 1]`` (all sections by
 default).  mitdb/vf/challenge/noise use the full `EcgAnalyzer` pipeline when it exists, else (or with --ref)
 reference beats plus a 0.5-40 Hz band-passed lead through `RhythmTracker`.
 Tables go to stdout, progress to stderr.  Scoring: `vigil.evaluation.episodes` (EC57 "any overlap").
@@ -108,7 +108,7 @@ def _record(run: TrackerRun, e: RhythmEpisode, now: int) -> None:
 
 
 FORCE_REFERENCE = False  # set by --ref: use reference beats even when the analyser exists
-MITDB_LEADS = 1  # set by --leads 2: the mitdb section feeds both leads (what `vigil analyze` does with a 2-lead record)
+MITDB_LEADS = 2  # mitdb leads fed to EcgAnalyzer: both, as `vigil analyze` feeds a 2-lead record (--leads 1: lead 0 only)
 
 
 def analyzer_available() -> bool:
@@ -486,7 +486,7 @@ def main(argv: list[str]) -> int:
         print(f"no data at {data_root()} (set VIGIL_DATA)")
         return 1
     print("python -m vigil.evaluation.eval_rhythm " + " ".join(names) + (" --ref" if FORCE_REFERENCE else "")
-          + (f" --leads {MITDB_LEADS}" if MITDB_LEADS != 1 else ""))
+          + (f" --leads {MITDB_LEADS}" if MITDB_LEADS != 2 else ""))
     for name in names:
         SECTIONS[name]()
     return 0
