@@ -89,7 +89,7 @@ def _engine() -> tuple[AlarmEngine, SimulatedClock, list]:
                                       "guests": [{"mat": "m1", "name": "G", "devices": []}]})
     clock = SimulatedClock(0.0)
     events: list = []
-    with params_override(VtParams(spi_min=0.5)):
+    with params_override(VtParams(spi_min=0.5, spec_agree=0.0)):
         eng = AlarmEngine(cfg, clock, events.append)
         eng._vt_stage("m1")  # the stage takes its thresholds when created
     return eng, clock, events
@@ -154,9 +154,37 @@ def test_harmonic_of_a_slow_rhythm_is_not_taken_for_its_rate() -> None:
     fast = 1000 * np.sin(2 * np.pi * 1.94 * t)
     f0, spi, rate = spectral_features(fast, FS)
     assert rate == f0 == pytest.approx(1.94, abs=0.07) and spi > 0.9
+    t = np.arange(3000) / FS  # 12 s
     det = SpectralVtDetector(FS, 1, SpecParams(spi_min=0.5))
-    det.feed(np.tile(slow, 3))
-    assert not det.on and det.last[0][0] < 100 / 60
+    changes = [det.feed(x) for x in np.split(600 * np.sin(2 * np.pi * 0.97 * t) + 1000 * np.sin(2 * np.pi * 1.94 * t), 24)]
+    assert not any(changes) and det.last[0][0] < 100 / 60
     det = SpectralVtDetector(FS, 1, SpecParams(spi_min=0.5))
-    det.feed(np.tile(fast, 3))
+    det.feed(1000 * np.sin(2 * np.pi * 1.94 * t))
     assert det.on
+
+
+def test_detector_stays_on_through_short_dropouts_then_turns_off() -> None:
+    x = np.concatenate([sinus_then_vt(), ecg(np.arange(0.2, 12, 0.8), 12, "narrow")])  # VT 20-28 s, sinus after
+    det = SpectralVtDetector(FS, 1, SpecParams(spi_min=0.5, off_hold=4))
+    changes = []
+    for i in range(0, len(x), 125):
+        if det.feed(x[i:i + 125]):
+            changes.append(((i + 125) / FS, det.on))
+    assert [on for _, on in changes] == [True, False]
+    assert 28.0 < changes[1][0] <= 32.0  # the 4-s window empties of VT, then 4 evaluations (2 s) without it
+
+
+def test_lead_agreement_rule_needs_the_other_lead_at_the_same_rate() -> None:
+    vt = sinus_then_vt()
+    sinus = ecg(np.arange(0.2, 28, 0.8), 28, "narrow")  # the other lead shows a clear 75 /min rhythm
+    small = 0.05 * sinus  # the other lead without QRS-sized deflections: no objection
+    for other, agree, expected in ((sinus, 0.0, True), (sinus, 0.2, False), (small, 0.2, True), (vt, 0.2, True)):
+        stage = VtStage(VtParams(spi_min=0.5, spec_agree=agree))
+        blk = int(0.25 * FS)
+        seen = False
+        for i in range(0, len(vt), blk):
+            t = (i + blk) / FS
+            stage.feed_ecg(vt[i:i + blk], FS, t, "ecg")
+            stage.feed_ecg(other[i:i + blk], FS, t, "ecg2")
+            seen = seen or stage.spectral
+        assert seen is expected, (agree, expected)

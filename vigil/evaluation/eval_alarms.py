@@ -270,7 +270,7 @@ def eval_cinc(max_records: int | None = None, tapes: list[Tape] | None = None) -
 # ordered from the most conservative (fewest vetoes) so that ties go to the setting that suppresses least
 CV_GRID: dict[str, tuple[float, ...]] = {
     "spi_min": (0.35, 0.4, 0.45, 0.5, 0.55, 2.0),  # spectral wide-complex detector (vigil.signal.vtspec); 2 = off
-    "spec_sub_max": (0.5, 0.25),
+    "spec_agree": (0.0, 0.2),
     "run_min_v": (3, 0),
     "noise_max": (0, 2),
 }

@@ -87,6 +87,7 @@ class VtParams:
     spec_window_s: float = 4.0
     spec_hold: int = 2
     spec_sub_max: float = 0.25
+    spec_agree: float = 0.0  # > 0: a lead's spectral VT needs every other usable ECG lead's rate within ±this share
 
 
 DEFAULT_PARAMS = VtParams()
@@ -256,7 +257,8 @@ class VtStage:
         entry[1] = t_end
         entry[0].feed(x)
         before = self.spectral
-        self.spectral = any(d.on and now_t >= t_end - 2.0 for d, now_t in self._spec.values())
+        self.spectral = any(d.on and now_t >= t_end - 2.0 and self._leads_agree(d, t_end)
+                            for d, now_t in self._spec.values())
         if self.spectral and not before:
             self._spec_start = t_end - p.spec_window_s / 2
         elif not self.spectral:
@@ -304,6 +306,23 @@ class VtStage:
             verdicts = {r.verdict for r in resp.values()}
             self.candidate = "changed" in verdicts and "unchanged" not in verdicts
         return before != self.candidate
+
+    def _leads_agree(self, det: SpectralVtDetector, now: float) -> bool:
+        """True unless another fresh ECG lead with QRS-sized deflections oscillates at another rate."""
+        tol = self.params.spec_agree
+        if tol <= 0.0:
+            return True
+        rates = [r for r, spi, _ in det.last if spi >= self.params.spi_min]
+        if not rates:
+            return True
+        rate = max(rates)
+        for other, t in self._spec.values():
+            if other is det or t < now - 2.0:
+                continue
+            for r, _, p2p in other.last:
+                if p2p >= other.params.min_p2p_uv and math.isfinite(r) and abs(r / rate - 1.0) > tol:
+                    return False
+        return True
 
     def _run_interval(self) -> float | None:
         """Mean interval (s) of the V beats of the open run (else the spectral rate's), or None."""

@@ -15,8 +15,8 @@ of the Hann-windowed 0.5–40 Hz ECG over the last `window_s`, f0 the dominant f
 that sub-harmonic holds ≥ `sub_max` of the power at f0 (`spectral_features`). A lead is *VT-like*
 when 100 < rate ≤ 250 /min (CinC 2015 VT rate; faster is ventricular flutter), SPI ≥
 `spi_min` and its peak-to-peak ≥ `min_p2p_uv` (EC13: smaller deflections are not QRS complexes).
-The detector is *on* while some lead was VT-like in ≥ `hold` consecutive evaluations (one every
-`step_s`).
+The detector turns *on* when some lead was VT-like in ≥ `hold` consecutive evaluations (one every
+`step_s`) and off after `off_hold` consecutive evaluations without a VT-like lead.
 
 Pure numpy on buffered samples with causal scipy filters; no I/O, no clock. Thresholds are chosen
 by cross-validation over challenge2015 records (``python -m vigil.evaluation.eval_alarms cv``).
@@ -49,6 +49,7 @@ class SpecParams:
     half_band: float = 0.3
     min_p2p_uv: float = 150.0
     sub_max: float = 0.25  # sub-harmonic power share that makes f0 a harmonic (see spectral_features)
+    off_hold: int = 4  # once on, off only after this many consecutive evaluations without a VT-like lead
 
 
 @functools.lru_cache(maxsize=8)
@@ -132,6 +133,7 @@ class SpectralVtDetector:
         self._since_eval = 0
         self._step = max(1, int(round(params.step_s * self.fs)))
         self._streak = 0
+        self._misses = 0
         self.on = False
         self.last: tuple[tuple[float, float, float], ...] = ()  # (rate Hz, spi, p2p µV) per lead, last evaluation
 
@@ -194,4 +196,5 @@ class SpectralVtDetector:
                 like = True
         self.last = tuple(feats)
         self._streak = self._streak + 1 if like else 0
-        self.on = self._streak >= p.hold
+        self._misses = 0 if like else self._misses + 1
+        self.on = self._streak >= p.hold or (self.on and self._misses < p.off_hold)
