@@ -233,6 +233,7 @@ class VtStage:
         self.last: dict[str, PulseResponse] = {}
         self._last_eval: tuple[float, float] | None = None  # (run start, time) of `last`
         self._spec: dict[str, list] = {}  # ECG channel -> [SpectralVtDetector, t_mono of its last sample]
+        self._spec_checked = -math.inf  # when `spectral` was last recomputed
         self.spectral = False  # the spectral detector sees a fast wide-complex rhythm (see feed_ecg)
         self._spec_start: float | None = None
 
@@ -257,8 +258,10 @@ class VtStage:
         entry[1] = t_end
         entry[0].feed(x)
         before = self.spectral
-        self.spectral = any(d.on and now_t >= t_end - 2.0 and self._leads_agree(d, t_end)
-                            for d, now_t in self._spec.values())
+        if entry[0].evaluated or t_end - self._spec_checked >= EVAL_EVERY_S:  # `on` changes only at evaluations
+            self._spec_checked = t_end
+            self.spectral = any(d.on and now_t >= t_end - 2.0 and self._leads_agree(d, t_end)
+                                for d, now_t in self._spec.values())
         if self.spectral and not before:
             self._spec_start = t_end - p.spec_window_s / 2
         elif not self.spectral:

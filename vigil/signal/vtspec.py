@@ -91,15 +91,15 @@ def spectral_features(x: FloatArray, fs: float, half_band: float = 0.3,
     n = 1 << max(10, int(math.ceil(math.log2(len(x)))) + 1)  # bins ≤ half the window's own resolution
     p = np.abs(np.fft.rfft((x - x.mean()) * _hann(len(x)), n)) ** 2
     f = _freqs(n, fs)
-    total = float(p[(f >= 1.0) & (f <= 40.0)].sum())
+    total = float(p[np.searchsorted(f, 1.0, "left"):np.searchsorted(f, 40.0, "right")].sum())
     if total <= 0.0:
         return math.nan, 0.0, math.nan
-    search = np.flatnonzero((f >= F_LOW) & (f <= F_HIGH))
-    k = int(search[np.argmax(p[search])])
+    lo, hi = np.searchsorted(f, F_LOW, "left"), np.searchsorted(f, F_HIGH, "right")
+    k = lo + int(np.argmax(p[lo:hi]))
     f0 = float(f[k])
 
-    def band(c: float) -> float:
-        return float(p[(f >= c - half_band) & (f <= c + half_band)].sum())
+    def band(c: float) -> float:  # same bins as f - half_band <= f <= f + half_band
+        return float(p[np.searchsorted(f, c - half_band, "left"):np.searchsorted(f, c + half_band, "right")].sum())
 
     at_f0 = band(f0)
     rate = f0
@@ -130,11 +130,13 @@ class SpectralVtDetector:
         self._buf = np.zeros((2 * self._n, n_leads))  # newest samples end at `_w`; window = [_w - _n, _w)
         self._w = 0
         self._filled = 0
-        self._since_eval = 0
+        self._pending: list[FloatArray] = []  # raw samples not yet filtered (less than one step)
+        self._npend = 0
         self._step = max(1, int(round(params.step_s * self.fs)))
         self._streak = 0
         self._misses = 0
         self.on = False
+        self.evaluated = False
         self.last: tuple[tuple[float, float, float], ...] = ()  # (rate Hz, spi, p2p µV) per lead, last evaluation
 
     @property
@@ -145,40 +147,53 @@ class SpectralVtDetector:
     def reset(self) -> None:
         """Forget the buffered signal (after a gap)."""
         self._filled = 0
-        self._since_eval = 0
+        self._pending = []
+        self._npend = 0
         self._streak = 0
         self.on = False
         self._zi[:] = 0.0
 
     def feed(self, x: FloatArray) -> bool:
-        """Add samples (n × leads, µV); returns True when `on` changed."""
-        import scipy.signal as sps
+        """Add samples (n × leads, µV); returns True when `on` changed (`evaluated`: an evaluation ran).
 
+        Samples wait until a whole evaluation step is there; it is then filtered in one call.
+        """
         x = np.asarray(x, dtype=float)
         if x.ndim == 1:
             x = x[:, None]
         x = x[:, :self.n_leads]
+        if not len(x):
+            return False
+        before = self.on
+        self._pending.append(x)
+        self._npend += len(x)
+        self.evaluated = False
+        while self._npend >= self._step:
+            self.evaluated = True
+            raw = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+            rest = raw[self._step:]
+            self._pending = [rest] if len(rest) else []
+            self._npend = len(rest)
+            self._ingest(raw[:self._step])
+            self._evaluate()
+        return before != self.on
+
+    def _ingest(self, x: FloatArray) -> None:
+        """Filter one step of raw samples and append it to the window buffer."""
+        import scipy.signal as sps
+
         if not np.all(np.isfinite(x)):
             x = np.nan_to_num(x)
-        if self._filled == 0 and self._since_eval == 0 and len(x):
+        if self._filled == 0:
             self._zi = self._zi0[:, None] * x[0][None, :]  # start settled on the first sample
-        before = self.on
         y, self._zi = sps.lfilter(*self._ba, x, axis=0, zi=self._zi)
-        i = 0
-        while i < len(y):
-            take = min(len(y) - i, self._step - self._since_eval)
-            if self._w + take > len(self._buf):  # keep the last window, move it to the front
-                self._buf[:self._n] = self._buf[self._w - self._n:self._w]
-                self._w = self._n
-            self._buf[self._w:self._w + take] = y[i:i + take]
-            self._w += take
-            self._filled = min(self._n, self._filled + take)
-            self._since_eval += take
-            i += take
-            if self._since_eval >= self._step:
-                self._since_eval = 0
-                self._evaluate()
-        return before != self.on
+        take = len(y)
+        if self._w + take > len(self._buf):  # keep the last window, move it to the front
+            self._buf[:self._n] = self._buf[self._w - self._n:self._w]
+            self._w = self._n
+        self._buf[self._w:self._w + take] = y
+        self._w += take
+        self._filled = min(self._n, self._filled + take)
 
     def _evaluate(self) -> None:
         if self._filled < self._n:
