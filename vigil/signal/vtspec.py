@@ -71,7 +71,8 @@ def spectral_purity(x: FloatArray, fs: float, half_band: float = 0.3) -> tuple[f
 
     Returns ``(f0, spi)``, spi = power within f0 ± `half_band` over power in 1–40 Hz of the
     Hann-windowed segment (after Fallet et al., Physiol. Meas. 37 (2016) 1313); (nan, 0) for a flat
-    or too short segment.
+    or too short segment. It can exceed 1 when f0 < 1.3 Hz (part of its band lies below 1 Hz), never
+    at a VT rate.
     """
     f0, spi, _ = spectral_features(x, fs, half_band)
     return f0, spi
@@ -111,7 +112,7 @@ def spectral_features(x: FloatArray, fs: float, half_band: float = 0.3,
 
 @functools.lru_cache(maxsize=8)
 def _freqs(n: int, fs: float) -> FloatArray:
-    return np.fft.rfftfreq(n, 1.0 / fs)
+    return np.asarray(np.fft.rfftfreq(n, 1.0 / fs), dtype=np.float64)
 
 
 class SpectralVtDetector:
