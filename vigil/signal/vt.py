@@ -58,7 +58,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from vigil.signal.vtspec import SpecParams, SpectralVtDetector
+from vigil.signal.vtspec import MAX_VT_RATE_HZ, VT_RATE_HZ, SpecParams, SpectralVtDetector
 
 FloatArray = npt.NDArray[np.float64]
 Verdict = Literal["unchanged", "changed", "unknown"]
@@ -315,7 +315,7 @@ class VtStage:
         tol = self.params.spec_agree
         if tol <= 0.0:
             return True
-        rates = [r for r, spi, _ in det.last if spi >= self.params.spi_min]
+        rates = [r for r, spi, _ in det.last if spi >= self.params.spi_min and VT_RATE_HZ < r <= MAX_VT_RATE_HZ]
         if not rates:
             return True
         rate = max(rates)
@@ -331,7 +331,7 @@ class VtStage:
         """Mean interval (s) of the V beats of the open run (else the spectral rate's), or None."""
         if self._run_start is None:
             f0 = max((f for d, _ in self._spec.values() if d.on for f, spi, _ in d.last
-                      if spi >= self.params.spi_min), default=0.0)
+                      if spi >= self.params.spi_min and VT_RATE_HZ < f <= MAX_VT_RATE_HZ), default=0.0)
             return 1.0 / f0 if self.spectral and f0 > 0 else None
         fs = self._fs()
         vs = [smp for smp, t, lab in self._beats if lab == "V" and t >= self._run_start + BEAT_LATENCY_S - 1e-6]
