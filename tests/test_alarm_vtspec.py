@@ -188,3 +188,12 @@ def test_lead_agreement_rule_needs_the_other_lead_at_the_same_rate() -> None:
             stage.feed_ecg(other[i:i + blk], FS, t, "ecg2")
             seen = seen or stage.spectral
         assert seen is expected, (agree, expected)
+
+
+def test_vt_stage_defaults_lie_on_the_cross_validation_grid() -> None:
+    from vigil.evaluation.eval_alarms import CV_GRID
+    from vigil.signal.vt import DEFAULT_PARAMS
+
+    for key, values in CV_GRID.items():
+        assert getattr(DEFAULT_PARAMS, key) in values, key
+    assert 2.0 in CV_GRID["spi_min"]  # the grid can switch the spectral detector off

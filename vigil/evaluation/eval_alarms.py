@@ -9,6 +9,8 @@ be re-scored without re-running the analysis.
   system "alarms" when the condition of that type (asystole, brady_extreme, tachy_extreme, vt, vf) is
   present at any moment of the last 16 s before 300 s, using data up to 300 s only. Score =
   (TP+TN)/(TP+TN+FP+5·FN) per type and overall (Clifford et al., Physiol Meas 2016).
+* False VT: VT raised outside every reference VT/VF/VFL episode on mitdb, vfdb, cudb and the
+  nstdb noise-stress copies of 118 (per hour).
 * Time to alarm: onset of each reference VT (mitdb "(VT", >= 5 s... see MIN_EPISODE_S) and VF/VFL
   episode (vfdb, cudb "[" "]") to the first "raised" of that condition (missed when none before the
   episode end + 10 s).
@@ -394,10 +396,11 @@ def eval_time_to_alarm(max_records: int | None = None, spectral: bool = True) ->
     hours: dict[str, float] = {}
     print(f"{'record':<12}{'cond':<5}{'onset (s)':>10}{'dur (s)':>9}{'alarm after (s)':>17}")
     todo = []
-    for db in ("mitdb", "vfdb", "cudb"):
+    for db in ("mitdb", "vfdb", "cudb", "nstdb"):
         folder = data_root() / db
         for hea in sorted(folder.glob("*.hea")):
-            todo.append((db, hea.stem))
+            if db != "nstdb" or (folder / f"{hea.stem}.atr").exists():  # nstdb: the noisy 118 copies
+                todo.append((db, hea.stem))
     done = 0
     for db, rec in todo:
         path = data_root() / db / rec
@@ -408,8 +411,8 @@ def eval_time_to_alarm(max_records: int | None = None, spectral: bool = True) ->
         except Exception as exc:  # a missing annotation file is not fatal for the table
             print(f"{db}/{rec}: skipped ({exc})")
             continue
-        if db != "mitdb" and not any(refs.values()):
-            continue  # mitdb: every record, for the false VT count
+        if db not in ("mitdb", "nstdb") and not any(refs.values()):
+            continue  # mitdb and nstdb: every record, for the false VT count
         if max_records is not None and done >= max_records:
             break
         done += 1
