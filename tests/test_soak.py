@@ -136,6 +136,8 @@ def test_report_expects_only_what_the_daemon_could_see(tmp_path: Path) -> None:
     _tiny_store(db)
     con = sqlite3.connect(db)
     con.execute("INSERT INTO alarm_events VALUES (3,'S2','M01','disk_low','raised',1101.5,4701.5)")
+    # a second replayed channel whose data stopped 12 s before the kill: the loss is the worst channel's
+    con.execute("INSERT INTO waveform_chunks VALUES (7,'S1','rep-M02','ecg',0,10,20,1040,1040,1040)")
     con.commit()
     con.close()
     incs = [Incarnation(1, 11, 1000.0, 1052.0, "killed", session="S1"),
@@ -145,6 +147,7 @@ def test_report_expects_only_what_the_daemon_could_see(tmp_path: Path) -> None:
               FaultRun("disk_full", 514.0, 1049.0, 1074.0),      # 3 s before a kill, run 2 started after it
               FaultRun("broker_restart", 520.0, 1051.5, 1055.5)]  # 0.5 s before a kill: nothing due
     r = _analyse(db, incs, faults)
+    assert r.tail_loss_s == [pytest.approx(12.0)] and any("run 1 rep-M02/ecg 12.0 s" in p for p in r.problems)
     whats = [(e.what.split(" (")[0], e.incarnation, e.raised) for e in r.expectations]
     assert ("spo2_low M01", 1, False) not in whats and ("spo2_low M01", 2, False) in whats
     assert not any(w.startswith(("disk_low", "broker_down")) for w, _n, _ok in whats)

@@ -226,15 +226,18 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
                  if a == "technical" and d.get("active")}
         hole_where: dict[str, int] = {}
         stored, holes = sample_holes(con, hole_where)
-        # the last stored sample of a session on the monotonic clock: the newest chunk's t_mono plus the
-        # arrival span of its blocks (wall_end - wall, bounded by its length in samples: steps cannot leak in)
+        # the last stored sample of every replayed channel on the monotonic clock: its newest chunk's t_mono
+        # plus the arrival span of its blocks (wall_end - wall, bounded by its length in samples: steps
+        # cannot leak in); a session's loss at a kill is that of its worst channel
         last_mono: dict[str, float] = {}
-        for sid, t_mono, span, n, fs in con.execute(
-                "SELECT session_id, t_mono, wall_end - wall, n, fs FROM waveform_chunks WHERE device_id NOT LIKE 'ox-%' "
-                "AND id IN (SELECT MAX(id) FROM waveform_chunks WHERE device_id NOT LIKE 'ox-%' "
-                "GROUP BY session_id, device_id, channel)"):
+        worst_where: dict[str, str] = {}
+        for sid, dev, ch, t_mono, span, n, fs in con.execute(
+                "SELECT session_id, device_id, channel, t_mono, wall_end - wall, n, fs FROM waveform_chunks "
+                "WHERE device_id NOT LIKE 'ox-%' AND id IN (SELECT MAX(id) FROM waveform_chunks "
+                "WHERE device_id NOT LIKE 'ox-%' GROUP BY session_id, device_id, channel)"):
             end = t_mono + min(max(span, 0.0), n / fs)
-            last_mono[sid] = max(last_mono.get(sid, end), end)
+            if end < last_mono.get(sid, float("inf")):
+                last_mono[sid], worst_where[sid] = end, f"{dev}/{ch}"
         serial_stored = sum(r[0] or 0 for r in con.execute(
             "SELECT SUM(n) FROM waveform_chunks WHERE device_id LIKE 'ox-%' AND channel = 'pleth'"))
         first_ox = dict(con.execute(
@@ -265,10 +268,13 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
 
     # samples: nothing missing inside a stream; at a SIGKILL only the last commit window is lost
     tail: list[float] = []
+    over: list[str] = []
+    window = commit_interval_s + 1.0
     for inc in incs:
         if inc.how == "killed" and inc.session in last_mono and inc.end is not None:
             tail.append(max(0.0, inc.end - last_mono[inc.session]))
-    window = commit_interval_s + 1.0
+            if tail[-1] > window:
+                over.append(f"run {inc.n} {worst_where[inc.session]} {tail[-1]:.1f} s")
     # oximeter samples sent between a run's end and the next run's first stored oximeter sample
     down_s = 0.0
     for a, b in zip(incs, incs[1:], strict=False):
@@ -279,7 +285,8 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
         problems.append(f"{holes} samples missing inside streams without a gap record: "
                         + ", ".join(f"{k} {v}" for k, v in sorted(hole_where.items())))
     if tail and max(tail) > window:
-        problems.append(f"up to {max(tail):.2f} s of samples lost at a SIGKILL (window {window:.1f} s)")
+        problems.append(f"up to {max(tail):.2f} s of samples lost at a SIGKILL (window {window:.1f} s; worst "
+                        f"channel; {len(over)} of {len(tail)} kills over): " + ", ".join(over[:8]))
 
     # outbox: every delivered row applied exactly once, nothing left behind
     status: dict[str, int] = {}
