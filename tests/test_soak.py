@@ -67,8 +67,9 @@ def _tiny_store(path: Path) -> None:
                                       n INT, fs REAL, t_mono REAL, wall REAL, wall_end REAL);
         CREATE TABLE gaps (session_id TEXT, device_id TEXT, channel TEXT, from_seq INT, to_seq INT);
         CREATE TABLE alarm_events (id INTEGER PRIMARY KEY, session_id TEXT, guest TEXT, condition TEXT, event TEXT,
-                                   t_mono REAL, wall REAL);
+                                   t_mono REAL, wall REAL, value REAL);
         CREATE TABLE audit (id INTEGER PRIMARY KEY, action TEXT, detail TEXT);
+        CREATE TABLE readings (session_id TEXT, mat TEXT, metric TEXT, value REAL, t_mono REAL);
         CREATE TABLE outbox (destination TEXT, idempotency_key TEXT, status TEXT);
         INSERT INTO sessions VALUES ('S1', 'r', 1000, 1100, '{}'), ('S2', 'r', 4702, NULL, '{}');
         -- S1: 0..100, 100..200, then a hole 200..250, 250..300 (the hole at 300..320 is a recorded gap);
@@ -78,8 +79,8 @@ def _tiny_store(path: Path) -> None:
             (3,'S1','rep-M01','ecg',250,50,20,1004,1004,1005), (4,'S1','rep-M01','ecg',320,10,20,1050,4650,4650.5),
             (5,'S2','rep-M01','ecg',0,100,20,1103,4703,4704), (6,'S2','ox-M01','pleth',0,60,60,1104,4704,4705);
         INSERT INTO gaps VALUES ('S1','rep-M01','ecg',300,320);
-        INSERT INTO alarm_events VALUES (1,'S1','M01','hr_high','raised',1004,1004),
-            (2,'S2','M01','hr_high','raised',1110,4710);
+        INSERT INTO alarm_events VALUES (1,'S1','M01','hr_high','raised',1004,1004,NULL),
+            (2,'S2','M01','hr_high','raised',1110,4710,NULL);
         INSERT INTO audit VALUES (1,'start','{"session":"S1"}'), (2,'technical','{"kind":"broker_down","active":true}'),
             (3,'start','{"session":"S2"}');
         INSERT INTO outbox VALUES ('booking','e1','delivered'), ('booking','e2','delivered'), ('booking','e3','pending');
@@ -135,7 +136,10 @@ def test_report_expects_only_what_the_daemon_could_see(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     _tiny_store(db)
     con = sqlite3.connect(db)
-    con.execute("INSERT INTO alarm_events VALUES (3,'S2','M01','disk_low','raised',1101.5,4701.5)")
+    con.execute("INSERT INTO alarm_events VALUES (3,'S2','M01','disk_low','raised',1101.5,4701.5,NULL)")
+    # an SBP reading of 152 that arrived at 1105 but raised sbp_high only at 1125: the pipeline was behind
+    con.execute("INSERT INTO readings VALUES ('S2','M01','sbp',152,1105), ('S2','M01','sbp',121,1110)")
+    con.execute("INSERT INTO alarm_events VALUES (4,'S2','M01','sbp_high','raised',1125,4725,152)")
     # a second replayed channel whose data stopped 12 s before the kill: the loss is the worst channel's
     con.execute("INSERT INTO waveform_chunks VALUES (7,'S1','rep-M02','ecg',0,10,20,1040,1040,1040)")
     con.commit()
@@ -148,6 +152,8 @@ def test_report_expects_only_what_the_daemon_could_see(tmp_path: Path) -> None:
               FaultRun("broker_restart", 520.0, 1051.5, 1055.5)]  # 0.5 s before a kill: nothing due
     r = _analyse(db, incs, faults)
     assert r.tail_loss_s == [pytest.approx(12.0)] and any("run 1 rep-M02/ecg 12.0 s" in p for p in r.problems)
+    assert r.alarm_lag_s == [pytest.approx(20.0)] and any("1 of 1 SBP/SpO2 alarms" in p for p in r.problems)
+    assert "max 20.0 s over 1 raises (1 over 10 s)" in format_report(r)
     whats = [(e.what.split(" (")[0], e.incarnation, e.raised) for e in r.expectations]
     assert ("spo2_low M01", 1, False) not in whats and ("spo2_low M01", 2, False) in whats
     assert not any(w.startswith(("disk_low", "broker_down")) for w, _n, _ok in whats)

@@ -15,6 +15,7 @@ MIN_ALARM_WINDOW_S = 15.0  # an incarnation this long (s) must have raised every
 # StoreWriter.disk_check_s (10 s) and at start-up
 DETECT_S: dict[str, float] = {"broker_down": 1.0, "device_disconnected": 1.0, "disk_low": 12.0}
 DETECT_AT_START_S = 5.0    # a daemon started on a full disk must say so this soon (1.5 s measured at start-up)
+MAX_ALARM_LAG_S = 10.0     # IEC 60601-2-27 / DESIGN §6: an alarm within 10 s of its condition
 RSS_MIN_UPTIME_S = 120.0   # only runs at least this long say anything about RSS growth within a run
 RSS_WARMUP_S = 20.0
 TECHNICAL = ("broker_down", "device_disconnected", "device_stale", "disk_low")
@@ -82,6 +83,7 @@ class SoakReport:
     samples_stored: int
     sample_holes: int
     tail_loss_s: list[float]
+    alarm_lag_s: list[float]
     tail_window_s: float
     serial_sent: int
     serial_stored: int
@@ -206,6 +208,25 @@ def rss_growth(incs: list[Incarnation]) -> tuple[float | None, str]:
                    f">= {RSS_MIN_UPTIME_S:.0f} s, {up / 60:.0f} min of uptime, after {RSS_WARMUP_S:.0f} s)")
 
 
+def alarm_lags(con: sqlite3.Connection) -> list[float]:
+    """How long after its data arrived each SBP/SpO2 limit alarm was raised (s, monotonic; a lower bound).
+
+    The data is the newest stored reading of that guest and metric with the alarm's value that arrived
+    before the raise; a pipeline that falls behind shows here (the condition delay adds for SpO2, whose
+    readings come every second, only when the value changed).
+    """
+    lags: list[float] = []
+    rows = con.execute("SELECT session_id, guest, condition, t_mono, value FROM alarm_events WHERE event = 'raised' "
+                       "AND (condition LIKE 'sbp_%' OR condition LIKE 'spo2_%') AND value IS NOT NULL").fetchall()
+    for sid, mat, cond, t_mono, value in rows:
+        (t_data,) = con.execute("SELECT MAX(t_mono) FROM readings WHERE session_id = ? AND mat = ? AND metric = ? "
+                                "AND t_mono <= ? AND value = ?", (sid, mat, cond.split("_")[0], t_mono, value)
+                                ).fetchone()
+        if t_data is not None:
+            lags.append(t_mono - t_data)
+    return lags
+
+
 def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: list[str], ox_mats: list[str],
             ox_devices: list[str], serial_sent: int, booking_applied: list[str],
             booking_received: int, params: dict[str, Any], wall_s: float, commit_interval_s: float,
@@ -224,6 +245,7 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
                 tech.add((sid, cond))
         tech |= {(sid, str(d.get("kind"))) for _i, sid, a, d in session_of_audit(con)
                  if a == "technical" and d.get("active")}
+        alarm_lag = alarm_lags(con)
         hole_where: dict[str, int] = {}
         stored, holes = sample_holes(con, hole_where)
         # the last stored sample of every replayed channel on the monotonic clock: its newest chunk's t_mono
@@ -284,6 +306,10 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
     if holes:
         problems.append(f"{holes} samples missing inside streams without a gap record: "
                         + ", ".join(f"{k} {v}" for k, v in sorted(hole_where.items())))
+    if alarm_lag and max(alarm_lag) > MAX_ALARM_LAG_S:
+        late = sum(x > MAX_ALARM_LAG_S for x in alarm_lag)
+        problems.append(f"{late} of {len(alarm_lag)} SBP/SpO2 alarms raised more than {MAX_ALARM_LAG_S:.0f} s after "
+                        f"their data arrived (max {max(alarm_lag):.1f} s): the pipeline fell behind")
     if tail and max(tail) > window:
         problems.append(f"up to {max(tail):.2f} s of samples lost at a SIGKILL (window {window:.1f} s; worst "
                         f"channel; {len(over)} of {len(tail)} kills over): " + ", ".join(over[:8]))
@@ -326,7 +352,7 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
         params=params, wall_s=wall_s, incarnations=len(incs), kills=sum(i.how == "killed" for i in incs),
         crashes=crashes, faults={k: sum(f.kind == k for f in faults) for k in sorted({f.kind for f in faults})},
         expectations=exp, alarms_raised=dict(sorted(counts.items())), samples_stored=stored, sample_holes=holes,
-        tail_loss_s=tail, tail_window_s=window, serial_sent=serial_sent, serial_stored=serial_stored,
+        tail_loss_s=tail, alarm_lag_s=alarm_lag, tail_window_s=window, serial_sent=serial_sent, serial_stored=serial_stored,
         serial_downtime_samples=serial_downtime_samples, outbox=ob,
         rss_max_mb=max(peaks, default=0.0),
         rss_growth_mb_per_h=growth, rss_growth_note=growth_note, rss_peak_trend_mb_per_h=trend,
@@ -375,6 +401,11 @@ def format_report(r: SoakReport) -> str:
                  if lats else ""),
               f"  technical         {len(techn):8d}  {sum(e.raised for e in techn):6d}  {sum(not e.raised for e in techn):6d}",
               "  raised by condition: " + ", ".join(f"{k} {v}" for k, v in r.alarms_raised.items())]
+    lag = sorted(r.alarm_lag_s)
+    if lag:
+        lines.append(f"  SBP/SpO2 alarm after its data: median {statistics.median(lag):.2f} s, 99th percentile "
+                     f"{lag[int(0.99 * (len(lag) - 1))]:.1f} s, max {lag[-1]:.1f} s over {len(lag)} raises "
+                     f"({sum(x > MAX_ALARM_LAG_S for x in lag)} over {MAX_ALARM_LAG_S:.0f} s)")
     tail = r.tail_loss_s
     lines += ["",
               f"samples stored      {r.samples_stored:,} (holes inside streams without a gap record: {r.sample_holes})",
