@@ -554,3 +554,108 @@ def test_mitdb_af_through_the_analyser_two_leads(record: str, dur_se: float, dur
     assert s.episode_se == 1.0 and s.duration_se >= dur_se and s.duration_ppv >= dur_ppv
     assert score(subtract(ref, afl), subtract(det, afl)).duration_ppv >= ppv_without_afl
     assert not run.intervals("ASYSTOLE", n)
+
+
+# ---------------------------------------------------------------- VF detector (vigil.signal.vf)
+def _vf_onsets(x: np.ndarray, fs: float, start: int = 0) -> list[tuple[int, int]]:
+    """Feed a VfDetector 1 s chunks; return (announced at sample, backdated onset sample) of each VF onset."""
+    from vigil.signal.vf import VfDetector
+
+    d = VfDetector(fs)
+    step = int(fs)
+    out = []
+    for s in range(0, len(x), step):
+        for dec in d.feed(x[s:s + step], start + s):
+            if dec.active:
+                out.append((start + min(s + step, len(x)), dec.sample))
+    return out
+
+
+def _analyzer_band(x: np.ndarray, fs: float) -> np.ndarray:
+    """The analyser's rhythm input: 0.5 Hz high-pass then 40 Hz low-pass (vigil.signal.filters)."""
+    from vigil.signal import filters
+
+    return filters.lowpass_filter(fs)(filters.baseline_filter(fs)(x))
+
+
+def _real(db: str, rec: str, t0: float | None = None, t1: float | None = None) -> tuple[float, np.ndarray, int, object | None]:
+    import wfdb
+
+    from vigil.datasets import data_root
+
+    path = data_root() / db / rec
+    if not path.with_suffix(".dat").exists():
+        pytest.skip(f"{db} not at {data_root()}")
+    fs = float(wfdb.rdheader(str(path)).fs)
+    a = int(t0 * fs) if t0 is not None else 0
+    r = wfdb.rdrecord(str(path), channels=[0], sampfrom=a, sampto=int(t1 * fs) if t1 is not None else None)
+    atr = wfdb.rdann(str(path), "atr") if path.with_suffix(".atr").exists() else None
+    return fs, _analyzer_band(np.nan_to_num(r.p_signal[:, 0]) * 1000.0, fs), a, atr
+
+
+@pytest.mark.parametrize(("db", "rec", "t0", "onset_s"), [
+    ("vfdb", "418", 1480.0, 1492.304),  # ~3 Hz flutter with a slow envelope: 7.7 s with the 3 s window alone
+    ("mitdb", "207", 236.0, 248.1),  # low, irregular start of a 2.7 Hz flutter: 6.9 s with the 3 s window alone
+])
+def test_vf_slow_flutter_announced_within_6s(db: str, rec: str, t0: float, onset_s: float) -> None:
+    fs, x, a, atr = _real(db, rec, t0, onset_s + 12.0)
+    onset = int(round(onset_s * fs))
+    assert atr is not None and any(abs(int(s) - onset) < fs for s in atr.sample)  # the reference onset is where we think it is
+    announced = [at for at, _ in _vf_onsets(x, fs, a) if at >= onset - fs]
+    assert announced and (announced[0] - onset) / fs <= 6.0
+
+
+@pytest.mark.parametrize(("db", "rec", "most"), [
+    ("mitdb", "109", 0),  # LBBB: wide complexes at a slow rate
+    ("mitdb", "205", 3),  # runs of fast VT: 3 VF onsets (as with the 3 s window alone)
+    ("nstdb", "ma", 0),  # muscle artefact, no heart signal
+])
+def test_vf_false_onsets_on_non_vf_records(db: str, rec: str, most: int) -> None:
+    fs, x, _, _ = _real(db, rec)
+    assert len(_vf_onsets(x, fs)) <= most
+
+
+def test_vf_band_edge_keeps_fast_narrow_qrs_trains_out() -> None:
+    """Narrow-complex trains at 100-200/min have their fundamental in the 2-9 Hz band but QRS harmonics above it."""
+    for rate in (100, 120, 140, 160, 180, 200):
+        beats = regular(rate, 60)
+        x = _bandpass(_synthetic_ecg(beats, beats[-1].sample + 100, seed=rate))
+        assert not _vf_onsets(x, FS), rate
+
+
+def test_vf_hysteresis_open_and_keep_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Declare on CONFIRM windows above the window's threshold, stay open above KEEP_MIN, clear after RELEASE below it."""
+    import vigil.signal.vf as vf
+
+    monkeypatch.setattr(vf, "WINDOWS", ((2.0, 0.15),))
+    monkeypatch.setattr(vf, "KEEP_MIN", 0.1)
+    mid, hi, lo = 0.125, 0.2, 0.05
+    plan = [mid] * 6 + [hi] * vf.CONFIRM + [mid] * 10 + [lo] * vf.RELEASE + [mid] * 6
+    scores = iter(plan)
+    monkeypatch.setattr(vf, "vf_score", lambda x, fs: next(scores))
+    d = vf.VfDetector(FS)
+    hop = int(vf.HOP_S * FS)
+    d.feed(np.ones(int(2.0 * FS) - hop), 0)  # the window but one hop: no evaluation yet
+    end = int(2.0 * FS) - hop
+    states: list[bool] = []
+    for _ in plan:
+        d.feed(np.ones(hop), end)
+        end += hop
+        states.append(d.active)
+    k = 6 + vf.CONFIRM
+    assert not any(states[:k - 1])  # between the thresholds: never declared
+    assert all(states[k - 1:k + 10])  # declared, then kept open between the thresholds
+    assert not any(states[k + 10 + vf.RELEASE - 1:])  # cleared, and not re-declared
+
+
+def test_vf_short_window_only_adds_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 2 s window is OR-ed with the 3 s one: any window the 3 s rule calls VF-like stays VF-like."""
+    import vigil.signal.vf as vf
+
+    assert any(w == 3.0 and thr == 0.1 for w, thr in vf.WINDOWS)
+    assert min(w for w, _ in vf.WINDOWS) < 3.0
+    x = _bandpass(FIX["cu01_uV"].astype(float))
+    both = _vf_onsets(x, FS)
+    monkeypatch.setattr(vf, "WINDOWS", ((3.0, 0.1),))
+    long_only = _vf_onsets(x, FS)
+    assert both and long_only and both[0][0] <= long_only[0][0]

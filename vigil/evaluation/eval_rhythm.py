@@ -368,7 +368,16 @@ def eval_vf() -> None:
         long_ref = [r for r in ref if r[1] - r[0] >= 4 * fs]
         long_hit = sum(any(min(r[1], d[1]) > max(r[0], d[0]) for d in det) for r in long_ref)
         ttd: list[float] = []
+        # VF already open (announced) at the reference onset counts as 0 s, as in eval_alarms tta
+        vf_end: dict[int, int] = {}
+        for e in run.episodes:  # open updates (end None) first, then the closing update
+            if e.label == "VF":
+                vf_end[e.start] = e.end if e.end is not None else vf_end.get(e.start, n)
+        open_at_onset = [(run.opened_at[("VF", st)], end) for st, end in vf_end.items()]
         for r0, r1 in long_ref:
+            if any(at <= r0 < end for at, end in open_at_onset):
+                ttd.append(0.0)
+                continue
             times = [at for (label, st), at in run.opened_at.items()
                      if label == "VF" and at >= r0 and st < r1 + 4 * fs]
             if times:
@@ -379,7 +388,7 @@ def eval_vf() -> None:
         print(f"{rec:>8} {s.ref_episodes:4d} {len(long_ref):7d} {s.det_episodes:4d} {_pct(s.episode_se):>7} "
               f"{_pct(long_hit / len(long_ref) if long_ref else float('nan')):>8} {_pct(s.episode_ppv):>7} "
               f"{_pct(s.duration_se):>8} {_pct(s.duration_ppv):>8} {med} {mx} {within:3d}/{len(ttd):<2d}")
-    print("ttd = time from reference onset to the first open VF update, on reference episodes >= 4 s.")
+    print("ttd = time from reference onset to the first open VF update (0 when VF was already open), on reference episodes >= 4 s.")
 
 
 def _challenge_labels(root: Path) -> dict[str, int]:

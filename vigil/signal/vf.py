@@ -11,12 +11,14 @@ automated external defibrillators", BioMed. Eng. OnLine 4:60 (2005):
   the VF band (2.5-9 Hz; VF/VFL dominant frequencies 3-7 Hz) compared with 1-30 Hz.  Organised
   rhythms spread power into QRS harmonics above 9 Hz.
 
-The two are combined into one score, concentration − leakage (both 0..1): VF-like when it exceeds
-0.1.  (Amann's leakage < 0.625 alone assumes their pre-filtering; on a 0.5-40 Hz band-pass the
+The two are combined into one score, concentration − leakage (both 0..1), over a 2 s window every
+0.5 s: VF is declared after `CONFIRM` consecutive windows above 0.15 and kept while windows stay
+above 0.1 (hysteresis).  (Amann's leakage < 0.625 alone assumes their pre-filtering; on a 0.5-40 Hz band-pass the
 leakage of VF is 0.65-0.75 and of organised rhythms 0.75-0.95, so the spectral term separates the
-overlap.  The 0.1 margin was read off vfdb 418, cudb cu01 and mitdb — see README.)
-VF is declared after `CONFIRM` consecutive VF-like windows and
-cleared after `RELEASE` consecutive non-VF windows.  The QRS detector's beats are not used, so
+overlap.  The window and margins were read off vfdb 418, cudb cu01, mitdb and nstdb — see README
+"VF time to alarm": a 3 s window needed the last ~2.5 s to be VF before its score crossed, which
+made slow-starting flutter late by up to 7.7 s.)  VF is cleared after `RELEASE` consecutive windows
+at or below 0.1.  The QRS detector's beats are not used, so
 spurious "beats" emitted during VF do not matter.
 """
 
@@ -27,11 +29,12 @@ from functools import lru_cache
 
 import numpy as np
 
-WINDOW_S = 3.0  # analysis window
+WINDOWS: tuple[tuple[float, float], ...] = ((3.0, 0.1), (2.0, 0.15))  # (analysis window s, score to declare VF)
 HOP_S = 0.5  # evaluation step
-SCORE_MIN = 0.1  # concentration - leakage
+KEEP_MIN = 0.1  # score (on either window) that keeps a declared VF open
 CONFIRM = 2  # consecutive VF-like windows to declare VF
 RELEASE = 3  # consecutive non-VF windows to clear it
+BAND_LO = 2.5  # lower edge of the VF band, Hz
 
 
 def vf_leakage(x: np.ndarray, fs: float) -> float:
@@ -51,15 +54,15 @@ def vf_leakage(x: np.ndarray, fs: float) -> float:
 
 @lru_cache(maxsize=16)
 def _spectral_setup(n: int, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Hann window, frequencies of the 1-30 Hz band, and the 2.5-9 Hz mask within it, for `n` samples."""
+    """Hann window, frequencies of the 1-30 Hz band, and the BAND_LO-9 Hz mask within it, for `n` samples."""
     freqs = np.fft.rfftfreq(n, 1.0 / fs)
     total_band = (freqs >= 1.0) & (freqs <= 30.0)
     band_freqs = freqs[total_band]
-    return np.hanning(n), total_band, band_freqs, (band_freqs >= 2.5) & (band_freqs <= 9.0)
+    return np.hanning(n), total_band, band_freqs, (band_freqs >= BAND_LO) & (band_freqs <= 9.0)
 
 
 def spectral_concentration(x: np.ndarray, fs: float) -> tuple[float, float]:
-    """Return (power fraction in 2.5-9 Hz of 1-30 Hz, dominant frequency in Hz) of a Hann-windowed window."""
+    """Return (power fraction in BAND_LO-9 Hz of 1-30 Hz, dominant frequency in Hz) of a Hann-windowed window."""
     x = np.asarray(x, dtype=float)
     hann, total_band, band_freqs, vf_band = _spectral_setup(len(x), float(fs))
     spec = np.abs(np.fft.rfft((x - np.mean(x)) * hann)[total_band]) ** 2
@@ -70,12 +73,19 @@ def spectral_concentration(x: np.ndarray, fs: float) -> tuple[float, float]:
     return float(np.sum(spec[vf_band])) / total, dominant
 
 
-def is_vf_like(x: np.ndarray, fs: float) -> bool:
-    """True when a window looks like VF/VFL (spectral concentration − VF-filter leakage > SCORE_MIN)."""
+def vf_score(x: np.ndarray, fs: float) -> float:
+    """Spectral concentration − VF-filter leakage of a window; -1 when flat or the dominant frequency is outside the VF band."""
     if np.ptp(x) <= 0:
-        return False
+        return -1.0
     conc, dom = spectral_concentration(x, fs)
-    return conc - vf_leakage(x, fs) > SCORE_MIN and 2.5 <= dom <= 9.0
+    if not BAND_LO <= dom <= 9.0:
+        return -1.0
+    return conc - vf_leakage(x, fs)
+
+
+def is_vf_like(x: np.ndarray, fs: float, threshold: float = WINDOWS[0][1]) -> bool:
+    """True when a window looks like VF/VFL (spectral concentration − VF-filter leakage > `threshold`)."""
+    return vf_score(x, fs) > threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +102,8 @@ class VfDetector:
     def __init__(self, fs: float) -> None:
         """Create a detector for a stream sampled at `fs` Hz."""
         self.fs = fs
-        self._win = int(round(WINDOW_S * fs))
+        self._wins = [(int(round(w * fs)), thr) for w, thr in WINDOWS]
+        self._win = max(n for n, _ in self._wins)
         self._hop = max(1, int(round(HOP_S * fs)))
         self._buf = np.zeros(self._win)  # the newest sample is last
         self._n = 0  # valid samples at the end of `_buf`
@@ -100,7 +111,7 @@ class VfDetector:
         self._since_eval = 0
         self._pos = 0  # consecutive VF-like windows
         self._neg = 0
-        self._first_pos_start = 0
+        self._first_pos_mid = 0
         self._first_neg_end = 0
         self.active = False
 
@@ -125,7 +136,7 @@ class VfDetector:
             self._end = start + i
             if self._since_eval >= self._hop:
                 self._since_eval = 0
-                if self._n == self._win:
+                if self._n >= min(n for n, _ in self._wins):
                     d = self._evaluate()
                     if d is not None:
                         out.append(d)
@@ -142,11 +153,15 @@ class VfDetector:
         self._n = min(self._win, self._n + k)
 
     def _evaluate(self) -> VfDecision | None:
-        vf = is_vf_like(self._buf, self.fs)
-        win_start = self._end - self._win
+        vf = False
+        mid = self._end
+        for n, thr in self._wins:  # VF-like when any filled window passes (the longest first)
+            if n <= self._n and vf_score(self._buf[-n:], self.fs) > (KEEP_MIN if self.active else thr):
+                vf, mid = True, self._end - n // 2
+                break
         if vf:
             if self._pos == 0:
-                self._first_pos_start = win_start
+                self._first_pos_mid = mid
             self._pos += 1
             self._neg = 0
         else:
@@ -156,8 +171,9 @@ class VfDetector:
             self._pos = 0
         if not self.active and self._pos >= CONFIRM:
             self.active = True
-            return VfDecision(True, self._first_pos_start + self._win // 2)
+            return VfDecision(True, self._first_pos_mid)
         if self.active and self._neg >= RELEASE:
             self.active = False
             return VfDecision(False, self._first_neg_end)
         return None
+
