@@ -191,7 +191,7 @@ KNOWN_BAD: set[str] = set()
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_short_night_with_faults_passes(tmp_path: Path) -> None:
-    """16 simulated minutes, 3 guests (one with a serial oximeter) at 20x under every other fault kind."""
+    """16 simulated minutes, 3 guests (one with a serial oximeter) at 20x under every fault kind."""
     kinds = ",".join(["daemon_kill"] + [k for k in FAULT_RATES if k not in KNOWN_BAD])
     run = tmp_path / "soak"
     res, report, took = _soak(run, "--minutes", "16", "--guests", "3", "--serial", "1", "--kill-every", "8",
