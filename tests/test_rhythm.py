@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -659,3 +660,14 @@ def test_vf_short_window_only_adds_calls(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(vf, "WINDOWS", ((3.0, 0.1),))
     long_only = _vf_onsets(x, FS)
     assert both and long_only and both[0][0] <= long_only[0][0]
+
+
+def test_vf_onset_delay_rules() -> None:
+    """eval_rhythm vfwin: delay from a reference onset, 0 only when VF stays open through the next min(6 s, episode)."""
+    from vigil.evaluation.eval_rhythm import _vf_onset_delay
+
+    assert _vf_onset_delay([(True, 12.5)], 10.0, 20.0) == 2.5
+    assert _vf_onset_delay([(True, 9.5)], 10.0, 20.0) == 0.0  # announced just before the annotated onset
+    assert _vf_onset_delay([(True, 5.0), (False, 11.0), (True, 15.0)], 10.0, 20.0) == 5.0  # dropped: the re-open counts
+    assert _vf_onset_delay([(True, 5.0), (False, 17.0)], 10.0, 20.0) == 0.0  # open for the first 6 s
+    assert math.isnan(_vf_onset_delay([(True, 40.0)], 10.0, 20.0))

@@ -1,7 +1,7 @@
 """Rhythm evaluation: AF on afdb (.qrs beats) and mitdb, VF on vfdb/cudb, asystole/VT alarms on challenge2015.
 
-Run: ``python -m vigil.evaluation.eval_rhythm [afdb] [mitdb] [vf] [challenge] [noise] [--ref] [--leads 1]`` (all sections by
-default).  mitdb/vf/challenge/noise use the full `EcgAnalyzer` pipeline when it exists, else (or with --ref)
+Run: ``python -m vigil.evaluation.eval_rhythm [afdb] [mitdb] [vf] [vfwin] [challenge] [noise] [--ref] [--leads 1]`` (all
+sections by default; vfwin ≈ 40 s: the VF detector alone, shipped windows vs the 3 s window alone).  mitdb/vf/challenge/noise use the full `EcgAnalyzer` pipeline when it exists, else (or with --ref)
 reference beats plus a 0.5-40 Hz band-passed lead through `RhythmTracker`.
 Tables go to stdout, progress to stderr.  Scoring: `vigil.evaluation.episodes` (EC57 "any overlap").
 """
@@ -391,6 +391,82 @@ def eval_vf() -> None:
     print("ttd = time from reference onset to the first open VF update (0 when VF was already open), on reference episodes >= 4 s.")
 
 
+def _vf_decisions(x: np.ndarray, fs: float) -> list[tuple[bool, float]]:
+    """VfDetector over a whole signal in 1 s feeds: (active, announced at s) for each state change."""
+    from vigil.signal.vf import VfDetector
+
+    d = VfDetector(fs)
+    step = int(fs)
+    out: list[tuple[bool, float]] = []
+    for s in range(0, len(x), step):
+        out.extend((dec.active, min(s + step, len(x)) / fs) for dec in d.feed(x[s:s + step], s))
+    return out
+
+
+def _vf_onset_delay(dec: list[tuple[bool, float]], a: float, b: float) -> float:
+    """Seconds from reference onset `a` to VF announced (0 when open at `a` and not closed in the next min(6 s, episode))."""
+    state = False
+    for act, at in dec:
+        if at > a:
+            break
+        state = act
+    if state and not any(not act and a < at <= min(b, a + 6.0) for act, at in dec):
+        return 0.0
+    return next((max(0.0, at - a) for act, at in dec if act and a - 1.0 <= at <= b + 10.0), math.nan)
+
+
+def eval_vf_windows() -> None:
+    """VF detector alone (analyser band-pass, lead 0): onset delays and false onsets, shipped windows vs the 3 s window alone."""
+    import glob
+
+    import wfdb
+
+    import vigil.signal.vf as vf
+    from vigil.signal import filters
+
+    recs = [("vfdb", "418"), ("cudb", "cu01")]
+    for db in ("mitdb", "nstdb"):
+        recs += [(db, Path(h).stem) for h in sorted(glob.glob(str(data_root() / db / "*.hea")))]
+    data = []
+    for db, rec in recs:
+        path = data_root() / db / rec
+        if not path.with_suffix(".dat").exists():
+            continue
+        _progress(f"{db} {rec}")
+        r = wfdb.rdrecord(str(path), channels=[0])
+        fs = float(r.fs)
+        x = filters.lowpass_filter(fs)(filters.baseline_filter(fs)(np.nan_to_num(r.p_signal[:, 0]) * 1000.0))
+        ref = [(a / fs, b / fs) for a, b in _vf_reference(db, rec, r.sig_len)] if path.with_suffix(".atr").exists() else []
+        data.append((f"{db}/{rec}", x, fs, ref))
+    print("\nVF detector alone (0.5 Hz HP + 40 Hz LP lead 0, 1 s feeds): VF/VFL episodes >= 4 s on vfdb 418, cudb cu01, "
+          "mitdb 207; false = onsets announced outside every reference VF/VFL episode (-1 s .. +10 s), all mitdb + nstdb")
+    print(f"{'windows (s, declare >)':<28}{'episodes':>9}{'median s':>9}{'max s':>7}{'>5 s':>6}{'>6 s':>6}{'missed':>7}"
+          f"{'onsets':>7}  false onsets")
+    shipped = vf.WINDOWS
+    try:
+        for wins in (((3.0, 0.1),), shipped):
+            vf.WINDOWS = wins
+            delays: list[float] = []
+            false: dict[str, int] = {}
+            onsets = 0
+            for name, x, fs, ref in data:
+                dec = _vf_decisions(x, fs)
+                ons = [at for act, at in dec if act]
+                onsets += len(ons) if name in ("vfdb/418", "cudb/cu01") else 0
+                delays += [_vf_onset_delay(dec, a, b) for a, b in ref if b - a >= 4.0]
+                nf = sum(1 for at in ons if not any(a - 1.0 <= at <= b + 10.0 for a, b in ref))
+                if nf:
+                    false[name] = nf
+            ok = [d for d in delays if not math.isnan(d)]
+            label = " + ".join(f"{w:g} s > {t:g}" for w, t in wins)
+            print(f"{label:<28}{len(delays):>9}{np.median(ok):>9.2f}{max(ok):>7.2f}{sum(d > 5 for d in ok):>6}"
+                  f"{sum(d > 6 for d in ok):>6}{len(delays) - len(ok):>7}{onsets:>7}  "
+                  + (", ".join(f"{k} {v}" for k, v in false.items()) or "none"))
+    finally:
+        vf.WINDOWS = shipped
+    print("onsets = VF onsets announced on 418 + cu01 (fewer = less on/off flicker); delays include the 1 s feed.")
+
+
 def _challenge_labels(root: Path) -> dict[str, int]:
     labels: dict[str, int] = {}
     csv = root / "alarms.csv"
@@ -481,7 +557,8 @@ def eval_noise() -> None:
         print(f"{rec:>8} " + " ".join(f"{c:>11}" for c in cells))
 
 
-SECTIONS = {"afdb": eval_afdb, "mitdb": eval_mitdb, "vf": eval_vf, "challenge": eval_asystole, "noise": eval_noise}
+SECTIONS = {"afdb": eval_afdb, "mitdb": eval_mitdb, "vf": eval_vf, "vfwin": eval_vf_windows, "challenge": eval_asystole,
+            "noise": eval_noise}
 
 
 def main(argv: list[str]) -> int:
