@@ -211,3 +211,30 @@ def test_pipeline_records_seq_jumps_as_gaps_and_keeps_vitals(vendored_records) -
     g = pipe.guests["M"]
     assert g.value(Metric.SPO2) == 93.0 and g.ecg_seq == ecg[-1].end_seq
     pipe.feed("unknown-device", outs[0])  # unassigned devices are ignored, not an error
+
+
+def test_pipeline_raises_a_system_fault_while_analysis_runs_behind_the_data(vendored_records) -> None:
+    """Data that reaches the alarm path > 10 s after it arrived raises alarm_system_fault until it catches up."""
+    from vigil.config import parse_config
+    from vigil.edge.pipeline import LAG_SOURCE, MemorySink, Pipeline
+    from vigil.model import TechnicalKind
+
+    cfg = parse_config('[site]\nname = "t"\nroom = "r"\n[[devices]]\nid = "d"\nprofile = "replay-bidmc"\n'
+                       f'record = "{vendored_records / "bidmc_04"}"\n[[guests]]\nmat = "M"\nname = "x"\n'
+                       'devices = ["d"]\n')
+    clock = SimulatedClock()
+    mem = MemorySink()
+    pipe = Pipeline(cfg, clock, [mem], analyzer_factory=None)
+    rec = load_record(vendored_records / "bidmc_04", duration_s=40)
+    outs = [o for o in replay_fast("d", rec, clock, until_s=40) if isinstance(o, SampleBlock)]
+    late = [o for o in outs if o.t_mono < 5.0]
+    for o in late:  # 5 s of data arriving at 0-5 s, analysed only now (clock at 40 s): 35-40 s behind
+        pipe.feed("d", o)
+    faults = [(m, e.active, e.device_id) for m, e in mem.technicals if e.kind is TechnicalKind.ALARM_SYSTEM_FAULT]
+    assert faults == [(None, True, LAG_SOURCE)]  # raised once, not once per block
+    assert any(a.condition == "alarm_system_fault" for a in pipe.active_alarms()) and pipe.max_lag_s >= 35
+    on_time = [o for o in outs if o.t_mono >= 39.0]  # fresh data again: the fault clears
+    for o in on_time:
+        pipe.feed("d", o)
+    faults = [(e.active, e.device_id) for _m, e in mem.technicals if e.kind is TechnicalKind.ALARM_SYSTEM_FAULT]
+    assert faults == [(True, LAG_SOURCE), (False, LAG_SOURCE)]

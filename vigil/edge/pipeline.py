@@ -45,6 +45,7 @@ from vigil.model import (
     RhythmEpisode,
     SampleBlock,
     TechnicalEvent,
+    TechnicalKind,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ log = logging.getLogger(__name__)
 Output = SampleBlock | NumericReading | TechnicalEvent
 
 # metrics shown as vitals (analysis HR/QTc, device numerics)
+LAG_ALARM_S = 10.0  # data analysed this long after it arrived: the alarm path is behind (box overloaded)
+LAG_CLEAR_S = 2.0  # ... until every lagging device is back within this
+LAG_SOURCE = "_processing"  # source id of that box-wide alarm_system_fault
+
 VITAL_METRICS = (Metric.HR, Metric.PULSE_RATE, Metric.SPO2, Metric.SBP, Metric.DBP, Metric.MAP,
                  Metric.QTC, Metric.QT, Metric.RMSSD, Metric.SDNN, Metric.BATTERY, Metric.PI)
 
@@ -196,6 +201,8 @@ class Pipeline:
         self._pulse: dict[tuple[str, str], Pulsatility] = {}
         self._next_seq: dict[tuple[str, str], int] = {}  # (device, channel) -> next expected sample
         self._unassigned: set[str] = set()
+        self._lagging: dict[str, float] = {}  # device -> worst lag (s) since it went over LAG_ALARM_S
+        self.max_lag_s = 0.0
         self.analysis_errors = 0
         if analyzer_factory is True:
             self._make_analyzer = _load_analyzer_factory()
@@ -241,10 +248,36 @@ class Pipeline:
                 self._unassigned.add(device_id)
                 log.info("device %s is not assigned to a guest: its data is ignored", device_id)
             return
+        self._check_lag(device_id, self.clock.monotonic() - out.t_mono)
         if isinstance(out, SampleBlock):
             self._block(mat, out)
         elif isinstance(out, NumericReading):
             self._reading(mat, out)
+
+    def _check_lag(self, device_id: str, lag: float) -> None:
+        """Raise a box-wide alarm_system_fault while data reaches analysis > LAG_ALARM_S after it arrived.
+
+        The alarm path must never silently run behind: an overloaded box (CPU starved, a backlog in a
+        device queue) would otherwise raise alarms for data that is already tens of seconds old.
+        """
+        self.max_lag_s = max(self.max_lag_s, lag)
+        if device_id in self._lagging:
+            if lag < LAG_CLEAR_S:
+                del self._lagging[device_id]
+                if not self._lagging:
+                    self.technical(None, TechnicalEvent(TechnicalKind.ALARM_SYSTEM_FAULT, False,
+                                                        self.clock.monotonic(), LAG_SOURCE,
+                                                        "analysis has caught up with the data"))
+            else:
+                self._lagging[device_id] = max(self._lagging[device_id], lag)
+        elif lag > LAG_ALARM_S:
+            first = not self._lagging
+            self._lagging[device_id] = lag
+            log.warning("device %s: data analysed %.0f s after it arrived (box overloaded?)", device_id, lag)
+            if first:
+                self.technical(None, TechnicalEvent(
+                    TechnicalKind.ALARM_SYSTEM_FAULT, True, self.clock.monotonic(), LAG_SOURCE,
+                    f"analysis is {lag:.0f} s behind the data: alarms come late (box overloaded)"))
 
     def technical(self, mat: str | None, event: TechnicalEvent) -> None:
         """A technical condition (device, broker, store...)."""
