@@ -11,15 +11,16 @@ automated external defibrillators", BioMed. Eng. OnLine 4:60 (2005):
   the VF band (2.5-9 Hz; VF/VFL dominant frequencies 3-7 Hz) compared with 1-30 Hz.  Organised
   rhythms spread power into QRS harmonics above 9 Hz.
 
-The two are combined into one score, concentration − leakage (both 0..1), over a 2 s window every
-0.5 s: VF is declared after `CONFIRM` consecutive windows above 0.15 and kept while windows stay
-above 0.1 (hysteresis).  (Amann's leakage < 0.625 alone assumes their pre-filtering; on a 0.5-40 Hz band-pass the
-leakage of VF is 0.65-0.75 and of organised rhythms 0.75-0.95, so the spectral term separates the
-overlap.  The window and margins were read off vfdb 418, cudb cu01, mitdb and nstdb — see README
-"VF time to alarm": a 3 s window needed the last ~2.5 s to be VF before its score crossed, which
-made slow-starting flutter late by up to 7.7 s.)  VF is cleared after `RELEASE` consecutive windows
-at or below 0.1.  The QRS detector's beats are not used, so
-spurious "beats" emitted during VF do not matter.
+The two are combined into one score, concentration − leakage (both 0..1), evaluated every 0.5 s on
+the last 3 s (VF-like above 0.1) and, when that fails, on the last 2 s (VF-like above 0.15: a
+shorter window is noisier).  VF is declared after `CONFIRM` consecutive VF-like evaluations, kept
+open while either window scores above 0.1 (hysteresis) and cleared after `RELEASE` consecutive
+evaluations at or below it.  (Amann's leakage < 0.625 alone assumes their pre-filtering; on a
+0.5-40 Hz band-pass the leakage of VF is 0.65-0.75 and of organised rhythms 0.75-0.95, so the
+spectral term separates the overlap.)  The margins were read off vfdb 418, cudb cu01, mitdb and
+nstdb; the 2 s window was added because slow flutter that starts ragged needed ~2.5 s of regular
+waves in the 3 s window before its score crossed, up to 7.7 s after onset (README "VF time to
+alarm").  The QRS detector's beats are not used, so spurious "beats" emitted during VF do not matter.
 """
 
 from __future__ import annotations
