@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -189,18 +191,23 @@ def test_pulsatility_of_real_waves_and_of_noise(vendored_records, record: str, n
         assert not any(_verdicts(Pulsatility(ch.fs, name), noise))
 
 
-def test_pipeline_records_seq_jumps_as_gaps_and_keeps_vitals(vendored_records) -> None:
+def _bidmc_pipeline(records: Path, seconds: float, *, engine: bool) -> tuple[Any, Any, list[Any]]:
+    """A pipeline (no analysis) with one guest on replayed bidmc_04 and that record's outputs, all at once."""
     from vigil.config import parse_config
     from vigil.edge.pipeline import MemorySink, Pipeline
 
     cfg = parse_config('[site]\nname = "t"\nroom = "r"\n[[devices]]\nid = "d"\nprofile = "replay-bidmc"\n'
-                       f'record = "{vendored_records / "bidmc_04"}"\n[[guests]]\nmat = "M"\nname = "x"\n'
+                       f'record = "{records / "bidmc_04"}"\n[[guests]]\nmat = "M"\nname = "x"\n'
                        'devices = ["d"]\n')
     clock = SimulatedClock()
     mem = MemorySink()
-    pipe = Pipeline(cfg, clock, [mem], analyzer_factory=None, engine=None)
-    rec = load_record(vendored_records / "bidmc_04", duration_s=20)
-    outs = list(replay_fast("d", rec, clock, until_s=20))
+    pipe = Pipeline(cfg, clock, [mem], analyzer_factory=None, engine=None if not engine else True)
+    rec = load_record(records / "bidmc_04", duration_s=seconds)
+    return pipe, mem, list(replay_fast("d", rec, clock, until_s=seconds))
+
+
+def test_pipeline_records_seq_jumps_as_gaps_and_keeps_vitals(vendored_records) -> None:
+    pipe, mem, outs = _bidmc_pipeline(vendored_records, 20, engine=False)
     ecg = [o for o in outs if isinstance(o, SampleBlock) and o.channel == "ecg"]
     dropped = set(range(10, 14))  # four blocks lost on the link
     for o in outs:
@@ -215,18 +222,11 @@ def test_pipeline_records_seq_jumps_as_gaps_and_keeps_vitals(vendored_records) -
 
 def test_pipeline_raises_a_system_fault_while_analysis_runs_behind_the_data(vendored_records) -> None:
     """Data that reaches the alarm path > 10 s after it arrived raises alarm_system_fault until it catches up."""
-    from vigil.config import parse_config
-    from vigil.edge.pipeline import LAG_SOURCE, MemorySink, Pipeline
+    from vigil.edge.pipeline import LAG_SOURCE
     from vigil.model import TechnicalKind
 
-    cfg = parse_config('[site]\nname = "t"\nroom = "r"\n[[devices]]\nid = "d"\nprofile = "replay-bidmc"\n'
-                       f'record = "{vendored_records / "bidmc_04"}"\n[[guests]]\nmat = "M"\nname = "x"\n'
-                       'devices = ["d"]\n')
-    clock = SimulatedClock()
-    mem = MemorySink()
-    pipe = Pipeline(cfg, clock, [mem], analyzer_factory=None)
-    rec = load_record(vendored_records / "bidmc_04", duration_s=40)
-    outs = [o for o in replay_fast("d", rec, clock, until_s=40) if isinstance(o, SampleBlock)]
+    pipe, mem, every = _bidmc_pipeline(vendored_records, 40, engine=True)
+    outs = [o for o in every if isinstance(o, SampleBlock)]
     late = [o for o in outs if o.t_mono < 5.0]
     for o in late:  # 5 s of data arriving at 0-5 s, analysed only now (clock at 40 s): 35-40 s behind
         pipe.feed("d", o)
