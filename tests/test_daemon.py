@@ -382,7 +382,8 @@ async def test_a_dashboard_subscribing_late_gets_the_guests_retained_history(tmp
     cfg_path = _config(tmp_path, mosquitto.port, [("V", "v221l", "replay-wfdb")], speed=10.0)
     cfg_path.write_text(cfg_path.read_text().replace("speed = 10.0", "speed = 10.0\nstart_s = 260\nloop = false"))
     async with connected_daemon(parse_config(cfg_path.read_text(), cfg_path)) as daemon:
-        assert daemon.pipeline is not None
+        assert daemon.pipeline is not None and daemon.bus_sink is not None
+        daemon.bus_sink.HISTORY_EVENT_MIN_S = 0.5  # the 10-s event throttle has its own test
         for _ in range(150):  # the VT of v221l raises within a few seconds at 10x
             if any(a.condition == "vt" for a in daemon.pipeline.active_alarms("V")):
                 break
@@ -398,3 +399,30 @@ async def test_a_dashboard_subscribing_late_gets_the_guests_retained_history(tmp
     assert ("vt", "raised") in [(e["condition"], e["event"]) for e in payload["events"]]
     assert all(e["guest"] == "V" and isinstance(e["wall"], float) for e in payload["events"])
     assert set(payload["trends"]) == {"hr", "spo2", "sbp", "qtc"}
+
+
+def test_history_is_republished_for_events_at_most_every_10_s_but_every_minute_close() -> None:
+    from vigil.edge.daemon import BusSink
+    from vigil.model import AlarmEvent, AlarmState, Priority
+
+    class FakeBus:
+        def __init__(self) -> None:
+            self.history: list[dict] = []
+
+        def publish_alarm_event(self, payload: dict) -> None:
+            pass
+
+        def publish_history(self, mat: str, payload: dict) -> None:
+            self.history.append(payload)
+
+    bus = FakeBus()
+    sink = BusSink(bus)  # type: ignore[arg-type]
+    t0 = 1_700_000_000.0  # a minute boundary
+    ev = AlarmEvent("M", "sbp_high", Priority.MEDIUM, "raised", AlarmState.ACTIVE, 0.0, t0)
+    sink.alarm(ev)
+    sink.publish_history("M", {}, t0)
+    sink.alarm(ev)
+    sink.publish_history("M", {}, t0 + 1)  # a second event within 10 s waits...
+    assert len(bus.history) == 1 and len(bus.history[0]["events"]) == 1
+    sink.publish_history("M", {}, t0 + 60)  # ...but a closed minute publishes it anyway
+    assert len(bus.history) == 2 and len(bus.history[1]["events"]) == 2

@@ -67,6 +67,7 @@ class BusSink(PipelineSink):
         self._beats: dict[str, list[list[int | str]]] = {}  # mat -> [[seq, label], ...] not yet published
         self.history: dict[str, GuestHistory] = {}  # mat -> trends and recent events, for late dashboards
         self.history_dirty: set[str] = set()
+        self._history_sent: dict[str, float] = {}  # mat -> monotonic time of its last history publish
 
     def block(self, mat: str, block: SampleBlock) -> None:
         """Buffer the primary ECG channel."""
@@ -103,10 +104,17 @@ class BusSink(PipelineSink):
             h = self.history[mat] = GuestHistory()
         return h
 
+    HISTORY_EVENT_MIN_S = 10.0  # events re-publish the (up to 12 h) history at most this often per guest
+
     def publish_history(self, mat: str, vitals: dict[str, Any], wall: float) -> None:
-        """Feed one vitals sample; publish the retained history when a minute closed or events came."""
-        if self.history_of(mat).add_vitals(wall, vitals) or mat in self.history_dirty:
+        """Feed one vitals sample; publish the retained history when a minute closed, or after alarm events
+        (at most every HISTORY_EVENT_MIN_S: live dashboards get the events on alarms/events anyway)."""
+        now = time.monotonic()
+        closed = self.history_of(mat).add_vitals(wall, vitals)
+        due = mat in self.history_dirty and now - self._history_sent.get(mat, -math.inf) >= self.HISTORY_EVENT_MIN_S
+        if closed or due:
             self.history_dirty.discard(mat)
+            self._history_sent[mat] = now
             self.bus.publish_history(mat, self.history[mat].payload(mat, wall))
 
     def flush_ecg(self, wall: float) -> int:
