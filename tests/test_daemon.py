@@ -347,7 +347,10 @@ def test_demo_with_a_dashboard_runs_the_daemon_beside_it_and_cleans_up(tmp_path:
         seen["port"] = cfg.mqtt.port
         return 0
 
-    monkeypatch.setitem(sys.modules, "vigil.commands.tui", types.SimpleNamespace(configure=configure, run=run))
+    stand_in = types.SimpleNamespace(configure=configure, run=run)
+    monkeypatch.setitem(sys.modules, "vigil.commands.tui", stand_in)
+    import vigil.commands  # `from vigil.commands import tui` takes the package attribute once the real one was imported
+    monkeypatch.setattr(vigil.commands, "tui", stand_in, raising=False)
     monkeypatch.setattr(demo, "_tui_available", lambda: None)
     args = argparse.Namespace(headless=False, duration=None, speed=1.0, run_dir=str(tmp_path / "demo"))
     assert demo.run(args) == 0
