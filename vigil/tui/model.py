@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vigil.edge.history import TREND_METRICS as HISTORY_TREND_METRICS
+
 STALE_S = 3.0  # no message for longer than this: the numbers are hidden behind "STALE"
 OLD_VALUE_S = 3.0  # HR/SpO2 older than this are dimmed and shown with their age, never as live
 OLD_QTC_S = 30.0  # QTc comes every ~10 s: older than this it is dimmed and shown with its age
@@ -23,7 +25,7 @@ TREND_KEEP = 6 * 3600  # points per trend (1/s for the 6 h of a long session)
 HISTORY_KEEP = 200
 SYSTEM = "_system"  # pseudo-guest of box-wide technical alarms
 PRIORITY_RANK = {"high": 3, "medium": 2, "low": 1}
-TREND_METRICS = ("hr", "spo2", "sbp", "qtc")
+TREND_METRICS = HISTORY_TREND_METRICS  # one list: the daemon keeps history for exactly what the guest view plots
 
 # IEC 60601-1-8 visual alarm signals: high 1.4–2.8 Hz, medium 0.4–0.8 Hz, low constant
 FLASH_HZ = {"high": 2.0, "medium": 0.6}
