@@ -130,6 +130,7 @@ class Pulsatility:
         self.buf: deque[npt.NDArray[np.float64]] = deque()
         self.n = 0
         self.since_eval = 0
+        self._sos: npt.NDArray[np.float64] | None = None  # band-pass designed on first use (scipy is imported lazily)
 
     def feed(self, physical: npt.NDArray[np.float64]) -> bool | None:
         """Add samples; returns a verdict once per second of signal (None in between)."""
@@ -152,7 +153,8 @@ class Pulsatility:
         """
         import scipy.signal as sps
 
-        spread = float(np.percentile(x, 95) - np.percentile(x, 5))
+        p5, p95 = np.percentile(x, (5, 95))
+        spread = float(p95 - p5)
         if spread <= 0 or (self.kind == "abp" and spread < 10.0):
             return False
         peaks, _ = sps.find_peaks(x, distance=max(1, int(0.25 * self.fs)), prominence=0.4 * spread)
@@ -163,8 +165,9 @@ class Pulsatility:
         if not (ibi.max() <= 2.5 and since_last <= 2.5 and np.median(ibi) >= 0.25):
             return False
         # periodicity: noise from a loose sensor has peaks too, but no repeating beat shape
-        sos = sps.butter(2, [0.5, min(8.0, self.fs / 2.5)], btype="bandpass", fs=self.fs, output="sos")
-        y = sps.sosfiltfilt(sos, x - x.mean())
+        if self._sos is None:
+            self._sos = sps.butter(2, [0.5, min(8.0, self.fs / 2.5)], btype="bandpass", fs=self.fs, output="sos")
+        y = sps.sosfiltfilt(self._sos, x - x.mean())
         n = len(y)
         ac = sps.correlate(y, y, mode="full", method="fft")[n - 1:] / (n - np.arange(n))  # unbiased
         if ac[0] <= 0:
