@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vigil.model import BeatLabel
+from vigil.signal.small import median
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -177,6 +178,7 @@ class BeatClassifier:
     def reset(self) -> None:
         """Forget the templates and the RR history (after a gap)."""
         self.templates: list[FloatArray] = []
+        self._tt: list[tuple[FloatArray, float] | None] = []  # centred template cores (see _centred)
         self.counts: list[float] = []
         self._rr: deque[float] = deque(maxlen=8)
         self._last_r: int | None = None
@@ -194,13 +196,33 @@ class BeatClassifier:
 
     def _best(self, seg: FloatArray, tpl: FloatArray) -> tuple[float, int]:
         """Best Pearson correlation of `tpl` against `seg` over the allowed shifts, and the shift."""
+        v, vv = self._shifts(seg)
+        n = 2 * self.half + 1
+        tpl = tpl[:, -n:]
+        tt = tpl - tpl.mean(axis=-1, keepdims=True)
+        return self._best_of(v, vv, tt, float(np.sum(tt * tt)))
+
+    def _shifts(self, seg: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Mean-removed sliding windows of `seg` (leads, shifts, n) and their energy per shift."""
         n = 2 * self.half + 1
         views = np.lib.stride_tricks.sliding_window_view(seg, n, axis=-1)  # (leads, shifts, n)
         v = views - views.mean(axis=-1, keepdims=True)
-        tpl = tpl[:, -n:]
-        tt = tpl - tpl.mean(axis=-1, keepdims=True)
+        return v, np.einsum("lsn,lsn->s", v, v)
+
+    def _centred(self, j: int) -> tuple[FloatArray, float]:
+        """Mean-removed core of template `j` and its energy (cached until the template changes)."""
+        c = self._tt[j]
+        if c is None:
+            tpl = self.templates[j][:, -(2 * self.half + 1):]
+            tt = tpl - tpl.mean(axis=-1, keepdims=True)
+            c = self._tt[j] = (tt, float(np.sum(tt * tt)))
+        return c
+
+    @staticmethod
+    def _best_of(v: FloatArray, vv: FloatArray, tt: FloatArray, ee: float) -> tuple[float, int]:
+        """`_best` from precomputed windows `v`, their energies `vv` and a centred template (`tt`, `ee`)."""
         num = np.einsum("lsn,ln->s", v, tt)
-        den = np.sqrt(np.einsum("lsn,lsn->s", v, v) * float(np.sum(tt * tt))) + 1e-12
+        den = np.sqrt(vv * ee) + 1e-12
         c = num / den
         k = int(np.argmax(c))
         return float(c[k]), k
@@ -210,10 +232,12 @@ class BeatClassifier:
         tpl = seg[:, self.shift:self.shift + n].copy()
         if len(self.templates) < MAX_TEMPLATES:
             self.templates.append(tpl)
+            self._tt.append(None)
             self.counts.append(1.0)
         else:
             j = int(np.argmin(self.counts))
             self.templates[j] = tpl
+            self._tt[j] = None
             self.counts[j] = 1.0
 
     def features(self, seg: FloatArray, r: int) -> BeatFeatures | None:
@@ -228,14 +252,15 @@ class BeatClassifier:
         m = n + self.pre_n
         rr = None if self._last_r is None else r - self._last_r
         self._last_r = r
-        med = float(np.median(self._rr)) if self._rr else None
+        med = median(self._rr) if self._rr else None
         prem = rr / med if (rr is not None and med) else 1.0
         cv = float(np.std(self._rr) / med) if (med and len(self._rr) >= 4) else 1.0
         self.counts = [c * DECAY for c in self.counts]
         if not self.templates:
             self._new_template(full)
             return None
-        matches = [self._best(seg, tp) for tp in self.templates]
+        v, vv = self._shifts(seg)  # shared by every template match of this beat
+        matches = [self._best_of(v, vv, *self._centred(j)) for j in range(len(self.templates))]
         k = int(np.argmax([m[0] for m in matches]))
         corr_k, sh_k = matches[k]
         d_before = int(np.argmax(self.counts))
@@ -247,13 +272,14 @@ class BeatClassifier:
                 np.pad(self.templates[k][:, -n:], ((0, 0), (self.shift, self.shift)), mode="edge"),
                 self.templates[d_before])[0]
             self.templates[k] = 0.92 * self.templates[k] + 0.08 * full[:, sh_k:sh_k + m]
+            self._tt[k] = None
             self.counts[k] += 1.0
         else:
             self._new_template(full)
         d = int(np.argmax(self.counts))
         dom_full = self.templates[d]
         dom = dom_full[:, -n:]
-        corr_d, sh_d = self._best(seg, dom)
+        corr_d, sh_d = self._best_of(v, vv, *self._centred(d))
         core = seg[:, sh_d:sh_d + n]
         pre_b = full[:, sh_d:sh_d + self.pre_n]
         pre_t = dom_full[:, :self.pre_n]

@@ -32,6 +32,7 @@ import numpy.typing as npt
 from scipy.ndimage import maximum_filter1d
 
 from vigil.signal import filters
+from vigil.signal.small import median
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -135,6 +136,7 @@ class QrsDetector:
         self.last_slope = 0.0
         self.searched_to = start  # searchback has already examined indices < searched_to
         self.rr: deque[int] = deque(maxlen=8)
+        self._rr_mean = 0.8 * self.fs  # median of `rr`, kept current by `_accept`
         self.pending: list[tuple[int, float]] = []  # candidates not yet classified
         self.noise: list[tuple[int, float]] = []  # rejected candidates since the last QRS (searchback pool)
 
@@ -153,7 +155,7 @@ class QrsDetector:
     @property
     def rr_mean(self) -> float:
         """Median of the last 8 RR intervals (samples), or 0.8 s before two beats."""
-        return float(np.median(self.rr)) if self.rr else 0.8 * self.fs
+        return self._rr_mean
 
     @property
     def thresholds(self) -> tuple[float, float]:
@@ -232,6 +234,7 @@ class QrsDetector:
         self.spk = w * min(h, 3.0 * self.spk) + (1 - w) * self.spk
         if self.last_qrs is not None:
             self.rr.append(idx - self.last_qrs)
+            self._rr_mean = median(self.rr)
         self.last_qrs = idx
         self.last_slope = self._slope_at(idx)
         self.searched_to = idx + 1

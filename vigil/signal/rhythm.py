@@ -30,6 +30,7 @@ import numpy as np
 from vigil.model import Beat, QualityReport, RhythmEpisode, RhythmLabel
 from vigil.signal.af import AfDetector
 from vigil.signal.pwave import CLEAR_CORRELATION, MIN_CORRELATION, PR_FROM_S, PR_TO_S, p_wave_score
+from vigil.signal.small import median
 from vigil.signal.vf import VfDetector
 
 log = logging.getLogger(__name__)
@@ -240,11 +241,11 @@ class RhythmTracker:
             return
         self._pr_segments.append(seg.copy())
         if len(self._pr_segments) >= 8:
-            score = p_wave_score(np.vstack(list(self._pr_segments)), float(np.median(self._qrs_amp)))
+            score = p_wave_score(np.vstack(list(self._pr_segments)), median(self._qrs_amp))
             if score is not None:
                 self._p_scores.append(score)
             if len(self._p_scores) >= 4:
-                typical = float(np.median(self._p_scores))  # median of the last 8 assessments
+                typical = median(self._p_scores)  # median of the last 8 assessments
                 self._p_present = typical >= MIN_CORRELATION
                 self._p_clear = typical >= CLEAR_CORRELATION
 
@@ -296,7 +297,7 @@ class RhythmTracker:
     def _rate_base(self, b: Beat) -> None:
         if len(self._hr_rr) < 4:
             return
-        hr = 60.0 / float(np.median(self._hr_rr))
+        hr = 60.0 / median(self._hr_rr)
         cur = self._base_rate
         if cur == "BRADY":
             new: RhythmLabel = "BRADY" if hr < 53 else ("TACHY" if hr > 100 else "SINUS")
@@ -333,7 +334,7 @@ class RhythmTracker:
         if not self._signal_seen or not self._qrs_amp:
             return True
         recent = list(self._qrs_amp)[-min(n, len(self._qrs_amp)):]
-        return float(np.median(recent)) >= MIN_QRS_UV
+        return median(recent) >= MIN_QRS_UV
 
     def _patterns(self, b: Beat) -> None:
         labels = "".join("V" if x.label == "V" else ("Q" if x.label == "Q" else "N") for x in self._beats)
@@ -392,7 +393,7 @@ class RhythmTracker:
         seg = self._segment(max(lo, (self._sig_end or hi) - self._sig_n), hi)
         if seg is None or len(seg) < int(self.fs):
             return False
-        ref_amp = float(np.median(self._qrs_amp)) if self._qrs_amp else None
+        ref_amp = median(self._qrs_amp) if self._qrs_amp else None
         if ref_amp is None or ref_amp <= 0:
             return bool(np.ptp(seg) < UNLEARNED_QRS_UV)  # no learned QRS size: absolute floor
         return bool(np.ptp(seg) < 0.3 * ref_amp)
