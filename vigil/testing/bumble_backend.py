@@ -110,6 +110,16 @@ class VirtualAir:
             VirtualAir.default = None
 
 
+async def _ready(air: VirtualAir) -> None:
+    """Let an air that connects lazily (RemoteAir) open its HCI transport; VirtualAir is ready once started."""
+    ensure = getattr(air, "ensure_started", None)
+    if ensure is not None:
+        try:
+            await ensure()
+        except (OSError, ConnectionError) as exc:
+            raise BleakError(f"test radio unreachable: {exc}") from None
+
+
 def _air(kwargs: dict[str, Any]) -> VirtualAir:
     air = kwargs.get("air") or VirtualAir.default
     if air is None:
@@ -154,6 +164,7 @@ class BumbleScanner(BaseBleakScanner):
     async def start(self) -> None:
         """Start receiving advertisements."""
         self.seen_devices = {}
+        await _ready(self._air)
         self._air.central.on("advertisement", self._on_advertisement)
         await self._air.scan_acquire()
         self._scanning = True
@@ -204,6 +215,7 @@ class BumbleClient(BaseBleakClient):
 
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         """Create the LE connection, negotiate MTU, discover the whole GATT database."""
+        await _ready(self._air)
         if self.address.upper() not in self._air.peripherals:
             raise BleakDeviceNotFoundError(self.address, f"device {self.address} not found")
         try:
@@ -555,3 +567,163 @@ class PolarEcgPeripheral(VirtualPeripheral):
 
 
 PeripheralFactory = Callable[..., VirtualPeripheral]
+
+
+# ============================================================================ the air across processes
+
+class RemoteAir(VirtualAir):
+    """The VirtualAir interface for a central whose controller lives in another process, reached over HCI.
+
+    `spec` is a bumble transport name, e.g. ``tcp-client:127.0.0.1:PORT`` served by `HciAirServer`. The
+    transport opens lazily on first use (the daemon builds its BLE options before its event loop runs);
+    `peripherals` holds the addresses the central has heard advertising, so `BumbleClient.connect` can
+    refuse an address that was never seen, as it does in-process.
+    """
+
+    def __init__(self, spec: str) -> None:  # noqa: D107 - VirtualAir.__init__ is deliberately not called
+        self.spec = spec
+        self.central: Device = None  # type: ignore[assignment]
+        self.peripherals: dict[str, Any] = {}  # type: ignore[assignment]
+        self._scanners = 0
+        self._scan_lock = asyncio.Lock()
+        self.connect_lock = asyncio.Lock()
+        self._start_lock = asyncio.Lock()
+        self._transport: Any = None
+
+    async def ensure_started(self) -> None:
+        """Open the HCI transport and power the central on (once; OSError when nobody serves `spec`)."""
+        if self.central is not None:
+            return
+        async with self._start_lock:
+            if self.central is not None:
+                return
+            from bumble.transport import open_transport
+
+            transport = await open_transport(self.spec)
+            try:
+                device = Device.with_hci("vigil-central", Address(CENTRAL_ADDRESS), transport.source, transport.sink)
+                device.on("advertisement", self._heard)
+                await asyncio.wait_for(device.power_on(), 10.0)
+            except BaseException:
+                await transport.close()
+                raise
+            self._transport, self.central = transport, device
+            log.info("test radio: central up over %s", self.spec)
+
+    def _heard(self, adv: Any) -> None:
+        self.peripherals.setdefault(str(adv.address).split("/")[0].upper(), None)
+
+    async def start(self) -> RemoteAir:
+        """Connect now instead of on first use."""
+        await self.ensure_started()
+        return self
+
+    async def add(self, peripheral: VirtualPeripheral) -> VirtualPeripheral:
+        """Peripherals live with the server, not here."""
+        raise BleakError("RemoteAir cannot host peripherals: add them to the HciAirServer")
+
+    async def close(self) -> None:
+        """Close the HCI transport."""
+        transport, self._transport, self.central = self._transport, None, None  # type: ignore[assignment]
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                await transport.close()
+
+
+class _HostLink(asyncio.Protocol):
+    """One host (a daemon) connected over TCP: bytes in to its controller, HCI packets out."""
+
+    def __init__(self, server: HciAirServer) -> None:
+        from bumble.transport.common import StreamPacketSource
+
+        self.server = server
+        self.source = StreamPacketSource()  # a fresh H4 parser per host: a killed host may die mid-packet
+        self.transport: asyncio.Transport | None = None
+        self.controller: Controller | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server._attach(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.source.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.server._detach(self)
+
+    def on_packet(self, packet: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(packet)
+
+
+class HciAirServer:
+    """Virtual peripherals on a LocalLink, and the central's controller served to one host at a time over TCP.
+
+    Each host connection gets a fresh `Controller` (bumble's HCI Reset does not clear links); when the host
+    goes away (a SIGKILLed daemon) every peripheral's connection to it is dropped, so they advertise again,
+    and its controller leaves the link. The peripherals keep streaming as before; only the central moved.
+    """
+
+    def __init__(self) -> None:
+        self.link = LocalLink()
+        self.peripherals: dict[str, VirtualPeripheral] = {}
+        self.hosts_served = 0
+        self._host: _HostLink | None = None
+        self._server: asyncio.Server | None = None
+        self._cleanups: set[asyncio.Task[None]] = set()
+
+    async def add(self, peripheral: VirtualPeripheral) -> VirtualPeripheral:
+        """Create, power on and start advertising a peripheral."""
+        controller = Controller(peripheral.name, link=self.link, public_address=peripheral.address)
+        peripheral.device = Device(name=peripheral.name, address=Address(peripheral.address),
+                                   host=Host(controller, AsyncPipeSink(controller)))
+        peripheral.build()
+        await peripheral.device.power_on()
+        await peripheral.advertise()
+        self.peripherals[peripheral.address.upper()] = peripheral
+        return peripheral
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen for the host; returns the port (spec for the client: ``tcp-client:HOST:PORT``)."""
+        self._server = await asyncio.get_running_loop().create_server(lambda: _HostLink(self), host, port)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def _attach(self, link: _HostLink) -> None:
+        if self._host is not None and self._host.transport is not None:
+            log.warning("a second HCI host connected: the first one is dropped")
+            self._host.transport.close()
+        link.controller = Controller(f"central-{self.hosts_served + 1}", host_source=link.source, host_sink=link,
+                                     link=self.link, public_address=CENTRAL_ADDRESS)
+        self._host = link
+        self.hosts_served += 1
+
+    def _detach(self, link: _HostLink) -> None:
+        if self._host is link:
+            self._host = None
+        task = asyncio.get_running_loop().create_task(self._forget(link))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _forget(self, link: _HostLink) -> None:
+        """The host is gone: peripherals drop their links to it, then its controller leaves the air."""
+        for p in self.peripherals.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(p.drop_connections(), 5.0)
+        if link.controller is not None:
+            with contextlib.suppress(KeyError):
+                self.link.remove_controller(link.controller)
+            link.controller = None
+
+    async def close(self) -> None:
+        """Stop serving and silence every peripheral."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._host is not None and self._host.transport is not None:
+            self._host.transport.close()
+        for p in self.peripherals.values():
+            with contextlib.suppress(Exception):
+                await p.stop()
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
