@@ -350,6 +350,8 @@ class Daemon:
             sup = DeviceSupervisor(dev.id, profile, factory, self.clock,
                                    stale_after_s=max(profile.stale_after_s, self.cfg.alarms.stale_after_s),
                                    low_battery_percent=self.cfg.alarms.low_battery_percent)
+            if self.pipeline is not None:  # stored as it arrives, however far behind analysis runs
+                sup.on_arrival = self.pipeline.wire_arrival(dev.id)
             await sup.__aenter__()
             self.supervisors[dev.id] = sup
             self._tasks.append(asyncio.create_task(self._consume(dev.id, sup), name=f"device-{dev.id}"))

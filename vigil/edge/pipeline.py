@@ -64,6 +64,10 @@ VITAL_METRICS = (Metric.HR, Metric.PULSE_RATE, Metric.SPO2, Metric.SBP, Metric.D
 class PipelineSink:
     """Receiver of pipeline results; override what you need (every method is a no-op)."""
 
+    # True: `block`/`reading`/`gap` are called when the data arrives (Pipeline.arrive), for devices wired
+    # that way, not when the data reaches analysis
+    at_arrival = False
+
     def block(self, mat: str, block: SampleBlock) -> None:
         """A waveform block of guest `mat` (as received)."""
 
@@ -220,6 +224,7 @@ class Pipeline:
         self._analyzers: dict[str, Any] = {}
         self._pulse: dict[tuple[str, str], Pulsatility] = {}
         self._next_seq: dict[tuple[str, str], int] = {}  # (device, channel) -> next expected sample
+        self._arrival_devices: set[str] = set()  # devices whose data the at-arrival sinks got in `arrive`
         self._unassigned: set[str] = set()
         self._lagging: dict[str, float] = {}  # device -> worst lag (s) since it went over LAG_ALARM_S
         self.max_lag_s = 0.0
@@ -256,6 +261,43 @@ class Pipeline:
     def mat_of(self, device_id: str | None) -> str | None:
         """The guest wearing `device_id` (None if unassigned)."""
         return self.device_guest.get(device_id) if device_id else None
+
+    def wire_arrival(self, device_id: str) -> Callable[[Output], None]:
+        """Hook for a device's supervisor: its data reaches the at-arrival sinks (the store) as it arrives."""
+        self._arrival_devices.add(device_id)
+        return lambda out: self.arrive(device_id, out)
+
+    def arrive(self, device_id: str, out: Output) -> None:
+        """Store a block or numeric the moment it arrives, ahead of analysis (see `wire_arrival`).
+
+        Analysis and alarms may run seconds behind on a loaded box; what has arrived must not wait
+        for them to be stored, or a power cut or SIGKILL would lose more than the commit window.
+        """
+        mat = self.mat_of(device_id)
+        if mat is None:
+            return
+        early = [s for s in self.sinks if getattr(s, "at_arrival", False)]
+        if isinstance(out, SampleBlock):
+            self._check_seq(mat, out, early)
+            for s in early:
+                _safe(s.block, mat, out)
+        elif isinstance(out, NumericReading):
+            for s in early:
+                _safe(s.reading, mat, out)
+
+    def _late_sinks(self, device_id: str) -> list[PipelineSink]:
+        """The sinks `feed` serves for this device's data (all, unless the at-arrival ones had it)."""
+        if device_id in self._arrival_devices:
+            return [s for s in self.sinks if not getattr(s, "at_arrival", False)]
+        return self.sinks
+
+    def _check_seq(self, mat: str, block: SampleBlock, sinks: Sequence[PipelineSink]) -> None:
+        key = (block.device_id, block.channel)
+        expected = self._next_seq.get(key)
+        if expected is not None and block.seq > expected:  # reconnects and lost frames of every channel
+            for s in sinks:
+                _safe(s.gap, mat, block.device_id, block.channel, expected, block.seq, "seq jump")
+        self._next_seq[key] = block.end_seq
 
     def feed(self, device_id: str, out: Output) -> None:
         """One output of a device (through its supervisor)."""
@@ -308,13 +350,10 @@ class Pipeline:
 
     def _block(self, mat: str, block: SampleBlock) -> None:
         g = self.guests[mat]
-        key = (block.device_id, block.channel)
-        expected = self._next_seq.get(key)
-        if expected is not None and block.seq > expected:  # reconnects and lost frames of every channel
-            for s in self.sinks:
-                _safe(s.gap, mat, block.device_id, block.channel, expected, block.seq, "seq jump")
-        self._next_seq[key] = block.end_seq
-        for s in self.sinks:
+        sinks = self._late_sinks(block.device_id)
+        if sinks is self.sinks:
+            self._check_seq(mat, block, sinks)
+        for s in sinks:
             _safe(s.block, mat, block)
         if block.kind is ChannelKind.ECG and self.engine is not None and hasattr(self.engine, "on_ecg_wave"):
             _safe(self.engine.on_ecg_wave, mat, block.samples.astype(np.float64) * block.gain, block.fs,
@@ -374,7 +413,7 @@ class Pipeline:
     def _reading(self, mat: str, r: NumericReading) -> None:
         g = self.guests[mat]
         g.vitals[r.metric] = Vital(float(r.value), r.t_mono, r.device_id)
-        for s in self.sinks:
+        for s in self._late_sinks(r.device_id):
             _safe(s.reading, mat, r)
         if self.engine is not None:
             _safe(self.engine.on_reading, mat, r)
@@ -463,6 +502,8 @@ class MemorySink(PipelineSink):
 
 class StoreSink(PipelineSink):
     """Writes through a `StoreWriter` (never blocks: `submit` queues to the writer thread)."""
+
+    at_arrival = True
 
     def __init__(self, writer: Any, session_id: str) -> None:
         self.writer = writer

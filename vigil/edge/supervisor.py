@@ -88,6 +88,9 @@ class DeviceSupervisor:
         self.connects = 0
         self.failures = 0
         self.dropped = 0
+        # called with every sample block and numeric as it arrives, before it waits in the queue (the daemon
+        # stores data here, so a consumer running behind never holds unstored data)
+        self.on_arrival: Callable[[Output], None] | None = None
         self._out: asyncio.Queue[Output | None] = asyncio.Queue(maxsize)
         self._task: asyncio.Task[None] | None = None
         self._active: dict[TechnicalKind, bool] = {}
@@ -159,6 +162,11 @@ class DeviceSupervisor:
     # -- internals
     def _emit(self, out: Output) -> None:
         """Queue an output; when the consumer is far behind, data is dropped (counted), conditions never."""
+        if self.on_arrival is not None and not isinstance(out, TechnicalEvent):
+            try:
+                self.on_arrival(out)
+            except Exception:
+                log.exception("%s: arrival hook failed", self.device_id)
         while True:
             try:
                 self._out.put_nowait(out)
