@@ -41,42 +41,46 @@ BAND_LO = 2.5  # lower edge of the VF band, Hz
 def vf_leakage(x: np.ndarray, fs: float) -> float:
     """VF-filter leakage of a window (Kuo & Dillman 1978, as given by Amann et al. 2005, eq. 1-2)."""
     x = np.asarray(x, dtype=float)
-    x = x - np.mean(x)
-    num = float(np.sum(np.abs(x)))
-    den = float(np.sum(np.abs(np.diff(x))))
+    x = x - x.mean()
+    ax = np.abs(x)
+    num = float(ax.sum())
+    den = float(np.abs(x[1:] - x[:-1]).sum())
     if den <= 0.0 or num <= 0.0:
         return 1.0
     n_half = int(round((np.pi * num / den + 0.5) / 2.0))  # half the mean period, in samples
     n_half = max(1, min(n_half, len(x) // 2))
-    a, b = x[n_half:], x[:-n_half]
-    denom = float(np.sum(np.abs(a) + np.abs(b)))
-    return float(np.sum(np.abs(a + b)) / denom) if denom > 0 else 1.0
+    denom = float((ax[n_half:] + ax[:-n_half]).sum())
+    return float(np.abs(x[n_half:] + x[:-n_half]).sum() / denom) if denom > 0 else 1.0
 
 
 @lru_cache(maxsize=16)
-def _spectral_setup(n: int, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Hann window, frequencies of the 1-30 Hz band, and the BAND_LO-9 Hz mask within it, for `n` samples."""
+def _spectral_setup(n: int, fs: float) -> tuple[np.ndarray, slice, np.ndarray, slice]:
+    """Hann window, the 1-30 Hz bins (a slice of the rfft), their frequencies, and the BAND_LO-9 Hz bins within them."""
     freqs = np.fft.rfftfreq(n, 1.0 / fs)
-    total_band = (freqs >= 1.0) & (freqs <= 30.0)
-    band_freqs = freqs[total_band]
-    return np.hanning(n), total_band, band_freqs, (band_freqs >= BAND_LO) & (band_freqs <= 9.0)
+    idx = np.flatnonzero((freqs >= 1.0) & (freqs <= 30.0))  # contiguous: frequencies increase
+    band = slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0)
+    band_freqs = freqs[band]
+    vf_idx = np.flatnonzero((band_freqs >= BAND_LO) & (band_freqs <= 9.0))
+    vf_band = slice(int(vf_idx[0]), int(vf_idx[-1]) + 1) if vf_idx.size else slice(0, 0)
+    return np.hanning(n), band, band_freqs, vf_band
 
 
 def spectral_concentration(x: np.ndarray, fs: float) -> tuple[float, float]:
     """Return (power fraction in BAND_LO-9 Hz of 1-30 Hz, dominant frequency in Hz) of a Hann-windowed window."""
     x = np.asarray(x, dtype=float)
     hann, total_band, band_freqs, vf_band = _spectral_setup(len(x), float(fs))
-    spec = np.abs(np.fft.rfft((x - np.mean(x)) * hann)[total_band]) ** 2
-    total = float(np.sum(spec))
+    spec = np.abs(np.fft.rfft((x - x.mean()) * hann)[total_band]) ** 2
+    total = float(spec.sum())
     if total <= 0.0:
         return 0.0, 0.0
-    dominant = float(band_freqs[int(np.argmax(spec))])
-    return float(np.sum(spec[vf_band])) / total, dominant
+    dominant = float(band_freqs[int(spec.argmax())])
+    return float(spec[vf_band].sum()) / total, dominant
 
 
 def vf_score(x: np.ndarray, fs: float) -> float:
     """Spectral concentration − VF-filter leakage of a window; -1 when flat or the dominant frequency is outside the VF band."""
-    if np.ptp(x) <= 0:
+    x = np.asarray(x, dtype=float)
+    if x.max() - x.min() <= 0:
         return -1.0
     conc, dom = spectral_concentration(x, fs)
     if not BAND_LO <= dom <= 9.0:
