@@ -58,39 +58,63 @@ class Detection:
 
 
 class Ring:
-    """A bounded float buffer addressed by absolute sample index."""
+    """A bounded float buffer addressed by absolute sample index.
+
+    Holds between `capacity` and 2·`capacity` samples: once an append passes 2·`capacity`, the
+    oldest are dropped down to `capacity`.  Storage is preallocated and compacted only when its end
+    is reached, so an append copies just the new samples; `get` returns a view that stays valid
+    until the next `append`.
+    """
 
     def __init__(self, capacity: int) -> None:
         """Create an empty ring holding at most `capacity` samples (trimmed lazily)."""
         self.capacity = capacity
-        self.data = np.zeros(0)
+        self._buf = np.zeros(4 * max(1, capacity))
+        self._lo = 0  # the held samples are _buf[_lo:_hi]
+        self._hi = 0
         self.start = 0  # absolute index of data[0]
+
+    @property
+    def data(self) -> FloatArray:
+        """The held samples (a view)."""
+        return self._buf[self._lo:self._hi]
 
     @property
     def end(self) -> int:
         """Absolute index one past the last sample."""
-        return self.start + len(self.data)
+        return self.start + self._hi - self._lo
 
     def reset(self, start: int) -> None:
         """Empty the buffer; the next sample will have index `start`."""
-        self.data = np.zeros(0)
+        self._lo = self._hi = 0
         self.start = start
 
     def append(self, x: FloatArray) -> None:
         """Append samples, dropping the oldest beyond twice the capacity."""
-        self.data = np.concatenate((self.data, x)) if len(self.data) else np.asarray(x, dtype=np.float64)
-        if len(self.data) > 2 * self.capacity:
-            drop = len(self.data) - self.capacity
-            self.data = self.data[drop:]
+        k = len(x)
+        held = self._hi - self._lo
+        if self._hi + k > len(self._buf):  # move the held samples to the front (grow for huge blocks)
+            if held + k > len(self._buf):
+                buf = np.zeros(2 * (held + k))
+                buf[:held] = self._buf[self._lo:self._hi]
+                self._buf = buf
+            else:
+                self._buf[:held] = self._buf[self._lo:self._hi]
+            self._lo, self._hi = 0, held
+        self._buf[self._hi:self._hi + k] = x
+        self._hi += k
+        if held + k > 2 * self.capacity:
+            drop = held + k - self.capacity
+            self._lo += drop
             self.start += drop
 
     def get(self, a: int, b: int) -> FloatArray:
-        """Samples with absolute indices [a, b), clipped to what is held."""
+        """Samples with absolute indices [a, b), clipped to what is held (a view)."""
         a = max(a, self.start)
         b = min(b, self.end)
         if b <= a:
             return np.zeros(0)
-        return self.data[a - self.start:b - self.start]
+        return self._buf[self._lo + a - self.start:self._lo + b - self.start]
 
 
 class QrsDetector:
