@@ -176,7 +176,7 @@ class EcgAnalyzer:
         win = np.array([ring.get(r_bp - pre, r_bp + w + 1) for ring in (self.bp, *self.bp_more)])
         label: BeatLabel = "N"
         if win.shape[1] == pre + w + 1:
-            label, _ = self.classifier.classify(win, r)
+            label = self.classifier.label(win, r)
         return Beat(sample=int(r), label=label, channel=self.channel)
 
     # ------------------------------------------------------------------ quality

@@ -179,6 +179,7 @@ class BeatClassifier:
         """Forget the templates and the RR history (after a gap)."""
         self.templates: list[FloatArray] = []
         self._tt: list[tuple[FloatArray, float] | None] = []  # centred template cores (see _centred)
+        self._stats: list[_TemplateStats | None] = []  # per-template feature references (see _tpl_stats)
         self.counts: list[float] = []
         self._rr: deque[float] = deque(maxlen=8)
         self._last_r: int | None = None
@@ -233,18 +234,32 @@ class BeatClassifier:
         if len(self.templates) < MAX_TEMPLATES:
             self.templates.append(tpl)
             self._tt.append(None)
+            self._stats.append(None)
             self.counts.append(1.0)
         else:
             j = int(np.argmin(self.counts))
             self.templates[j] = tpl
             self._tt[j] = None
+            self._stats[j] = None
             self.counts[j] = 1.0
 
-    def features(self, seg: FloatArray, r: int) -> BeatFeatures | None:
-        """Update the templates with one beat and return its features (None for the very first).
+    def _tpl_stats(self, j: int) -> _TemplateStats:
+        """Per-template numbers the features compare against (cached until the template changes)."""
+        st = self._stats[j]
+        if st is None:
+            tpl = self.templates[j]
+            dom = tpl[:, -(2 * self.half + 1):]
+            pre_t = tpl[:, :self.pre_n]
+            pt = pre_t - pre_t.mean(axis=-1, keepdims=True)
+            st = self._stats[j] = _TemplateStats(
+                pt=pt, pt_energy=float(np.sum(pt * pt)), pre_p2p=float(np.ptp(pre_t[0])) or 1e-9,
+                width=_width(dom[0], self.fs) or 1e-9, p2p=float(np.ptp(dom[0])) or 1e-9,
+                p2p_last=float(np.ptp(dom[-1])) or 1e-9, energy=float(np.sum(dom * dom)) or 1e-12,
+                slope=_slope(dom[0]) or 1e-9, polarity=_polarity(dom[0]))
+        return st
 
-        `seg` holds leads × (pre + 1 + window) band-passed samples centred on R at sample `r`.
-        """
+    def _match(self, seg: FloatArray, r: int) -> _Match | None:
+        """Update the templates and RR history with one beat; what its features need (None: the first beat)."""
         seg = np.atleast_2d(seg)
         full = seg
         seg = full[:, self.pre_n:]  # the ±(half + shift) core
@@ -261,52 +276,70 @@ class BeatClassifier:
             return None
         v, vv = self._shifts(seg)  # shared by every template match of this beat
         matches = [self._best_of(v, vv, *self._centred(j)) for j in range(len(self.templates))]
-        k = int(np.argmax([m[0] for m in matches]))
+        k = int(np.argmax([mt[0] for mt in matches]))
         corr_k, sh_k = matches[k]
         d_before = int(np.argmax(self.counts))
         share = self.counts[k] / (sum(self.counts) or 1.0) if corr_k >= MATCH else 0.0
         is_dom = 1.0 if (corr_k >= MATCH and k == d_before) else 0.0
-        tpl_corr = 0.0
+        tpl_pair: tuple[FloatArray, FloatArray] | None = None  # (matched, dominant) when they differ
         if corr_k >= MATCH:
-            tpl_corr = 1.0 if k == d_before else self._best(
-                np.pad(self.templates[k][:, -n:], ((0, 0), (self.shift, self.shift)), mode="edge"),
-                self.templates[d_before])[0]
+            if k != d_before:
+                tpl_pair = (self.templates[k], self.templates[d_before])  # never modified in place
             self.templates[k] = 0.92 * self.templates[k] + 0.08 * full[:, sh_k:sh_k + m]
             self._tt[k] = None
+            self._stats[k] = None
             self.counts[k] += 1.0
         else:
             self._new_template(full)
         d = int(np.argmax(self.counts))
-        dom_full = self.templates[d]
-        dom = dom_full[:, -n:]
         corr_d, sh_d = self._best_of(v, vv, *self._centred(d))
-        core = seg[:, sh_d:sh_d + n]
-        pre_b = full[:, sh_d:sh_d + self.pre_n]
-        pre_t = dom_full[:, :self.pre_n]
-        pb = pre_b - pre_b.mean(axis=-1, keepdims=True)
-        pt = pre_t - pre_t.mean(axis=-1, keepdims=True)
-        den = float(np.sqrt(np.sum(pb * pb) * np.sum(pt * pt)))
-        pre_corr = float(np.sum(pb * pt)) / den if den > 0 else 0.0
-        pre_amp = float(np.ptp(pre_b[0])) / (float(np.ptp(pre_t[0])) or 1e-9)
-        c0 = _corr(core[0], dom[0])
-        tw = _width(dom[0], self.fs) or 1e-9
-        wb = _width(core[0], self.fs)
-        ta = float(np.ptp(dom[0])) or 1e-9
-        tl = float(np.ptp(dom[-1])) or 1e-9
-        te = float(np.sum(dom * dom)) or 1e-12
-        ts = _slope(dom[0]) or 1e-9
-        f = BeatFeatures(
-            corr=corr_d, corr0=c0, width_ratio=wb / tw, width_ms=1000.0 * wb,
-            amp_ratio=float(np.ptp(core[0])) / ta, amp_ratio_last=float(np.ptp(core[-1])) / tl,
-            log_energy_ratio=math.log(max(float(np.sum(core * core)), 1e-12) / te),
-            polarity_change=_polarity(core[0]) - _polarity(dom[0]),
-            slope_ratio=_slope(core[0]) / ts, prematurity=prem, rr_cv=cv,
-            prev_corr=self._prev_corr, tpl_share=share, tpl_is_dominant=is_dom, tpl_corr=tpl_corr,
-            pre_corr=pre_corr, pre_amp_ratio=pre_amp)
+        out = _Match(full=full, seg=seg, dom_full=self.templates[d], stats=self._tpl_stats(d), corr=corr_d,
+                     shift=sh_d, prematurity=prem, rr_cv=cv, prev_corr=self._prev_corr, share=share,
+                     is_dom=is_dom, tpl_corr=1.0 if corr_k >= MATCH else 0.0, tpl_pair=tpl_pair)
         self._prev_corr = corr_d
         if rr is not None and corr_d >= RR_MATCH:
             self._rr.append(float(rr))
-        return f
+        return out
+
+    def _rule_inputs(self, mt: _Match) -> tuple[float, float, float]:
+        """(width ratio, width s, amplitude ratio) of a matched beat: what the V rule needs besides corr."""
+        core0 = mt.seg[0, mt.shift:mt.shift + 2 * self.half + 1]
+        wb = _width(core0, self.fs)
+        return wb / mt.stats.width, wb, float(np.ptp(core0)) / mt.stats.p2p
+
+    def _features(self, mt: _Match) -> BeatFeatures:
+        """All features of a matched beat (pure: no state changes)."""
+        n = 2 * self.half + 1
+        st = mt.stats
+        sh_d = mt.shift
+        core = mt.seg[:, sh_d:sh_d + n]
+        dom = mt.dom_full[:, -n:]
+        pre_b = mt.full[:, sh_d:sh_d + self.pre_n]
+        pb = pre_b - pre_b.mean(axis=-1, keepdims=True)
+        den = float(np.sqrt(np.sum(pb * pb) * st.pt_energy))
+        pre_corr = float(np.sum(pb * st.pt)) / den if den > 0 else 0.0
+        pre_amp = float(np.ptp(pre_b[0])) / st.pre_p2p
+        tpl_corr = mt.tpl_corr
+        if mt.tpl_pair is not None:
+            tk, td = mt.tpl_pair
+            tpl_corr = self._best(np.pad(tk[:, -n:], ((0, 0), (self.shift, self.shift)), mode="edge"), td)[0]
+        width_ratio, wb, amp_ratio = self._rule_inputs(mt)
+        return BeatFeatures(
+            corr=mt.corr, corr0=_corr(core[0], dom[0]), width_ratio=width_ratio, width_ms=1000.0 * wb,
+            amp_ratio=amp_ratio, amp_ratio_last=float(np.ptp(core[-1])) / st.p2p_last,
+            log_energy_ratio=math.log(max(float(np.sum(core * core)), 1e-12) / st.energy),
+            polarity_change=_polarity(core[0]) - st.polarity,
+            slope_ratio=_slope(core[0]) / st.slope, prematurity=mt.prematurity, rr_cv=mt.rr_cv,
+            prev_corr=mt.prev_corr, tpl_share=mt.share, tpl_is_dominant=mt.is_dom, tpl_corr=tpl_corr,
+            pre_corr=pre_corr, pre_amp_ratio=pre_amp)
+
+    def features(self, seg: FloatArray, r: int) -> BeatFeatures | None:
+        """Update the templates with one beat and return its features (None for the very first).
+
+        `seg` holds leads × (pre + 1 + window) band-passed samples centred on R at sample `r`.
+        """
+        mt = self._match(seg, r)
+        return None if mt is None else self._features(mt)
 
     def classify(self, seg: FloatArray, r: int) -> tuple[BeatLabel, BeatFeatures | None]:
         """Label one beat from `seg` (leads × (pre + 1 + window), R at column `pre`, sample `r`)."""
@@ -315,11 +348,69 @@ class BeatClassifier:
             return "N", None
         return decide(f, self.model), f
 
+    def label(self, seg: FloatArray, r: int) -> BeatLabel:
+        """The label `classify` gives, computing the model's features only when the V rule fires.
+
+        A subclass that overrides `classify` (e.g. to record features) is called through it.
+        """
+        if type(self).classify is not BeatClassifier.classify:
+            return self.classify(seg, r)[0]
+        mt = self._match(seg, r)
+        if mt is None:
+            return "N"
+        width_ratio, _, amp_ratio = self._rule_inputs(mt)
+        is_v = _rule_v(mt.corr, width_ratio, amp_ratio, mt.prematurity)
+        if is_v and self.model is not None:
+            is_v = self.model.logit(self._features(mt).vector()) > self.model.threshold
+        return "V" if is_v else _supraventricular(mt.prematurity, mt.rr_cv, mt.corr)
+
+
+@dataclass(frozen=True, slots=True)
+class _TemplateStats:
+    """Numbers of one template version used by every beat compared with it."""
+
+    pt: FloatArray  # centred pre-QRS segment (all leads)
+    pt_energy: float
+    pre_p2p: float  # peak-to-peak of the pre-QRS segment, lead 1
+    width: float
+    p2p: float
+    p2p_last: float
+    energy: float
+    slope: float
+    polarity: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Match:
+    """One beat matched against the templates: everything its features are computed from."""
+
+    full: FloatArray
+    seg: FloatArray
+    dom_full: FloatArray
+    stats: _TemplateStats
+    corr: float
+    shift: int
+    prematurity: float
+    rr_cv: float
+    prev_corr: float
+    share: float
+    is_dom: float
+    tpl_corr: float
+    tpl_pair: tuple[FloatArray, FloatArray] | None
+
+
+def _rule_v(corr: float, width_ratio: float, amp_ratio: float, prematurity: float) -> bool:
+    return corr < CORR_V or (corr < CORR_WIDE and (width_ratio > WIDTH_V or amp_ratio > AMP_V)) \
+        or (corr < CORR_PREM and prematurity < PREM_V)
+
+
+def _supraventricular(prematurity: float, rr_cv: float, corr: float) -> BeatLabel:
+    return "S" if prematurity < PREMATURE_S and rr_cv < REGULAR_CV and corr >= CORR_S else "N"
+
 
 def rule_v(f: BeatFeatures) -> bool:
     """The hand rule for V (OSEA-like): unlike the dominant beat, and wider, taller or very premature."""
-    return f.corr < CORR_V or (f.corr < CORR_WIDE and (f.width_ratio > WIDTH_V or f.amp_ratio > AMP_V)) \
-        or (f.corr < CORR_PREM and f.prematurity < PREM_V)
+    return _rule_v(f.corr, f.width_ratio, f.amp_ratio, f.prematurity)
 
 
 def decide(f: BeatFeatures, model: TreeEnsemble | None = _MODEL) -> BeatLabel:
@@ -329,6 +420,4 @@ def decide(f: BeatFeatures, model: TreeEnsemble | None = _MODEL) -> BeatLabel:
         is_v = model.logit(f.vector()) > model.threshold
     if is_v:
         return "V"
-    if f.prematurity < PREMATURE_S and f.rr_cv < REGULAR_CV and f.corr >= CORR_S:
-        return "S"
-    return "N"
+    return _supraventricular(f.prematurity, f.rr_cv, f.corr)
