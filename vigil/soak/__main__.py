@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", type=float, default=10.0, help="replay speed, x real time (default 10)")
     ap.add_argument("--guests", type=int, default=20, help="guests, each on a replayed record (default 20)")
     ap.add_argument("--serial", type=int, default=2, help="guests that also wear an emulated serial oximeter")
+    ap.add_argument("--ble", type=int, default=2,
+                    help="guests that also wear a BLE pulse oximeter, reached by the daemon over HCI (default 2)")
     ap.add_argument("--kill-every", type=float, default=10.0, metavar="MIN",
                     help="simulated minutes between daemon SIGKILLs (mean, default 10)")
     ap.add_argument("--seed", type=int, default=1)
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if again.ok else 1
     hours = args.minutes / 60.0 if args.minutes is not None else args.hours
     kinds = frozenset(k.strip() for k in args.faults.split(",")) if args.faults else None
-    opt = SoakOptions(hours=hours, speed=args.speed, guests=args.guests, serial=args.serial, seed=args.seed,
+    opt = SoakOptions(hours=hours, speed=args.speed, guests=args.guests, serial=args.serial, ble=args.ble, seed=args.seed,
                       kill_every_min=args.kill_every, run_dir=args.run_dir, tmpfs_mb=args.tmpfs_mb, kinds=kinds,
                       keep=args.keep, drain_timeout_s=args.drain_timeout)
     report = run_soak(opt)

@@ -15,6 +15,7 @@ FAULT_RATES: dict[str, tuple[float, float, float]] = {
     "disk_full": (0.25, 0.55, 25.0),       # ballast leaves less than store.min_free_mb on the store's disk
     "serial_storm": (0.5, 0.65, 8.0),      # oximeters unplugged/replugged once a second
     "cloud_5xx": (0.5, 0.80, 20.0),        # booking platform answers 503
+    "ble_storm": (0.5, 0.60, 12.0),        # BLE peripherals drop their links / power off and on once a second
 }
 
 

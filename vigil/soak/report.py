@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
 import statistics
@@ -18,6 +19,13 @@ DETECT_AT_START_S = 5.0    # a daemon started on a full disk must say so this so
 MAX_ALARM_LAG_S = 10.0     # IEC 60601-2-27 / DESIGN §6: an alarm within 10 s of its condition
 RSS_MIN_UPTIME_S = 120.0   # only runs at least this long say anything about RSS growth within a run
 RSS_WARMUP_S = 20.0
+# BLE storms: a stream must be back this soon after the storm ends (or after a daemon started later began):
+# the supervisor's backoff reaches 16 s after ~6 failed attempts in a row (cap 30 s), plus a 5 s scan
+BLE_RESUME_S = 45.0
+BLE_SETTLE_S = 10.0        # after a storm's end, when the fd/RSS sample is compared with the one before it
+BLE_WARMUP_S = 10.0        # the "before" sample must be this long after the run started (start-up is not a leak)
+FD_SLACK = 3               # more open fds than before a storm by this much is a leak
+RSS_STORM_SLACK_MB = 40.0  # more RSS than before a storm by this much is a problem (normal warm-up stays below)
 TECHNICAL = ("broker_down", "device_disconnected", "device_stale", "disk_low")
 
 
@@ -40,6 +48,7 @@ class Incarnation:
     offset_end: float = 0.0          # wall-clock offset (s) the daemon saw when it ended (information only)
     rss: list[tuple[float, float]] = field(default_factory=list)  # (harness monotonic, MB)
     cpu_s: float = 0.0
+    fds: list[tuple[float, int]] = field(default_factory=list)  # (harness monotonic, open file descriptors)
 
     def alive(self, t0: float, t1: float) -> bool:
         """True when this incarnation ran through the whole interval."""
@@ -98,6 +107,9 @@ class SoakReport:
     cpu_percent: dict[str, float]
     problems: list[str] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    ble_readings: int = 0                   # SpO2 readings stored from the BLE oximeters
+    ble_storms: list[dict[str, Any]] = field(default_factory=list)  # per storm: resume delays, fds, RSS
+    ble_stats: dict[str, int] = field(default_factory=dict)         # what the virtual peripherals saw
 
     @property
     def ok(self) -> bool:
@@ -160,23 +172,33 @@ def _alive_for(inc: Incarnation, t0: float, t1: float) -> bool:
     return inc.session is not None and inc.alive(t0, t1)
 
 
-def _clear_of_storms(inc: Incarnation, faults: list[FaultRun]) -> float:
-    """When the oximeters were last plugged in for good during `inc` (the end of the last storm it saw)."""
+def _clear_of_storms(inc: Incarnation, faults: list[FaultRun], kind: str = "serial_storm") -> float:
+    """When the oximeters were last plugged in for good during `inc` (the end of the last `kind` storm it saw)."""
     end = inc.end if inc.end is not None else float("inf")
     clear = inc.start
     for f in faults:
-        if f.kind == "serial_storm" and not f.note.startswith("skipped") and f.start < end and f.end > inc.start:
+        if f.kind == kind and not f.note.startswith("skipped") and f.start < end and f.end > inc.start:
             clear = max(clear, f.end)
     return clear
 
 
-def technical_expectations(faults: list[FaultRun], incs: list[Incarnation],
-                           tech: set[tuple[str | None, str]]) -> list[Expectation]:
+def technical_expectations(faults: list[FaultRun], incs: list[Incarnation], tech: set[tuple[str | None, str]],
+                           dev_tech: set[tuple[str | None, str, str]] | None = None,
+                           ble_devices: list[str] | None = None) -> list[Expectation]:
     """Technical alarms the faults called for: the daemon alive when a fault began (for its detection time)
-    must raise it; for a full disk so must a daemon started while the ballast was there."""
+    must raise it; for a full disk so must a daemon started while the ballast was there. A BLE storm calls
+    for device_disconnected (or device_stale) of every BLE device, from `dev_tech` (session, kind, device)."""
     wanted = {"broker_restart": "broker_down", "disk_full": "disk_low", "serial_storm": "device_disconnected"}
     exp: list[Expectation] = []
     for f in faults:
+        if f.kind == "ble_storm" and not f.note.startswith("skipped"):
+            for live in [i for i in incs if _alive_for(i, f.start, f.start + DETECT_S["device_disconnected"])]:
+                for dev in ble_devices or []:
+                    ok = any((live.session, k, dev) in (dev_tech or set())
+                             for k in ("device_disconnected", "device_stale"))
+                    exp.append(Expectation(f"device_disconnected {dev} (ble_storm at sim {f.at_sim_s:.0f} s)",
+                                           live.n, ok))
+            continue
         kind = wanted.get(f.kind)
         if kind is None or f.note.startswith("skipped"):
             continue
@@ -189,6 +211,70 @@ def technical_expectations(faults: list[FaultRun], incs: list[Incarnation],
                                                   and (live.session, "device_stale") in tech)
             exp.append(Expectation(f"{kind} ({f.kind} at sim {f.at_sim_s:.0f} s)", live.n, ok))
     return exp
+
+
+def _sample_at(samples: list[tuple[float, Any]], t: float, *, before: bool) -> Any:
+    """The last sample before `t` (before=True) or the first at or after it; None when there is none."""
+    if before:
+        prior = [v for ts, v in samples if ts < t]
+        return prior[-1] if prior else None
+    return next((v for ts, v in samples if ts >= t), None)
+
+
+def ble_storm_checks(faults: list[FaultRun], incs: list[Incarnation], ble_devices: list[str],
+                     ble_times: dict[str, list[float]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per BLE storm: how soon each BLE stream was back after it, and the daemon's fds and RSS before and after.
+
+    A stream is back at its first stored reading after the storm's end; the delay counts from the end, or
+    from the start of the daemon run that stored it when that run began later (a SIGKILL in between).
+    fds/RSS compare the last sample before the storm (and `BLE_WARMUP_S` into the run) with the first
+    `BLE_SETTLE_S` after its end, in a run that lived through both. A storm that ended less than `BLE_RESUME_S` before the last daemon run stopped
+    is not held against a stream that did not come back (the night ended first).
+    """
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    night_end = max((i.end for i in incs if i.end is not None), default=float("inf"))
+    for f in faults:
+        if f.kind != "ble_storm" or f.note.startswith("skipped"):
+            continue
+        row: dict[str, Any] = {"at_sim_s": f.at_sim_s, "resumed_s": {}, "fds": None, "rss_mb": None}
+        for dev in ble_devices:
+            ts = ble_times.get(dev, [])
+            k = bisect.bisect_right(ts, f.end)
+            if k == len(ts):
+                row["resumed_s"][dev] = None
+                if night_end - f.end < BLE_RESUME_S:
+                    row["note"] = "night ended before the streams were due back"
+                    continue
+                problems.append(f"{dev}: no reading stored after the BLE storm at sim {f.at_sim_s:.0f} s")
+                continue
+            t1 = ts[k]
+            run = next((i for i in incs if i.start <= t1 and (i.end is None or t1 <= i.end)), None)
+            delay = t1 - max(f.end, run.start if run is not None else f.end)
+            row["resumed_s"][dev] = round(delay, 2)
+            if delay > BLE_RESUME_S:
+                problems.append(f"{dev}: stream back {delay:.0f} s after the BLE storm at sim {f.at_sim_s:.0f} s "
+                                f"(limit {BLE_RESUME_S:.0f} s)")
+        live = next((i for i in incs if i.alive(f.start, f.end + BLE_SETTLE_S)), None)
+        if live is not None and f.start - live.start < BLE_WARMUP_S:
+            row["note"] = "storm during the daemon's start-up: fds/RSS not compared"
+        elif live is not None:
+            warm = [x for x in live.fds if x[0] >= live.start + BLE_WARMUP_S], \
+                [x for x in live.rss if x[0] >= live.start + BLE_WARMUP_S]
+            fd0, fd1 = _sample_at(warm[0], f.start, before=True), _sample_at(live.fds, f.end + BLE_SETTLE_S, before=False)
+            mb0, mb1 = _sample_at(warm[1], f.start, before=True), _sample_at(live.rss, f.end + BLE_SETTLE_S, before=False)
+            if fd0 is not None and fd1 is not None:
+                row["fds"] = (fd0, fd1)
+                if fd1 - fd0 > FD_SLACK:
+                    problems.append(f"daemon run {live.n}: {fd1 - fd0} more open fds after the BLE storm at sim "
+                                    f"{f.at_sim_s:.0f} s ({fd0} -> {fd1})")
+            if mb0 is not None and mb1 is not None:
+                row["rss_mb"] = (round(mb0, 1), round(mb1, 1))
+                if mb1 - mb0 > RSS_STORM_SLACK_MB:
+                    problems.append(f"daemon run {live.n}: RSS {mb0:.0f} -> {mb1:.0f} MB over the BLE storm at sim "
+                                    f"{f.at_sim_s:.0f} s")
+        rows.append(row)
+    return rows, problems
 
 
 def rss_growth(incs: list[Incarnation]) -> tuple[float | None, str]:
@@ -230,8 +316,10 @@ def alarm_lags(con: sqlite3.Connection) -> list[float]:
 def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: list[str], ox_mats: list[str],
             ox_devices: list[str], serial_sent: int, booking_applied: list[str],
             booking_received: int, params: dict[str, Any], wall_s: float, commit_interval_s: float,
-            sync_rss: list[float], cpu_s: dict[str, float]) -> SoakReport:
+            sync_rss: list[float], cpu_s: dict[str, float], ble_mats: list[str] | None = None,
+            ble_devices: list[str] | None = None, ble_stats: dict[str, int] | None = None) -> SoakReport:
     """Check the night against what had to happen (every duration from monotonic times, see Incarnation)."""
+    ble_mats, ble_devices = list(ble_mats or []), list(ble_devices or [])
     con = _connect(db)
     try:
         raised: dict[tuple[str, str], list[tuple[str, float]]] = {}
@@ -243,8 +331,16 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
             counts[cond] = counts.get(cond, 0) + 1
             if cond in TECHNICAL:
                 tech.add((sid, cond))
-        tech |= {(sid, str(d.get("kind"))) for _i, sid, a, d in session_of_audit(con)
-                 if a == "technical" and d.get("active")}
+        audit = session_of_audit(con)
+        tech |= {(sid, str(d.get("kind"))) for _i, sid, a, d in audit if a == "technical" and d.get("active")}
+        dev_tech = {(sid, str(d.get("kind")), str(d.get("device"))) for _i, sid, a, d in audit
+                    if a == "technical" and d.get("active")}
+        ble_times: dict[str, list[float]] = {d: [] for d in ble_devices}
+        if ble_devices:
+            marks = ",".join("?" * len(ble_devices))
+            for dev, t in con.execute(f"SELECT device_id, t_mono FROM readings WHERE metric = 'spo2' "  # noqa: S608
+                                      f"AND device_id IN ({marks}) ORDER BY t_mono", ble_devices):
+                ble_times[dev].append(t)
         alarm_lag = alarm_lags(con)
         hole_where: dict[str, int] = {}
         stored, holes = sample_holes(con, hole_where)
@@ -276,13 +372,15 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
         if inc.session is None or inc.end is None or inc.end - inc.start < MIN_ALARM_WINDOW_S:
             continue
         ox_ok = inc.end - _clear_of_storms(inc, faults) >= MIN_ALARM_WINDOW_S
+        ble_ok = inc.end - _clear_of_storms(inc, faults, "ble_storm") >= MIN_ALARM_WINDOW_S
         for mat in mats:
             wants = [("hr_high", mat)] + ([("spo2_low", mat)] if mat in ox_mats and ox_ok else [])
+            wants += [("spo2_low", mat)] if mat in ble_mats and ble_ok else []
             for prefix, m in wants:
                 hits = [t for c, t in raised.get((inc.session, m), []) if c.startswith(prefix)]
                 lat = (min(hits) - inc.start) if hits else None
                 exp.append(Expectation(f"{prefix} {m}", inc.n, bool(hits), lat))
-    exp += technical_expectations(faults, incs, tech)
+    exp += technical_expectations(faults, incs, tech, dev_tech, ble_devices)
     missed = [e for e in exp if not e.raised]
     if missed:
         problems.append(f"{len(missed)} expected alarm(s) not raised: "
@@ -303,6 +401,10 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
         if a.end is not None and b.session in first_ox:
             down_s += max(0.0, first_ox[b.session] - a.end)
     serial_downtime_samples = int(down_s * 60 * len(ox_devices))
+    ble_storms, ble_problems = ble_storm_checks(faults, incs, ble_devices, ble_times)
+    problems += ble_problems
+    if ble_devices and not any(ble_times.values()):
+        problems.append("no reading stored from the BLE oximeters")
     if holes:
         problems.append(f"{holes} samples missing inside streams without a gap record: "
                         + ", ".join(f"{k} {v}" for k, v in sorted(hole_where.items())))
@@ -361,7 +463,9 @@ def analyse(*, db: Path, incs: list[Incarnation], faults: list[FaultRun], mats: 
         cpu_percent=cpu, problems=problems,
         runs=[{"n": i.n, "start": i.start, "s": round((i.end or i.start) - i.start, 1), "how": i.how,
                "session": i.session,
-               "rss_max": max((mb for _t, mb in i.rss), default=None)} for i in incs])
+               "rss_max": max((mb for _t, mb in i.rss), default=None),
+               "fds_max": max((n for _t, n in i.fds), default=None)} for i in incs],
+        ble_readings=sum(len(v) for v in ble_times.values()), ble_storms=ble_storms, ble_stats=dict(ble_stats or {}))
 
 
 def save_inputs(path: Path, inputs: dict[str, Any]) -> None:
@@ -375,7 +479,8 @@ def save_inputs(path: Path, inputs: dict[str, Any]) -> None:
 def reanalyse(run_dir: Path) -> SoakReport:
     """The report of a finished night, recomputed from its run folder (inputs.json and the kept store)."""
     d = json.loads((run_dir / "inputs.json").read_text())
-    d["incs"] = [Incarnation(**{**i, "rss": [tuple(x) for x in i["rss"]]}) for i in d["incs"]]
+    d["incs"] = [Incarnation(**{**i, "rss": [tuple(x) for x in i["rss"]], "fds": [tuple(x) for x in i.get("fds", [])]})
+                 for i in d["incs"]]
     d["faults"] = [FaultRun(**f) for f in d["faults"]]
     db = run_dir / "vigil.db"
     if not db.exists():
@@ -386,7 +491,8 @@ def reanalyse(run_dir: Path) -> SoakReport:
 def format_report(r: SoakReport) -> str:
     """The human-readable report."""
     p = r.params
-    lines = [f"Vigil soak: {p['guests']} guests ({p['serial']} with a serial oximeter), {p['hours']:g} h simulated "
+    ble = f", {p['ble']} with a BLE oximeter" if p.get("ble") else ""
+    lines = [f"Vigil soak: {p['guests']} guests ({p['serial']} with a serial oximeter{ble}), {p['hours']:g} h simulated "
              f"at {p['speed']:g}x in {r.wall_s / 60:.1f} min wall, seed {p['seed']}",
              "",
              f"faults injected     {sum(r.faults.values())}: " + ", ".join(f"{k} {v}" for k, v in r.faults.items()),
@@ -413,6 +519,17 @@ def format_report(r: SoakReport) -> str:
                                                           f"of data (window {r.tail_window_s:.1f} s)" if tail else "none"),
               f"  serial oximeters  sent {r.serial_sent:,}, stored {r.serial_stored:,}; sent between a daemon's "
               f"death and the next one's first stored sample ~{r.serial_downtime_samples:,}"]
+    if p.get("ble"):
+        st = r.ble_stats
+        lines.append(f"  BLE oximeters     {p['ble']} over HCI: {r.ble_readings:,} SpO2 readings stored; the peripherals "
+                     f"sent {st.get('notifications', 0):,} notifications over {st.get('connections', 0)} connections "
+                     f"to {st.get('hosts', 0)} daemon runs")
+        for b in r.ble_storms:
+            back = ", ".join(f"{d} {'never' if v is None else f'{v:.1f} s'}" for d, v in b["resumed_s"].items())
+            fds = "n/a" if b["fds"] is None else f"{b['fds'][0]} -> {b['fds'][1]}"
+            rss = "n/a" if b["rss_mb"] is None else f"{b['rss_mb'][0]:.0f} -> {b['rss_mb'][1]:.0f} MB"
+            lines.append(f"    storm at sim {b['at_sim_s']:.0f} s: back after {back}; daemon fds {fds}, RSS {rss}"
+                         + (f" ({b['note']})" if b.get("note") else ""))
     ob = r.outbox
     lines += ["",
               f"outbox (booking)    drained in {p.get('drain_s', 0):.0f} s after the night" + (

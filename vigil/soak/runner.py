@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from vigil.commands.run import TEST_HCI_ENV
 from vigil.datasets import VENDORED_RECORDS
+from vigil.soak.ble import BleRadio
 from vigil.soak.faults import Fault, schedule
 from vigil.soak.report import FaultRun, Incarnation, SoakReport, analyse, save_inputs
 
@@ -36,6 +38,7 @@ class SoakOptions:
     speed: float = 10.0
     guests: int = 20
     serial: int = 2
+    ble: int = 2                       # guests that also wear a BLE pulse oximeter (through the daemon's BLE path)
     seed: int = 1
     kill_every_min: float = 10.0       # simulated minutes between daemon SIGKILLs (mean)
     run_dir: Path = Path("run/soak")
@@ -52,6 +55,7 @@ class Proc:
     name: str
     argv: list[str]
     log_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
     incs: list[Incarnation] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     restart_at: float | None = None
@@ -63,7 +67,7 @@ class Proc:
         n = len(self.incs) + 1
         self._log = (self.log_dir / f"{self.name}-{n}.log").open("wb")
         self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env={**os.environ, "VIGIL_LOG_LEVEL": "INFO"}, start_new_session=True)
+                                     env={**os.environ, "VIGIL_LOG_LEVEL": "INFO", **self.env}, start_new_session=True)
         self.incs.append(Incarnation(n, self.proc.pid, time.monotonic()))
         self.restart_at = None
         self._ps = None
@@ -74,7 +78,7 @@ class Proc:
         return self.incs[-1] if self.incs and self.incs[-1].end is None else None
 
     def sample(self) -> None:
-        """Record RSS and CPU of the running incarnation."""
+        """Record RSS, open file descriptors and CPU of the running incarnation."""
         inc = self.current
         if inc is None or self.proc is None:
             return
@@ -85,7 +89,9 @@ class Proc:
                 self._ps = psutil.Process(self.proc.pid)
             mem = self._ps.memory_info().rss / 2**20
             cpu = self._ps.cpu_times()
-            inc.rss.append((time.monotonic(), mem))
+            now = time.monotonic()
+            inc.rss.append((now, mem))
+            inc.fds.append((now, self._ps.num_fds()))
             inc.cpu_s = cpu.user + cpu.system
         except (psutil.Error, OSError):
             pass
@@ -137,15 +143,26 @@ class Proc:
             self._ended("killed", offset)
 
 
+def ble_guests(guests: int, serial: int, ble: int) -> list[int]:
+    """Indices of the guests that wear a BLE oximeter: after the serial ones, not on a BIDMC replay (its own SpO2)."""
+    out = [i for i in range(serial, guests) if RECORDS[i % len(RECORDS)][1] != "replay-bidmc"]
+    return out[:ble]
+
+
 def write_config(path: Path, *, store: Path, port: int, booking_url: str, guests: int, ox_links: list[Path],
-                 speed: float) -> tuple[list[str], list[str], list[str]]:
-    """The night's config.toml; returns (mats, oximeter mats, oximeter device ids)."""
+                 speed: float, ble_addresses: list[str] | None = None
+                 ) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
+    """The night's config.toml; returns (mats, serial oximeter mats, their device ids, BLE mats, BLE device ids).
+
+    BLE oximeters are ``ble-Mxx`` devices (profile generic-pulse-oximeter) on the guests `ble_guests` picks.
+    """
     text = (f'[site]\nname = "soak"\nroom = "soak"\n[store]\npath = "{store}"\nmin_free_mb = {MIN_FREE_MB}\n'
             f"commit_interval_s = {COMMIT_INTERVAL_S}\n[mqtt]\nport = {port}\n"
             "[alarms]\nsound_enabled = false\n"
             f'[sync]\nmax_backoff_s = 5\n[sync.booking]\nurl = "{booking_url}/v1/events"\nsecret_file = "booking.secret"\n')
-    mats, ox_mats, ox_ids = [], [], []
+    mats, ox_mats, ox_ids, ble_mats, ble_ids = [], [], [], [], []
     devices, guest_tables = "", ""
+    ble_at = dict(zip(ble_guests(guests, len(ox_links), len(ble_addresses or [])), ble_addresses or [], strict=False))
     for i in range(guests):
         rec, profile, extra = RECORDS[i % len(RECORDS)]
         mat = f"M{i + 1:02d}"
@@ -157,6 +174,11 @@ def write_config(path: Path, *, store: Path, port: int, booking_url: str, guests
             devs.append(f"ox-{mat}")
             ox_mats.append(mat)
             ox_ids.append(f"ox-{mat}")
+        if i in ble_at:
+            devices += f'[[devices]]\nid = "ble-{mat}"\nprofile = "generic-pulse-oximeter"\naddress = "{ble_at[i]}"\n'
+            devs.append(f"ble-{mat}")
+            ble_mats.append(mat)
+            ble_ids.append(f"ble-{mat}")
         mats.append(mat)
         # a limit every normal heart rate exceeds: this guest must alarm in every run of the daemon
         guest_tables += (f'[[guests]]\nmat = "{mat}"\nname = "Soak guest {i + 1}"\ndevices = {devs!r}\n'.replace("'", '"')
@@ -165,7 +187,7 @@ def write_config(path: Path, *, store: Path, port: int, booking_url: str, guests
     secret = path.parent / "booking.secret"
     secret.write_bytes(SECRET)
     secret.chmod(0o600)
-    return mats, ox_mats, ox_ids
+    return mats, ox_mats, ox_ids, ble_mats, ble_ids
 
 
 def _mount_tmpfs(folder: Path, size_mb: int) -> bool:
@@ -208,17 +230,22 @@ def run_soak(opt: SoakOptions) -> SoakReport:
     emus = [Cms50Emulator(run / f"ox-{i + 1}", spo2=OX_SPO2) for i in range(min(opt.serial, opt.guests))]
     for e in emus:
         e.start()
+    n_ble = len(ble_guests(opt.guests, len(emus), opt.ble))
+    radio = BleRadio(n_ble, speed=opt.speed, spo2=OX_SPO2).start() if n_ble else None
     cfg = run / "config.toml"
-    mats, ox_mats, ox_ids = write_config(cfg, store=state / "vigil.db", port=broker.port, booking_url=srv.base_url,
-                                         guests=opt.guests, ox_links=[e.link for e in emus], speed=opt.speed)
+    mats, ox_mats, ox_ids, ble_mats, ble_ids = write_config(
+        cfg, store=state / "vigil.db", port=broker.port, booking_url=srv.base_url, guests=opt.guests,
+        ox_links=[e.link for e in emus], speed=opt.speed, ble_addresses=radio.addresses if radio else [])
     shim = [sys.executable, "-m", "vigil.soak.clockshim", str(offset_file)]
-    daemon = Proc("daemon", shim + ["run", "--config", str(cfg)], run / "logs")
+    daemon = Proc("daemon", shim + ["run", "--config", str(cfg)], run / "logs",
+                  env={TEST_HCI_ENV: radio.spec} if radio else {})
     sync = Proc("sync", shim + ["sync", "--config", str(cfg), "--roster-interval", "5"], run / "logs")
     ballast = state / "ballast"
     pending = list(plan)
     active: list[tuple[float, Fault, FaultRun]] = []
     done: list[FaultRun] = []
     storm_next = 0.0
+    ble_next = 0.0
     broker_ps: Any = None
     broker_cpu: dict[int, float] = {}
 
@@ -228,7 +255,7 @@ def run_soak(opt: SoakOptions) -> SoakReport:
         offset_file.write_text(f"{value:.3f}")
 
     def begin(f: Fault, fr: FaultRun) -> None:
-        nonlocal storm_next
+        nonlocal storm_next, ble_next
         if f.kind == "daemon_kill":
             if not daemon.kill(f.duration_s, offset):
                 fr.note = "skipped: daemon not running"
@@ -246,6 +273,11 @@ def run_soak(opt: SoakOptions) -> SoakReport:
                 e.garbage_every = 5
         elif f.kind == "serial_storm":
             storm_next = 0.0
+        elif f.kind == "ble_storm":
+            if radio is None:
+                fr.note = "skipped: no BLE devices"
+                return
+            ble_next = 0.0
         elif f.kind == "clock_jump":
             set_offset(offset + f.params["seconds"])
         elif f.kind == "disk_full":
@@ -272,6 +304,8 @@ def run_soak(opt: SoakOptions) -> SoakReport:
             for e in emus:
                 if e._master is None:
                     e.plug()
+        elif f.kind == "ble_storm" and radio is not None:
+            radio.heal()
         elif f.kind == "disk_full":
             with contextlib.suppress(FileNotFoundError):
                 ballast.unlink()
@@ -306,6 +340,9 @@ def run_soak(opt: SoakOptions) -> SoakReport:
                     else:
                         e.unplug()
                 storm_next = now + 1.0
+            if radio is not None and any(f.kind == "ble_storm" for _e, f, _r in active) and now >= ble_next:
+                radio.storm_step()
+                ble_next = now + 1.0
             daemon.poll(offset)
             sync.poll(offset)
             if now - last_sample >= 2.0:
@@ -342,14 +379,16 @@ def run_soak(opt: SoakOptions) -> SoakReport:
             for inc in p.incs:
                 _session_from_log(run / "logs" / f"{p.name}-{inc.n}.log", inc)
         serial_sent = sum(e.sent for e in emus)
+        ble_stats = radio.stats() if radio is not None else {}
         cpu = {"daemon": sum(i.cpu_s for i in daemon.incs), "sync": sum(i.cpu_s for i in sync.incs),
                "mosquitto": sum(broker_cpu.values())}
         sync_rss = [mb for i in sync.incs for _t, mb in i.rss]
-        params = {"hours": opt.hours, "speed": opt.speed, "guests": opt.guests, "serial": len(emus), "seed": opt.seed,
+        params = {"hours": opt.hours, "speed": opt.speed, "guests": opt.guests, "serial": len(emus), "ble": n_ble,
+                  "seed": opt.seed,
                   "kill_every_min": opt.kill_every_min, "tmpfs_mb": tmpfs_mb if mounted else 0,
                   "drain_s": round(drain_s, 1), "drained": drained}
         inputs = dict(incs=daemon.incs, faults=done, mats=mats, ox_mats=ox_mats, ox_devices=ox_ids,
-                      serial_sent=serial_sent, booking_applied=[str(e.get("id")) for e in app.applied],
+                      ble_mats=ble_mats, ble_devices=ble_ids, ble_stats=ble_stats, serial_sent=serial_sent, booking_applied=[str(e.get("id")) for e in app.applied],
                       booking_received=app.received, params=params, wall_s=wall_s,
                       commit_interval_s=COMMIT_INTERVAL_S, sync_rss=sync_rss, cpu_s=cpu)
         save_inputs(run / "inputs.json", inputs)
@@ -365,6 +404,9 @@ def run_soak(opt: SoakOptions) -> SoakReport:
         for e in emus:
             with contextlib.suppress(Exception):
                 e.stop()
+        if radio is not None:
+            with contextlib.suppress(Exception):
+                radio.stop()
         with contextlib.suppress(Exception):
             srv.stop()
         broker.stop()
