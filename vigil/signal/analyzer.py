@@ -26,6 +26,7 @@ from vigil.signal.hr import HrEstimator
 from vigil.signal.hrv import HrvEstimator
 from vigil.signal.qrs import QrsDetector, Ring
 from vigil.signal.quality import WANDER_CONTEXT_S, QualityAssessor
+from vigil.signal.small import median_array
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class EcgAnalyzer:
         b = max(a + 1, peak - self.loc_to)
         seg = self.bp.get(a, b)
         if seg.size:
-            r_bp = a + int(np.argmax(np.abs(seg - np.median(seg))))
+            r_bp = a + int(np.argmax(np.abs(seg - median_array(seg))))
         else:
             r_bp = peak - (self.loc_from + self.loc_to) // 2
         r = r_bp - self.lp_delay

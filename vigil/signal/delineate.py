@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from vigil.signal.small import median_array
+
 ONSET_FRACTION = 0.05  # of the largest |slope| in the QRS
 FLAT_S = 0.012  # the slope must stay below threshold this long
 QRS_SEARCH_S = 0.16  # how far from R the QRS boundaries are searched
@@ -70,7 +72,7 @@ def refine_r(x: np.ndarray, idx: int, fs: float, half_s: float = 0.05) -> int:
     if hi <= lo:
         return idx
     seg = x[lo:hi]
-    return lo + int(np.argmax(np.abs(seg - np.median(x[max(0, idx - 4 * h):idx + 4 * h + 1]))))
+    return lo + int(np.argmax(np.abs(seg - median_array(x[max(0, idx - 4 * h):idx + 4 * h + 1]))))
 
 
 def _boundary(slope: np.ndarray, start: int, stop: int, step: int, thr: float, flat: int) -> int | None:
