@@ -206,7 +206,14 @@ class BeatClassifier:
     def _shifts(self, seg: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Mean-removed sliding windows of `seg` (leads, shifts, n) and their energy per shift."""
         n = 2 * self.half + 1
-        views = np.lib.stride_tricks.sliding_window_view(seg, n, axis=-1)  # (leads, shifts, n)
+        base = seg.base
+        if (isinstance(base, np.ndarray) and base.flags.c_contiguous and base.dtype == np.float64
+                and seg.strides == base.strides and base.ndim == 2):  # a column slice of a C array (the usual case)
+            views = np.ndarray((seg.shape[0], seg.shape[1] - n + 1, n), np.float64, buffer=base,
+                               offset=seg.__array_interface__["data"][0] - base.__array_interface__["data"][0],
+                               strides=(seg.strides[0], seg.strides[1], seg.strides[1]))  # = sliding_window_view
+        else:
+            views = np.lib.stride_tricks.sliding_window_view(seg, n, axis=-1)  # (leads, shifts, n)
         v = views - views.mean(axis=-1, keepdims=True)
         return v, np.einsum("lsn,lsn->s", v, v)
 
