@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.ndimage import maximum_filter1d
 
 from vigil.signal import filters
 from vigil.signal.small import median
@@ -240,13 +239,17 @@ class QrsDetector:
             return
         lo = max(a - self.w, self.mwi.start)
         seg = self.mwi.get(lo, end + self.w)
-        mx = maximum_filter1d(seg, size=2 * self.w + 1, mode="nearest")
         i0 = a - lo
         core = seg[i0:i0 + (end - a)]
         prev = seg[i0 - 1:i0 - 1 + (end - a)] if i0 > 0 else np.concatenate(([np.inf], core[:-1]))
-        is_peak = (core >= mx[i0:i0 + (end - a)]) & (core > prev) & (core > 0)
-        for j in np.flatnonzero(is_peak):
-            self.pending.append((a + int(j), float(core[j])))
+        nxt = seg[i0 + 1:i0 + 1 + (end - a)]  # the right neighbourhood is complete (end + w ≤ held end)
+        # local maxima first (≥ the next sample is implied by being the ±w maximum), then the ±w test
+        # on those few: the same peaks as a maximum filter (mode "nearest") over the whole segment
+        w = self.w
+        for j in np.flatnonzero((core > prev) & (core >= nxt) & (core > 0)).tolist():
+            i = i0 + j
+            if core[j] >= seg[max(0, i - w):i + w + 1].max():
+                self.pending.append((a + j, float(core[j])))
         self.scanned = end
 
     def _slope_at(self, idx: int) -> float:
