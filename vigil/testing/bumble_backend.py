@@ -722,8 +722,9 @@ class HciAirServer:
             self._server = None
         if self._host is not None and self._host.transport is not None:
             self._host.transport.close()
+        await asyncio.sleep(0)  # let connection_lost schedule the last host's cleanup
+        if self._cleanups:  # its link drops first: a peripheral's host runs one HCI command at a time
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
         for p in self.peripherals.values():
             with contextlib.suppress(Exception):
                 await p.stop()
-        if self._cleanups:
-            await asyncio.gather(*self._cleanups, return_exceptions=True)
