@@ -1,7 +1,9 @@
 """Soak harness: the fault schedule, the clock shim, the report's checks, and a short night end to end.
 
 `make soak` runs the 12-hour night (`python -m vigil.soak`); here a 16-minute night at 20x with three
-guests runs every fault kind, the clock jumps included, in about a minute.
+guests runs every fault kind, the clock jumps and a BLE disconnect storm included, in about a minute. The
+BLE oximeters live in the harness (bumble HciAirServer) and the daemon process reaches them over HCI on
+loopback (VIGIL_BLE_TEST_HCI, RemoteAir).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,6 +210,13 @@ def test_short_night_with_faults_passes(tmp_path: Path) -> None:
     ob = report["outbox"]
     assert ob["rows"] > 50 and ob["delivered"] == ob["rows"] == ob["applied"] and ob["applied_twice"] == 0
     assert report["serial_stored"] > 0 and report["rss_max_mb"] > 50
+    # BLE: both oximeters' links were dropped by the storm and seen as such, and their streams came back
+    assert report["params"]["ble"] == 2 and report["ble_readings"] > 500
+    ble_exp = [e for e in exp if e["what"].startswith("device_disconnected ble-")]
+    assert {e["what"].split()[1] for e in ble_exp} == {"ble-M02", "ble-M03"}
+    assert len(report["ble_storms"]) == 1
+    assert all(v is not None and v < 45 for v in report["ble_storms"][0]["resumed_s"].values())
+    assert report["ble_stats"]["hosts"] == report["incarnations"]  # every daemon run reached the test radio
     assert took < 200
     # the run folder is enough to recompute the report (the store is kept with --keep, or left in state/)
     again = reanalyse(run)
@@ -284,3 +294,172 @@ def test_alarm_engine_times_spo2_and_disk_alarms_on_the_monotonic_clock(tmp_path
     assert raised_at["spo2_low"] == pytest.approx(106.0)  # 6 s after the first low reading, step or not
     assert raised_at["disk_low"] == pytest.approx(104.0)
     assert all(abs(e.wall - e.t_mono - (1_700_000_000.0 - 100.0 + step_s)) < 1e-6 for e in events)
+
+
+# --------------------------------------------------------------------------- BLE through a real daemon process
+
+def test_ble_guests_and_config_carry_the_ble_oximeters(tmp_path: Path) -> None:
+    from vigil.config import load_config
+    from vigil.soak.runner import ble_guests, write_config
+
+    # after the serial guests, never on a BIDMC replay (it brings its own SpO2)
+    assert ble_guests(20, 2, 2) == [2, 4] and ble_guests(3, 1, 2) == [1, 2] and ble_guests(2, 0, 5) == [0, 1]
+    cfg = tmp_path / "config.toml"
+    mats, ox_mats, ox_ids, ble_mats, ble_ids = write_config(
+        cfg, store=tmp_path / "v.db", port=1883, booking_url="http://127.0.0.1:1", guests=6,
+        ox_links=[tmp_path / "ox1"], speed=10, ble_addresses=["F3:50:AC:00:00:01", "F3:50:AC:00:00:02"])
+    assert (ox_mats, ble_mats, ble_ids) == (["M01"], ["M02", "M03"], ["ble-M02", "ble-M03"])
+    loaded = load_config(cfg)
+    dev = {d.id: d for d in loaded.devices}
+    assert dev["ble-M03"].profile == "generic-pulse-oximeter" and dev["ble-M03"].address == "F3:50:AC:00:00:02"
+    assert {g.mat: g.devices for g in loaded.guests}["M02"] == ["rep-M02", "ble-M02"]
+
+
+async def test_remote_air_reaches_peripherals_over_hci_and_survives_a_host_death() -> None:
+    """A central over tcp-client HCI connects, discovers and gets notifications; when its host dies the
+    peripheral drops the link and advertises again, and the next host gets a fresh controller."""
+    import asyncio
+
+    from bleak import BleakClient, BleakScanner
+
+    from vigil.edge.parsers.registry import packet_parser
+    from vigil.model import Metric
+    from vigil.testing import bumble_backend as bb
+
+    server = bb.HciAirServer()
+    ox = await server.add(bb.PulseOximeterPeripheral("F3:50:AC:00:00:09", speed=20))
+    port = await server.serve()
+    plx = "00002a5f-0000-1000-8000-00805f9b34fb"
+    try:
+        got: list[bytes] = []
+        for host in (1, 2):
+            air = bb.RemoteAir(f"tcp-client:127.0.0.1:{port}")
+            kw: dict[str, Any] = {"backend": bb.BumbleScanner, "air": air}
+            found = await BleakScanner.find_device_by_address("F3:50:AC:00:00:09", timeout=5, **kw)
+            assert found is not None and (found.name or "").startswith("Nonin3230")
+            client = BleakClient(found, backend=bb.BumbleClient, air=air)
+            await client.connect()
+            n0 = len(got)
+            await client.start_notify(plx, lambda _c, d: got.append(bytes(d)))
+            await asyncio.sleep(1.0)
+            assert 10 <= len(got) - n0 <= 30  # 20 a second at 20x
+            (spo2,) = [it.value for it in packet_parser("plx_continuous")(got[-1]) if getattr(it, "metric", None) is Metric.SPO2]
+            assert spo2 == 97
+            assert len(ox.device.connections) == 1 and server.hosts_served == host
+            await air.close()                 # the daemon dies without disconnecting
+            for _ in range(50):
+                if not ox.device.connections:
+                    break
+                await asyncio.sleep(0.05)
+            assert not ox.device.connections  # the server dropped the dead host's link
+            assert len(server.link.controllers) == 1  # only the peripheral's: the dead central left the air
+    finally:
+        await server.close()
+    with pytest.raises(Exception, match="unreachable"):
+        kw = {"backend": bb.BumbleScanner, "air": bb.RemoteAir(f"tcp-client:127.0.0.1:{port}")}  # nobody serves it
+        await BleakScanner.find_device_by_address("F3:50:AC:00:00:09", timeout=1, **kw)
+
+
+def test_vigil_run_uses_the_test_radio_only_when_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import argparse
+
+    import vigil.edge.daemon as daemon_mod
+    from vigil.commands import run as run_cmd
+
+    seen: dict[str, object] = {}
+
+    class FakeDaemon:
+        def __init__(self, cfg: object, **kw: object) -> None:
+            seen.update(kw)
+
+        async def run(self, duration_s: float | None = None) -> int:
+            return 7
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[site]\nname = "t"\nroom = "r"\n')
+    monkeypatch.setattr(daemon_mod, "Daemon", FakeDaemon)
+    monkeypatch.setattr(daemon_mod, "run_daemon", lambda *a, **k: 3)
+    args = argparse.Namespace(config=str(cfg), duration=None, speed=None)
+    monkeypatch.delenv(run_cmd.TEST_HCI_ENV, raising=False)
+    assert run_cmd.run(args) == 3 and not seen
+    monkeypatch.setenv(run_cmd.TEST_HCI_ENV, "tcp-client:127.0.0.1:9")
+    with caplog.at_level("WARNING", logger="vigil.commands.run"):
+        assert run_cmd.run(args) == 7
+    opts = seen["ble_options"]
+    assert isinstance(opts, dict) and opts["backend"].__name__ == "BumbleClient"
+    assert opts["backend_kwargs"]["air"].spec == "tcp-client:127.0.0.1:9"
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "TEST radio" in caplog.records[0].getMessage()
+    # production start path: vigil.testing stays unimported without the variable
+    code = "import sys, vigil.commands.run; print(any(m.startswith('vigil.testing') for m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip() == "False"
+
+
+def test_report_checks_ble_storms(tmp_path: Path) -> None:
+    """device_disconnected per BLE device, streams back after the storm, fds/RSS before and after."""
+    from vigil.soak.report import FaultRun
+
+    db = tmp_path / "s.db"
+    _tiny_store(db)
+    con = sqlite3.connect(db)
+    con.execute("ALTER TABLE readings ADD COLUMN device_id TEXT")
+    # run 2 (S2): ble-M01 disconnected during the storm, ble-M02 never said so; ble-M01 is back 3 s after
+    # the storm's end, ble-M02 only 50 s after it
+    con.executemany("INSERT INTO audit (action, detail) VALUES ('technical', ?)", [
+        ('{"kind":"device_disconnected","active":true,"device":"ble-M01","mat":"M01"}',),
+        ('{"kind":"device_disconnected","active":false,"device":"ble-M01","mat":"M01"}',)])
+    con.executemany("INSERT INTO readings VALUES ('S2','M01','spo2',82,?,?)",
+                    [(t, d) for t in (1102.0, 1104.0, 1120.0) for d in ("ble-M01",)] + [(1102.0, "ble-M02"),
+                                                                                         (1167.0, "ble-M02")])
+    con.commit()
+    con.close()
+    steady = [(1101.0 + 2 * k, 150.0) for k in range(40)]
+    incs = [Incarnation(1, 11, 1000.0, 1052.0, "killed", session="S1"),
+            Incarnation(2, 12, 1090.0, 1180.0, "stopped", session="S2", rss=steady,
+                        fds=[(t, 11 if t < 1110 else 16) for t, _mb in steady])]
+    storm = FaultRun("ble_storm", 600.0, 1105.0, 1117.0)
+    r = _analyse(db, incs, [storm], ble_mats=["M01", "M02"], ble_devices=["ble-M01", "ble-M02"],
+                 ble_stats={"notifications": 5, "connections": 9, "hosts": 2})
+    got = {e.what.split(" (")[0]: e.raised for e in r.expectations if e.what.startswith("device_disconnected")}
+    assert got == {"device_disconnected ble-M01": True, "device_disconnected ble-M02": False}
+    assert r.ble_readings == 5 and r.ble_stats["connections"] == 9
+    (row,) = r.ble_storms
+    assert row["resumed_s"] == {"ble-M01": pytest.approx(3.0), "ble-M02": pytest.approx(50.0)}
+    assert row["fds"] == (11, 16) and row["rss_mb"] == (150.0, 150.0)
+    assert any("ble-M02: stream back 50 s after" in p for p in r.problems)
+    assert any("5 more open fds after the BLE storm" in p for p in r.problems)
+    assert not any("RSS" in p for p in r.problems)
+    text = format_report(r)
+    assert "2 with a BLE oximeter" not in text  # params of the tiny night have no "ble"
+    assert "back after ble-M01 3.0 s, ble-M02 50.0 s; daemon fds 11 -> 16, RSS 150 -> 150 MB" in format_report(
+        r.__class__(**{**r.__dict__, "params": {**r.params, "ble": 2}}))
+    # a storm during the daemon's start-up is not compared; one ending just before the night did is not held
+    # against a stream that had no time to come back
+    late = FaultRun("ble_storm", 900.0, 1092.0, 1170.0)
+    r = _analyse(db, incs, [late], ble_mats=["M01"], ble_devices=["ble-M01"])
+    assert r.ble_storms[0]["fds"] is None and "start-up" in r.ble_storms[0]["note"]
+    assert r.ble_storms[0]["resumed_s"] == {"ble-M01": None} and not any("ble-M01" in p for p in r.problems)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_ble_storm_through_a_real_daemon(tmp_path: Path) -> None:
+    """18 simulated minutes at 20x, two guests with a BLE oximeter each, one 12-s BLE disconnect storm."""
+    run = tmp_path / "soak"
+    res, report, took = _soak(run, "--minutes", "18", "--guests", "2", "--serial", "0", "--ble", "2",
+                              "--faults", "ble_storm")
+    assert res.returncode == 0 and report["ok"], res.stdout + res.stderr[-3000:]
+    exp = report["expectations"]
+    assert sorted(e["what"].split(" (")[0] for e in exp if e["what"].startswith("device_disconnected")) == [
+        "device_disconnected ble-M01", "device_disconnected ble-M02"]
+    assert all(e["raised"] for e in exp)
+    (storm,) = report["ble_storms"]
+    assert set(storm["resumed_s"]) == {"ble-M01", "ble-M02"} and all(v < 10 for v in storm["resumed_s"].values())
+    fd0, fd1 = storm["fds"]
+    assert fd1 - fd0 <= 3 and storm["rss_mb"][1] - storm["rss_mb"][0] < 40
+    # the storm really broke the links: each toggle that was not a power-on cost every device its link
+    assert report["ble_stats"]["connections"] >= 2 + 2 * 4 and report["alarms_raised"]["device_disconnected"] >= 8
+    # 18 min at 20x: one SpO2 reading a second per device, less the storm and the connect at start-up
+    assert 2 * 18 * 60 * 0.7 < report["ble_readings"] <= 2 * 18 * 60 + 40
+    assert report["sample_holes"] == 0 and took < 90
