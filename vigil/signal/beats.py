@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vigil.model import BeatLabel
-from vigil.signal.small import median
+from vigil.signal.small import median, std
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -180,6 +180,7 @@ class BeatClassifier:
         self.templates: list[FloatArray] = []
         self._tt: list[tuple[FloatArray, float] | None] = []  # centred template cores (see _centred)
         self._stats: list[_TemplateStats | None] = []  # per-template feature references (see _tpl_stats)
+        self._rstats: list[tuple[float, float] | None] = []  # per-template V-rule references (_rule_stats)
         self.counts: list[float] = []
         self._rr: deque[float] = deque(maxlen=8)
         self._last_r: int | None = None
@@ -242,16 +243,26 @@ class BeatClassifier:
             self.templates.append(tpl)
             self._tt.append(None)
             self._stats.append(None)
+            self._rstats.append(None)
             self.counts.append(1.0)
         else:
             j = int(np.argmin(self.counts))
             self.templates[j] = tpl
             self._tt[j] = None
             self._stats[j] = None
+            self._rstats[j] = None
             self.counts[j] = 1.0
 
+    def _rule_stats(self, j: int) -> tuple[float, float]:
+        """Width and peak-to-peak of template `j`, lead 1 (what the V rule compares against; cached)."""
+        st = self._rstats[j]
+        if st is None:
+            dom0 = self.templates[j][0, -(2 * self.half + 1):]
+            st = self._rstats[j] = (_width(dom0, self.fs) or 1e-9, float(np.ptp(dom0)) or 1e-9)
+        return st
+
     def _tpl_stats(self, j: int) -> _TemplateStats:
-        """Per-template numbers the features compare against (cached until the template changes)."""
+        """Per-template numbers the model features compare against (cached until the template changes)."""
         st = self._stats[j]
         if st is None:
             tpl = self.templates[j]
@@ -260,7 +271,6 @@ class BeatClassifier:
             pt = pre_t - pre_t.mean(axis=-1, keepdims=True)
             st = self._stats[j] = _TemplateStats(
                 pt=pt, pt_energy=float(np.sum(pt * pt)), pre_p2p=float(np.ptp(pre_t[0])) or 1e-9,
-                width=_width(dom[0], self.fs) or 1e-9, p2p=float(np.ptp(dom[0])) or 1e-9,
                 p2p_last=float(np.ptp(dom[-1])) or 1e-9, energy=float(np.sum(dom * dom)) or 1e-12,
                 slope=_slope(dom[0]) or 1e-9, polarity=_polarity(dom[0]))
         return st
@@ -276,7 +286,7 @@ class BeatClassifier:
         self._last_r = r
         med = median(self._rr) if self._rr else None
         prem = rr / med if (rr is not None and med) else 1.0
-        cv = float(np.std(self._rr) / med) if (med and len(self._rr) >= 4) else 1.0
+        cv = std(self._rr) / med if (med and len(self._rr) >= 4) else 1.0
         self.counts = [c * DECAY for c in self.counts]
         if not self.templates:
             self._new_template(full)
@@ -295,12 +305,13 @@ class BeatClassifier:
             self.templates[k] = 0.92 * self.templates[k] + 0.08 * full[:, sh_k:sh_k + m]
             self._tt[k] = None
             self._stats[k] = None
+            self._rstats[k] = None
             self.counts[k] += 1.0
         else:
             self._new_template(full)
         d = int(np.argmax(self.counts))
         corr_d, sh_d = self._best_of(v, vv, *self._centred(d))
-        out = _Match(full=full, seg=seg, dom_full=self.templates[d], stats=self._tpl_stats(d), corr=corr_d,
+        out = _Match(full=full, seg=seg, dom_full=self.templates[d], dom=d, corr=corr_d,
                      shift=sh_d, prematurity=prem, rr_cv=cv, prev_corr=self._prev_corr, share=share,
                      is_dom=is_dom, tpl_corr=1.0 if corr_k >= MATCH else 0.0, tpl_pair=tpl_pair)
         self._prev_corr = corr_d
@@ -312,12 +323,13 @@ class BeatClassifier:
         """(width ratio, width s, amplitude ratio) of a matched beat: what the V rule needs besides corr."""
         core0 = mt.seg[0, mt.shift:mt.shift + 2 * self.half + 1]
         wb = _width(core0, self.fs)
-        return wb / mt.stats.width, wb, float(np.ptp(core0)) / mt.stats.p2p
+        width, p2p = self._rule_stats(mt.dom)
+        return wb / width, wb, float(np.ptp(core0)) / p2p
 
     def _features(self, mt: _Match) -> BeatFeatures:
-        """All features of a matched beat (pure: no state changes)."""
+        """All features of a matched beat (no state changes; call before the next `_match`)."""
         n = 2 * self.half + 1
-        st = mt.stats
+        st = self._tpl_stats(mt.dom)
         sh_d = mt.shift
         core = mt.seg[:, sh_d:sh_d + n]
         dom = mt.dom_full[:, -n:]
@@ -379,8 +391,6 @@ class _TemplateStats:
     pt: FloatArray  # centred pre-QRS segment (all leads)
     pt_energy: float
     pre_p2p: float  # peak-to-peak of the pre-QRS segment, lead 1
-    width: float
-    p2p: float
     p2p_last: float
     energy: float
     slope: float
@@ -394,7 +404,7 @@ class _Match:
     full: FloatArray
     seg: FloatArray
     dom_full: FloatArray
-    stats: _TemplateStats
+    dom: int  # index of the dominant template (its cached statistics are valid until the next _match)
     corr: float
     shift: int
     prematurity: float

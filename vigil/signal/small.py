@@ -46,3 +46,24 @@ def median_array(a: np.ndarray) -> float:
         p = np.partition(a, (m - 1, m, n - 1))
         v = (0.0 + float(p[m - 1]) + float(p[m])) / 2.0
     return math.nan if p[n - 1] != p[n - 1] else v
+
+
+def _np_sum(v: list[float]) -> float:
+    """``float(np.sum(v))`` for at most 8 floats: sequential from 0.0 below 8, NumPy's 8-way pairwise at 8."""
+    if len(v) == 8:
+        return 0.0 + (((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])))
+    r = 0.0
+    for a in v:
+        r += a
+    return r
+
+
+def std(values: Iterable[float]) -> float:
+    """``float(np.std(values))`` (population) for 1 to 8 floats, bit for bit (larger inputs use NumPy)."""
+    v = [float(a) for a in values]
+    n = len(v)
+    if not 1 <= n <= 8:
+        return float(np.std(v))
+    mean = _np_sum(v) / n
+    sq = [(a - mean) * (a - mean) for a in v]
+    return math.sqrt(_np_sum(sq) / n)
