@@ -25,6 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from vigil.signal import filters
 from vigil.signal.small import median_array
 
 ONSET_FRACTION = 0.05  # of the largest |slope| in the QRS
@@ -58,11 +59,9 @@ def _lowpass_sos(hz: float, fs: float) -> np.ndarray:
 
 def zero_phase_lowpass(x: np.ndarray, fs: float, hz: float) -> np.ndarray:
     """Zero-phase Butterworth low-pass (offline, on a short beat)."""
-    import scipy.signal as sps
-
     sos = _lowpass_sos(float(hz), float(fs))
     padlen = min(len(x) - 1, 3 * 2 * len(sos))
-    return np.asarray(sps.sosfiltfilt(sos, x, padlen=padlen), dtype=float)
+    return filters.sosfiltfilt(sos, np.asarray(x, dtype=float), padlen)
 
 
 def refine_r(x: np.ndarray, idx: int, fs: float, half_s: float = 0.05) -> int:

@@ -52,6 +52,7 @@ class SosFilter:
         self.sos = np.asarray(sos, dtype=np.float64)
         self._zi_unit = sps.sosfilt_zi(self.sos)
         self._zi: FloatArray | None = None
+        self._zi3: FloatArray | None = None
 
     def reset(self) -> None:
         """Forget the state; the next sample re-initialises it (steady state)."""
@@ -65,9 +66,10 @@ class SosFilter:
             self._zi = self._zi_unit * float(x[0])
         if _KERNEL is not None:
             y = np.array(x, dtype=np.float64, ndmin=2)  # a copy, filtered in place
-            zi = np.ascontiguousarray(self._zi.reshape(1, len(self.sos), 2))
+            zi = self._zi3
+            if zi is None or zi.base is not self._zi:  # a (1, sections, 2) view of the state, updated in place
+                zi = self._zi3 = self._zi.reshape(1, len(self.sos), 2)
             _KERNEL(self.sos, y, zi)  # type: ignore[operator]
-            self._zi = zi.reshape(len(self.sos), 2)
             return y[0]
         y, self._zi = sps.sosfilt(self.sos, x, zi=self._zi)
         return np.asarray(y, dtype=np.float64)
@@ -193,3 +195,37 @@ class RunningMean:
             y, self._zi = sps.lfilter(self.b, self.a, x[k:], zi=self._zi)
             out[k:] = y
         return out
+
+
+_ZI_CACHE: dict[bytes, FloatArray] = {}
+
+
+def sosfiltfilt(sos: FloatArray, x: FloatArray, padlen: int) -> FloatArray:
+    """``scipy.signal.sosfiltfilt(sos, x, padlen=padlen)`` (odd padding) for a 1-D `x`, bit for bit.
+
+    The same steps as SciPy (odd extension, forward pass from ``sosfilt_zi·x[0]``, backward pass
+    from ``sosfilt_zi·y[-1]``) on its compiled kernel, with ``sosfilt_zi`` cached per design: SciPy
+    spends most of a short beat's time validating arguments and re-solving for ``sosfilt_zi``.
+    """
+    sos = np.asarray(sos, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    if _KERNEL is None or x.ndim != 1:  # pragma: no cover - depends on the SciPy version
+        return np.asarray(sps.sosfiltfilt(sos, x, padlen=padlen), dtype=np.float64)
+    edge = int(padlen)
+    if len(x) <= edge:
+        raise ValueError(f"The length of the input vector x must be greater than padlen, which is {edge}.")
+    key = sos.tobytes()
+    zi = _ZI_CACHE.get(key)
+    if zi is None:
+        zi = _ZI_CACHE[key] = sps.sosfilt_zi(sos)
+    if edge > 0:
+        ext = np.concatenate((2 * x[0:1] - x[edge:0:-1], x, 2 * x[-1:] - x[-2:-(edge + 2):-1]))
+    else:
+        ext = x
+    n_sections = len(sos)
+    y = np.array(ext, dtype=np.float64, ndmin=2)  # filtered in place
+    _KERNEL(sos, y, np.ascontiguousarray((zi * ext[0:1]).reshape(1, n_sections, 2)))  # type: ignore[operator]
+    z = np.array(y[0, ::-1], ndmin=2)
+    _KERNEL(sos, z, np.ascontiguousarray((zi * y[0, -1:]).reshape(1, n_sections, 2)))  # type: ignore[operator]
+    out = z[0, ::-1]
+    return out[edge:-edge] if edge > 0 else out
