@@ -124,11 +124,11 @@ class EcgAnalyzer:
         return self._process(x, seq)
 
     def _process(self, x: FloatArray, seq: int) -> list[AnalysisOutput]:
-        hp_all = np.column_stack([self._hp[k](x[:, k]) for k in range(self.n_leads)])
-        hp0 = hp_all[:, 0]
+        hps = [self._hp[k](x[:, k]) for k in range(self.n_leads)]
+        hp0 = hps[0]
         bp0 = self._lp[0](hp0)
         for k, ring in enumerate(self.bp_more, 1):
-            ring.append(self._lp[k](hp_all[:, k]))
+            ring.append(self._lp[k](hps[k]))
         self.raw.append(x[:, 0])
         self.hp.append(hp0)
         self.bp.append(bp0)
