@@ -24,6 +24,7 @@ by cross-validation over challenge2015 records (``python -m vigil.evaluation.eva
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from dataclasses import dataclass
@@ -87,20 +88,20 @@ def spectral_features(x: FloatArray, fs: float, half_band: float = 0.3,
     f0 / k (≥ 0.5 Hz) holds at least `sub_max` of the power at f0, else f0.
     """
     x = np.asarray(x, dtype=float)
-    if len(x) < int(fs) or not np.all(np.isfinite(x)):
+    if len(x) < int(fs) or not np.isfinite(x).all():
         return math.nan, 0.0, math.nan
-    n = 1 << max(10, int(math.ceil(math.log2(len(x)))) + 1)  # bins ≤ half the window's own resolution
-    p = np.abs(np.fft.rfft((x - x.mean()) * _hann(len(x)), n)) ** 2
-    f = _freqs(n, fs)
-    total = float(p[np.searchsorted(f, 1.0, "left"):np.searchsorted(f, 40.0, "right")].sum())
+    g = _grid(len(x), float(fs))
+    top = max(g.i40, g.hi, bisect.bisect_right(g.fl, F_HIGH + half_band))  # the highest bin any sum below uses
+    p = np.abs(np.fft.rfft((x - x.mean()) * g.hann, g.n)[:top]) ** 2
+    total = float(p[g.i1:g.i40].sum())
     if total <= 0.0:
         return math.nan, 0.0, math.nan
-    lo, hi = np.searchsorted(f, F_LOW, "left"), np.searchsorted(f, F_HIGH, "right")
-    k = lo + int(np.argmax(p[lo:hi]))
-    f0 = float(f[k])
+    k = g.lo + int(p[g.lo:g.hi].argmax())
+    f0 = g.fl[k]
+    fl = g.fl
 
     def band(c: float) -> float:  # same bins as f - half_band <= f <= f + half_band
-        return float(p[np.searchsorted(f, c - half_band, "left"):np.searchsorted(f, c + half_band, "right")].sum())
+        return float(p[bisect.bisect_left(fl, c - half_band):bisect.bisect_right(fl, c + half_band)].sum())
 
     at_f0 = band(f0)
     rate = f0
@@ -108,6 +109,29 @@ def spectral_features(x: FloatArray, fs: float, half_band: float = 0.3,
         if f0 / div >= 0.5 and band(f0 / div) >= sub_max * at_f0:
             rate = f0 / div
     return f0, at_f0 / total, rate
+
+
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    """FFT length, window and bin positions of the search bands for one segment length and rate."""
+
+    n: int
+    hann: FloatArray
+    fl: list[float]  # bin frequencies (Hz) as Python floats (bisect)
+    i1: int  # first bin ≥ 1 Hz
+    i40: int  # one past the last bin ≤ 40 Hz
+    lo: int  # first bin ≥ F_LOW
+    hi: int  # one past the last bin ≤ F_HIGH
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(m: int, fs: float) -> _Grid:
+    """`_Grid` for segments of `m` samples at `fs` Hz (zero-padded FFT: bins ≤ half the window's resolution)."""
+    n = 1 << max(10, int(math.ceil(math.log2(m))) + 1)
+    f = _freqs(n, fs)
+    fl = f.tolist()
+    return _Grid(n=n, hann=_hann(m), fl=fl, i1=bisect.bisect_left(fl, 1.0), i40=bisect.bisect_right(fl, 40.0),
+                 lo=bisect.bisect_left(fl, F_LOW), hi=bisect.bisect_right(fl, F_HIGH))
 
 
 @functools.lru_cache(maxsize=8)
@@ -181,13 +205,13 @@ class SpectralVtDetector:
 
     def _ingest(self, x: FloatArray) -> None:
         """Filter one step of raw samples and append it to the window buffer."""
-        import scipy.signal as sps
+        from vigil.signal import filters  # scipy.signal: not at import (the alarm engine imports this module)
 
-        if not np.all(np.isfinite(x)):
+        if not np.isfinite(x).all():
             x = np.nan_to_num(x)
         if self._filled == 0:
             self._zi = self._zi0[:, None] * x[0][None, :]  # start settled on the first sample
-        y, self._zi = sps.lfilter(*self._ba, x, axis=0, zi=self._zi)
+        y, self._zi = filters.lfilter(self._ba[0], self._ba[1], x, self._zi, axis=0)
         take = len(y)
         if self._w + take > len(self._buf):  # keep the last window, move it to the front
             self._buf[:self._n] = self._buf[self._w - self._n:self._w]
