@@ -60,6 +60,8 @@ class AfDetector:
         self._q_lo = int(quantile * (window - 1))  # the quantile by linear interpolation between ranks
         self._q_frac = quantile * (window - 1) - self._q_lo
         self._rr: deque[float] = deque(maxlen=window + LAGS)
+        # rr[_lag_idx[k - 1]] is the window lagged by k beats (k = 1..LAGS) of the full RR history
+        self._lag_idx = (LAGS - 1 - np.arange(LAGS))[:, None] + np.arange(window)[None, :]
         self._beat_samples: deque[int] = deque(maxlen=DELAY_BEATS + 1)
         self.irregularity = 0.0  # smoothed
         self.active = False
@@ -79,10 +81,9 @@ class AfDetector:
         w, lo = self.window, self._q_lo
         if len(self._rr) < w + LAGS:
             return None
-        rr = np.fromiter(self._rr, dtype=float)
+        rr = np.fromiter(self._rr, dtype=float, count=w + LAGS)
         win = rr[-w:]
-        lagged = np.lib.stride_tricks.sliding_window_view(rr[:-1], w)[::-1]  # row k-1: lag k
-        d = np.sort(np.abs(win - lagged[:LAGS]), axis=1)
+        d = np.sort(np.abs(win - rr[self._lag_idx]), axis=1)  # row k-1: the window lagged by k beats
         hi = min(lo + 1, w - 1)
         irr = float(np.min(d[:, lo] + self._q_frac * (d[:, hi] - d[:, lo])))  # = np.quantile (linear)
         irr /= float(win.sum()) / w
