@@ -633,7 +633,7 @@ def test_vf_hysteresis_open_and_keep_thresholds(monkeypatch: pytest.MonkeyPatch)
     mid, hi, lo = 0.125, 0.2, 0.05
     plan = [mid] * 6 + [hi] * vf.CONFIRM + [mid] * 10 + [lo] * vf.RELEASE + [mid] * 6
     scores = iter(plan)
-    monkeypatch.setattr(vf, "vf_score", lambda x, fs: next(scores))
+    monkeypatch.setattr(vf, "vf_score", lambda x, fs, above=None: next(scores))
     d = vf.VfDetector(FS)
     hop = int(vf.HOP_S * FS)
     d.feed(np.ones(int(2.0 * FS) - hop), 0)  # the window but one hop: no evaluation yet

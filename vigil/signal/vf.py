@@ -77,15 +77,28 @@ def spectral_concentration(x: np.ndarray, fs: float) -> tuple[float, float]:
     return float(spec[vf_band].sum()) / total, dominant
 
 
-def vf_score(x: np.ndarray, fs: float) -> float:
-    """Spectral concentration − VF-filter leakage of a window; -1 when flat or the dominant frequency is outside the VF band."""
+def vf_score(x: np.ndarray, fs: float, above: float | None = None) -> float:
+    """Spectral concentration − VF-filter leakage of a window; -1 when flat or the dominant frequency is outside the VF band.
+
+    With `above` (≥ −1), -1 is also returned, without the spectrum, when the leakage alone shows
+    that the score cannot exceed `above` (concentration ≤ 1), so ``vf_score(x, fs, t) > t`` equals
+    ``vf_score(x, fs) > t``.
+    """
     x = np.asarray(x, dtype=float)
     if x.max() - x.min() <= 0:
         return -1.0
+    leak: float | None = None
+    if above is not None and above >= -1.0:
+        leak = vf_leakage(x, fs)
+        if 1.0 + _CONC_SLACK - leak <= above:
+            return -1.0
     conc, dom = spectral_concentration(x, fs)
     if not BAND_LO <= dom <= 9.0:
         return -1.0
-    return conc - vf_leakage(x, fs)
+    return conc - (vf_leakage(x, fs) if leak is None else leak)
+
+
+_CONC_SLACK = 1e-9  # the concentration is a ratio of sums of one power spectrum: ≤ 1 up to rounding
 
 
 def is_vf_like(x: np.ndarray, fs: float, threshold: float = WINDOWS[0][1]) -> bool:
@@ -161,7 +174,8 @@ class VfDetector:
         vf = False
         mid = self._end
         for n, thr in self._wins:  # VF-like when any filled window passes (the longest first)
-            if n <= self._n and vf_score(self._buf[-n:], self.fs) > (KEEP_MIN if self.active else thr):
+            limit = KEEP_MIN if self.active else thr
+            if n <= self._n and vf_score(self._buf[-n:], self.fs, limit) > limit:
                 vf, mid = True, self._end - n // 2
                 break
         if vf:
