@@ -322,6 +322,7 @@ async def test_remote_air_reaches_peripherals_over_hci_and_survives_a_host_death
 
     from bleak import BleakClient, BleakScanner
 
+    from vigil.edge.parsers.items import Numeric
     from vigil.edge.parsers.registry import packet_parser
     from vigil.model import Metric
     from vigil.testing import bumble_backend as bb
@@ -343,7 +344,8 @@ async def test_remote_air_reaches_peripherals_over_hci_and_survives_a_host_death
             await client.start_notify(plx, lambda _c, d: got.append(bytes(d)))
             await asyncio.sleep(1.0)
             assert 10 <= len(got) - n0 <= 30  # 20 a second at 20x
-            (spo2,) = [it.value for it in packet_parser("plx_continuous")(got[-1]) if getattr(it, "metric", None) is Metric.SPO2]
+            items = packet_parser("plx_continuous")(got[-1])
+            (spo2,) = [it.value for it in items if isinstance(it, Numeric) and it.metric is Metric.SPO2]
             assert spo2 == 97
             assert len(ox.device.connections) == 1 and server.hosts_served == host
             await air.close()                 # the daemon dies without disconnecting
