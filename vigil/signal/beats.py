@@ -179,6 +179,8 @@ class BeatClassifier:
         """Forget the templates and the RR history (after a gap)."""
         self.templates: list[FloatArray] = []
         self._tt: list[tuple[FloatArray, float] | None] = []  # centred template cores (see _centred)
+        self._tt_stack: FloatArray | None = None  # (MAX_TEMPLATES, leads, n) centred cores
+        self._ee = np.zeros(MAX_TEMPLATES)  # their energies
         self._stats: list[_TemplateStats | None] = []  # per-template feature references (see _tpl_stats)
         self._rstats: list[tuple[float, float] | None] = []  # per-template V-rule references (_rule_stats)
         self.counts: list[float] = []
@@ -219,13 +221,33 @@ class BeatClassifier:
         return v, np.einsum("lsn,lsn->s", v, v)
 
     def _centred(self, j: int) -> tuple[FloatArray, float]:
-        """Mean-removed core of template `j` and its energy (cached until the template changes)."""
+        """Mean-removed core of template `j` and its energy (cached until the template changes).
+
+        The cores are kept stacked (slot `j` of ``_tt_stack``) so that one ``einsum`` matches a beat
+        against every template (`_match_all`).
+        """
         c = self._tt[j]
         if c is None:
             tpl = self.templates[j][:, -(2 * self.half + 1):]
             tt = tpl - tpl.mean(axis=-1, keepdims=True)
-            c = self._tt[j] = (tt, float(np.sum(tt * tt)))
+            if self._tt_stack is None:  # the first template fixes the shape (leads × core)
+                self._tt_stack = np.zeros((MAX_TEMPLATES, *tt.shape))
+            self._tt_stack[j] = tt
+            self._ee[j] = float(np.sum(tt * tt))
+            c = self._tt[j] = (self._tt_stack[j], self._ee[j])
         return c
+
+    def _match_all(self, v: FloatArray, vv: FloatArray) -> list[tuple[float, int]]:
+        """`_best_of` against every template at once (the same products and sums, one ``einsum``)."""
+        t = len(self.templates)
+        for j in range(t):
+            self._centred(j)
+        assert self._tt_stack is not None
+        num = np.einsum("lsn,tln->ts", v, self._tt_stack[:t])
+        den = np.sqrt(vv * self._ee[:t, None]) + 1e-12
+        c = num / den
+        ks = c.argmax(axis=1)
+        return [(float(c[j, k]), int(k)) for j, k in enumerate(ks.tolist())]
 
     @staticmethod
     def _best_of(v: FloatArray, vv: FloatArray, tt: FloatArray, ee: float) -> tuple[float, int]:
@@ -292,7 +314,7 @@ class BeatClassifier:
             self._new_template(full)
             return None
         v, vv = self._shifts(seg)  # shared by every template match of this beat
-        matches = [self._best_of(v, vv, *self._centred(j)) for j in range(len(self.templates))]
+        matches = self._match_all(v, vv)
         k = int(np.argmax([mt[0] for mt in matches]))
         corr_k, sh_k = matches[k]
         d_before = int(np.argmax(self.counts))
