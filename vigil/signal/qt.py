@@ -33,6 +33,7 @@ import numpy as np
 
 from vigil.model import Beat, Measurement, Metric, QualityReport
 from vigil.signal.delineate import Delineation, delineate, refine_r
+from vigil.signal.window import SlidingWindow
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class QtMeasurer:
         k = max(1, int(round(0.012 * self.fs)) | 1)  # odd boxcar ~12 ms (first zero near 80 Hz)
         self._box = np.full(k, 1.0 / k)
         self._cap = int((self._before + self._after) + 2 * self.fs) + int(4 * self.fs)
-        self._buf = np.zeros((self._cap, 1))  # samples × leads; the lead count follows the first block
+        self._buf = SlidingWindow(self._cap, 1)  # samples × leads; the lead count follows the first block
         self._buf_end: int | None = None  # absolute index one past the last buffered sample
         self._n = 0  # valid samples in the buffer
         # beats whose window is not cut yet: beat, RR before, previous label, RR after, next label
@@ -150,8 +151,8 @@ class QtMeasurer:
     def _append(self, x: np.ndarray, start: int) -> None:
         if len(x) == 0:
             return
-        if x.shape[1] != self._buf.shape[1]:  # first block (or the lead count changed): start afresh
-            self._buf = np.zeros((self._cap, x.shape[1]))
+        if x.shape[1] != self._buf.width:  # first block (or the lead count changed): start afresh
+            self._buf = SlidingWindow(self._cap, x.shape[1])
             self._n = 0
             self._windows.clear()
         if self._buf_end is not None and start != self._buf_end:  # gap: forget everything
@@ -159,14 +160,9 @@ class QtMeasurer:
             self._pending.clear()
             self._windows.clear()
             self._last_beat = None
-        cap = len(self._buf)
-        if len(x) >= cap:
-            self._buf[:] = x[-cap:]
-            self._n = cap
-        else:
-            self._buf[:-len(x)] = self._buf[len(x):]
-            self._buf[-len(x):] = x
-            self._n = min(cap, self._n + len(x))
+        cap = self._buf.cap
+        self._buf.append(x)
+        self._n = min(cap, self._n + len(x))
         self._buf_end = start + len(x)
 
     def _segment(self, lo: int, hi: int) -> np.ndarray | None:
@@ -175,8 +171,8 @@ class QtMeasurer:
         first = self._buf_end - self._n
         if lo < first or hi > self._buf_end:
             return None
-        cap = len(self._buf)
-        return self._buf[cap - (self._buf_end - lo):cap - (self._buf_end - hi)].copy()
+        cap = self._buf.cap
+        return self._buf.view[cap - (self._buf_end - lo):cap - (self._buf_end - hi)].copy()
 
     def _take_windows(self) -> None:
         """Cut the analysis window of each pending beat once its samples are buffered."""

@@ -32,6 +32,7 @@ from vigil.signal.af import AfDetector
 from vigil.signal.pwave import CLEAR_CORRELATION, MIN_CORRELATION, PR_FROM_S, PR_TO_S, p_wave_score
 from vigil.signal.small import median
 from vigil.signal.vf import VfDetector
+from vigil.signal.window import SlidingWindow
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class RhythmTracker:
         self._hr_rr: deque[float] = deque(maxlen=8)
         self._base_rate: RhythmLabel | None = None
         # signal ring buffer (band-passed), absolute index of its first sample
-        self._sig = np.zeros(int(BUFFER_S * self.fs))  # ring as a shifted array; the newest sample is last
+        self._sig = SlidingWindow(int(BUFFER_S * self.fs))  # the newest sample is last
         self._sig_n = 0  # valid samples at the end of `_sig`
         self._sig_end: int | None = None
         self._signal_seen = False
@@ -175,12 +176,8 @@ class RhythmTracker:
             self._first_sample = start
         if self._sig_end is not None and start != self._sig_end:
             self._on_gap(self._sig_end, start)
-        cap = len(self._sig)
-        if len(x) >= cap:
-            self._sig[:] = x[-cap:]
-        else:
-            self._sig[:-len(x)] = self._sig[len(x):]
-            self._sig[-len(x):] = x
+        cap = self._sig.cap
+        self._sig.append(x)
         self._sig_n = min(cap, self._sig_n + len(x))
         self._sig_end = start + len(x)
         self._signal_seen = True
@@ -223,8 +220,8 @@ class RhythmTracker:
         first = self._sig_end - self._sig_n
         if lo < first or hi > self._sig_end or hi <= lo:
             return None
-        cap = len(self._sig)
-        return self._sig[cap - (self._sig_end - lo):cap - (self._sig_end - hi)]
+        cap = self._sig.cap
+        return self._sig.view[cap - (self._sig_end - lo):cap - (self._sig_end - hi)]
 
     def _collect_beat_shape(self, b: Beat, prev: Beat | None) -> None:
         """Keep the QRS amplitude of every beat and the PR region of normal beats (P-wave check)."""

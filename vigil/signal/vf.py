@@ -30,6 +30,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from vigil.signal.window import SlidingWindow
+
 WINDOWS: tuple[tuple[float, float], ...] = ((3.0, 0.1), (2.0, 0.15))  # (analysis window s, score to declare VF)
 HOP_S = 0.5  # evaluation step
 KEEP_MIN = 0.1  # score (on either window) that keeps a declared VF open
@@ -123,7 +125,7 @@ class VfDetector:
         self._wins = [(int(round(w * fs)), thr) for w, thr in WINDOWS]
         self._win = max(n for n, _ in self._wins)
         self._hop = max(1, int(round(HOP_S * fs)))
-        self._buf = np.zeros(self._win)  # the newest sample is last
+        self._buf = SlidingWindow(self._win)  # the newest sample is last
         self._n = 0  # valid samples at the end of `_buf`
         self._end = 0  # sample index one past the last buffered sample
         self._since_eval = 0
@@ -163,11 +165,7 @@ class VfDetector:
 
     def _push(self, x: np.ndarray) -> None:
         k = len(x)
-        if k >= self._win:
-            self._buf[:] = x[-self._win:]
-        elif k:
-            self._buf[:-k] = self._buf[k:]
-            self._buf[-k:] = x
+        self._buf.append(x)
         self._n = min(self._win, self._n + k)
 
     def _evaluate(self) -> VfDecision | None:
@@ -175,7 +173,7 @@ class VfDetector:
         mid = self._end
         for n, thr in self._wins:  # VF-like when any filled window passes (the longest first)
             limit = KEEP_MIN if self.active else thr
-            if n <= self._n and vf_score(self._buf[-n:], self.fs, limit) > limit:
+            if n <= self._n and vf_score(self._buf.view[-n:], self.fs, limit) > limit:
                 vf, mid = True, self._end - n // 2
                 break
         if vf:
