@@ -129,7 +129,7 @@ class FirFilter:
             return x.astype(np.float64)
         xx = np.concatenate((self._hist, np.asarray(x, dtype=np.float64)))
         if len(self._hist):
-            self._hist = xx[-len(self._hist):].copy()
+            self._hist = xx[-len(self._hist):]  # a view of this call's own array
         return np.asarray(np.convolve(xx, self.b, mode="valid"), dtype=np.float64)
 
 
