@@ -88,11 +88,16 @@ def spectral_features(x: FloatArray, fs: float, half_band: float = 0.3,
     f0 / k (≥ 0.5 Hz) holds at least `sub_max` of the power at f0, else f0.
     """
     x = np.asarray(x, dtype=float)
-    if len(x) < int(fs) or not np.isfinite(x).all():
+    if len(x) < int(fs):
+        return math.nan, 0.0, math.nan
+    total_x = float(x.sum())  # finite exactly when every sample is (else checked sample by sample)
+    if not math.isfinite(total_x) and not np.isfinite(x).all():
         return math.nan, 0.0, math.nan
     g = _grid(len(x), float(fs))
     top = max(g.i40, g.hi, bisect.bisect_right(g.fl, F_HIGH + half_band))  # the highest bin any sum below uses
-    p = np.abs(np.fft.rfft((x - x.mean()) * g.hann, g.n)[:top]) ** 2
+    w = x - total_x / len(x)  # = x - x.mean() (the same sum, divided by the count)
+    w *= g.hann
+    p = np.abs(np.fft.rfft(w, g.n)[:top]) ** 2
     total = float(p[g.i1:g.i40].sum())
     if total <= 0.0:
         return math.nan, 0.0, math.nan
@@ -139,6 +144,12 @@ def _freqs(n: int, fs: float) -> FloatArray:
     return np.asarray(np.fft.rfftfreq(n, 1.0 / fs), dtype=np.float64)
 
 
+def _p2p(seg: FloatArray) -> float:
+    """Peak-to-peak between the 1st and 99th percentile samples (order statistics) of `seg`."""
+    q = np.partition(seg, (len(seg) // 100, len(seg) - 1 - len(seg) // 100))
+    return float(q[len(seg) - 1 - len(seg) // 100] - q[len(seg) // 100])
+
+
 class SpectralVtDetector:
     """Streaming per-guest detector over one or more ECG leads (µV); see the module docstring."""
 
@@ -155,14 +166,31 @@ class SpectralVtDetector:
         self._buf = np.zeros((2 * self._n, n_leads))  # newest samples end at `_w`; window = [_w - _n, _w)
         self._w = 0
         self._filled = 0
-        self._pending: list[FloatArray] = []  # raw samples not yet filtered (less than one step)
-        self._npend = 0
         self._step = max(1, int(round(params.step_s * self.fs)))
+        self._pending = np.zeros((self._step, n_leads))  # raw samples not yet filtered: [:_npend]
+        self._npend = 0
         self._streak = 0
         self._misses = 0
         self.on = False
         self.evaluated = False
-        self.last: tuple[tuple[float, float, float], ...] = ()  # (rate Hz, spi, p2p µV) per lead, last evaluation
+        self._last: tuple[tuple[float, float, float], ...] = ()  # see `last`
+        self._feats: list[tuple[float, float, float | None]] = []  # the last evaluation, p2p None until needed
+        self._lazy = False  # some p2p of the last evaluation not computed yet (window still in the buffer)
+        self._last_end = 0  # buffer index one past the last evaluated window
+
+    @property
+    def last(self) -> tuple[tuple[float, float, float], ...]:
+        """(rate Hz, spi, p2p µV) per lead at the last evaluation (p2p: the 1st-99th percentile range)."""
+        if self._lazy:
+            self._materialise()
+        return self._last
+
+    def _materialise(self) -> None:
+        """Compute the deferred p2p values of the last evaluation from its window, still in the buffer."""
+        win = self._buf[self._last_end - self._n:self._last_end]
+        self._last = tuple((f0, spi, _p2p(win[:, k]) if p2p is None else p2p)
+                           for k, (f0, spi, p2p) in enumerate(self._feats))
+        self._lazy = False
 
     @property
     def n_leads(self) -> int:
@@ -172,7 +200,6 @@ class SpectralVtDetector:
     def reset(self) -> None:
         """Forget the buffered signal (after a gap)."""
         self._filled = 0
-        self._pending = []
         self._npend = 0
         self._streak = 0
         self.on = False
@@ -190,17 +217,19 @@ class SpectralVtDetector:
         if not len(x):
             return False
         before = self.on
-        self._pending.append(x)
-        self._npend += len(x)
         self.evaluated = False
-        while self._npend >= self._step:
-            self.evaluated = True
-            raw = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
-            rest = raw[self._step:]
-            self._pending = [rest] if len(rest) else []
-            self._npend = len(rest)
-            self._ingest(raw[:self._step])
-            self._evaluate()
+        step, pend = self._step, self._pending
+        i, n = 0, len(x)
+        while i < n:
+            take = min(n - i, step - self._npend)
+            pend[self._npend:self._npend + take] = x[i:i + take]
+            self._npend += take
+            i += take
+            if self._npend == step:
+                self.evaluated = True
+                self._npend = 0
+                self._ingest(pend)
+                self._evaluate()
         return before != self.on
 
     def _ingest(self, x: FloatArray) -> None:
@@ -214,7 +243,10 @@ class SpectralVtDetector:
         y, self._zi = filters.lfilter(self._ba[0], self._ba[1], x, self._zi, axis=0)
         take = len(y)
         if self._w + take > len(self._buf):  # keep the last window, move it to the front
+            if self._lazy and self._last_end != self._w:  # the evaluated window is not the one kept
+                self._materialise()
             self._buf[:self._n] = self._buf[self._w - self._n:self._w]
+            self._last_end -= self._w - self._n
             self._w = self._n
         self._buf[self._w:self._w + take] = y
         self._w += take
@@ -224,17 +256,20 @@ class SpectralVtDetector:
         if self._filled < self._n:
             return
         p = self.params
-        feats = []
+        feats: list[tuple[float, float, float | None]] = []
         like = False
         for k in range(self.n_leads):
             seg = self._buf[self._w - self._n:self._w, k]
             _, spi, f0 = spectral_features(seg, self.fs, p.half_band, p.sub_max)
-            q = np.partition(seg, (len(seg) // 100, len(seg) - 1 - len(seg) // 100))
-            p2p = float(q[len(seg) - 1 - len(seg) // 100] - q[len(seg) // 100])
+            p2p: float | None = None  # needed here only for a lead at a VT rate and purity (else on demand: `last`)
+            if VT_RATE_HZ < f0 <= MAX_VT_RATE_HZ and spi >= p.spi_min:
+                p2p = _p2p(seg)
+                like = like or p2p >= p.min_p2p_uv
             feats.append((f0, spi, p2p))
-            if VT_RATE_HZ < f0 <= MAX_VT_RATE_HZ and spi >= p.spi_min and p2p >= p.min_p2p_uv:
-                like = True
-        self.last = tuple(feats)
+        self._feats = feats
+        self._lazy = any(f[2] is None for f in feats)
+        self._last_end = self._w
+        self._last = () if self._lazy else tuple(feats)  # type: ignore[arg-type]
         self._streak = self._streak + 1 if like else 0
         self._misses = 0 if like else self._misses + 1
         self.on = self._streak >= p.hold or (self.on and self._misses < p.off_hold)
