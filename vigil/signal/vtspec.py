@@ -28,6 +28,7 @@ import bisect
 import functools
 import math
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
@@ -144,6 +145,18 @@ def _freqs(n: int, fs: float) -> FloatArray:
     return np.asarray(np.fft.rfftfreq(n, 1.0 / fs), dtype=np.float64)
 
 
+_FILTERS: list[ModuleType] = []
+
+
+def _filters() -> ModuleType:
+    """`vigil.signal.filters`, imported on first use (it imports scipy.signal; the alarm engine imports this module)."""
+    if not _FILTERS:
+        from vigil.signal import filters
+
+        _FILTERS.append(filters)
+    return _FILTERS[0]
+
+
 def _p2p(seg: FloatArray) -> float:
     """Peak-to-peak between the 1st and 99th percentile samples (order statistics) of `seg`."""
     q = np.partition(seg, (len(seg) // 100, len(seg) - 1 - len(seg) // 100))
@@ -234,9 +247,8 @@ class SpectralVtDetector:
 
     def _ingest(self, x: FloatArray) -> None:
         """Filter one step of raw samples and append it to the window buffer."""
-        from vigil.signal import filters  # scipy.signal: not at import (the alarm engine imports this module)
-
-        if not np.isfinite(x).all():
+        filters = _filters()
+        if not math.isfinite(float(x.sum())) and not np.isfinite(x).all():  # a finite sum: every sample is
             x = np.nan_to_num(x)
         if self._filled == 0:
             self._zi = self._zi0[:, None] * x[0][None, :]  # start settled on the first sample
