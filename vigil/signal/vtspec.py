@@ -107,7 +107,13 @@ def spectral_features(x: FloatArray, fs: float, half_band: float = 0.3,
     fl = g.fl
 
     def band(c: float) -> float:  # same bins as f - half_band <= f <= f + half_band
-        return float(p[bisect.bisect_left(fl, c - half_band):bisect.bisect_right(fl, c + half_band)].sum())
+        a, b = bisect.bisect_left(fl, c - half_band), bisect.bisect_right(fl, c + half_band)
+        if b - a < 8:  # NumPy sums fewer than 8 values one by one from 0.0: the same here, without a call
+            s = 0.0
+            for v in p[a:b].tolist():
+                s += v
+            return s
+        return float(p[a:b].sum())
 
     at_f0 = band(f0)
     rate = f0
