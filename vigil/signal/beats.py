@@ -91,10 +91,11 @@ FEATURE_NAMES: tuple[str, ...] = tuple(BeatFeatures.__dataclass_fields__)
 
 
 def _width(x: FloatArray, fs: float) -> float:
-    peak = float(np.max(np.abs(x)))
+    ax = np.abs(x)
+    peak = float(ax.max())
     if peak <= 0:
         return 0.0
-    return float(np.sum(np.abs(x)) / peak / fs)
+    return float(ax.sum() / peak / fs)
 
 
 def _corr(a: FloatArray, b: FloatArray) -> float:
@@ -105,13 +106,18 @@ def _corr(a: FloatArray, b: FloatArray) -> float:
 
 
 def _polarity(x: FloatArray) -> float:
-    hi, lo = float(np.max(x)), float(np.min(x))
+    hi, lo = float(x.max()), float(x.min())
     return (hi + lo) / (hi - lo) if hi > lo else 0.0
 
 
 def _slope(x: FloatArray) -> float:
-    p = float(np.ptp(x))
-    return float(np.max(np.abs(np.diff(x)))) / p if p > 0 else 0.0
+    p = _ptp(x)
+    return float(np.abs(x[1:] - x[:-1]).max()) / p if p > 0 else 0.0
+
+
+def _ptp(x: FloatArray) -> float:
+    """``float(np.ptp(x))`` (the same max − min) without the wrapper."""
+    return float(x.max() - x.min())
 
 
 class TreeEnsemble:
@@ -280,7 +286,7 @@ class BeatClassifier:
         st = self._rstats[j]
         if st is None:
             dom0 = self.templates[j][0, -(2 * self.half + 1):]
-            st = self._rstats[j] = (_width(dom0, self.fs) or 1e-9, float(np.ptp(dom0)) or 1e-9)
+            st = self._rstats[j] = (_width(dom0, self.fs) or 1e-9, _ptp(dom0) or 1e-9)
         return st
 
     def _tpl_stats(self, j: int) -> _TemplateStats:
@@ -292,8 +298,8 @@ class BeatClassifier:
             pre_t = tpl[:, :self.pre_n]
             pt = pre_t - pre_t.mean(axis=-1, keepdims=True)
             st = self._stats[j] = _TemplateStats(
-                pt=pt, pt_energy=float(np.sum(pt * pt)), pre_p2p=float(np.ptp(pre_t[0])) or 1e-9,
-                p2p_last=float(np.ptp(dom[-1])) or 1e-9, energy=float(np.sum(dom * dom)) or 1e-12,
+                pt=pt, pt_energy=float(np.sum(pt * pt)), pre_p2p=_ptp(pre_t[0]) or 1e-9,
+                p2p_last=_ptp(dom[-1]) or 1e-9, energy=float(np.sum(dom * dom)) or 1e-12,
                 slope=_slope(dom[0]) or 1e-9, polarity=_polarity(dom[0]))
         return st
 
@@ -346,7 +352,7 @@ class BeatClassifier:
         core0 = mt.seg[0, mt.shift:mt.shift + 2 * self.half + 1]
         wb = _width(core0, self.fs)
         width, p2p = self._rule_stats(mt.dom)
-        return wb / width, wb, float(np.ptp(core0)) / p2p
+        return wb / width, wb, _ptp(core0) / p2p
 
     def _features(self, mt: _Match) -> BeatFeatures:
         """All features of a matched beat (no state changes; call before the next `_match`)."""
@@ -359,7 +365,7 @@ class BeatClassifier:
         pb = pre_b - pre_b.mean(axis=-1, keepdims=True)
         den = float(np.sqrt(np.sum(pb * pb) * st.pt_energy))
         pre_corr = float(np.sum(pb * st.pt)) / den if den > 0 else 0.0
-        pre_amp = float(np.ptp(pre_b[0])) / st.pre_p2p
+        pre_amp = _ptp(pre_b[0]) / st.pre_p2p
         tpl_corr = mt.tpl_corr
         if mt.tpl_pair is not None:
             tk, td = mt.tpl_pair
@@ -367,7 +373,7 @@ class BeatClassifier:
         width_ratio, wb, amp_ratio = self._rule_inputs(mt)
         return BeatFeatures(
             corr=mt.corr, corr0=_corr(core[0], dom[0]), width_ratio=width_ratio, width_ms=1000.0 * wb,
-            amp_ratio=amp_ratio, amp_ratio_last=float(np.ptp(core[-1])) / st.p2p_last,
+            amp_ratio=amp_ratio, amp_ratio_last=_ptp(core[-1]) / st.p2p_last,
             log_energy_ratio=math.log(max(float(np.sum(core * core)), 1e-12) / st.energy),
             polarity_change=_polarity(core[0]) - st.polarity,
             slope_ratio=_slope(core[0]) / st.slope, prematurity=mt.prematurity, rr_cv=mt.rr_cv,

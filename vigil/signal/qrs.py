@@ -254,7 +254,7 @@ class QrsDetector:
 
     def _slope_at(self, idx: int) -> float:
         seg = self.slope.get(idx - self.mwi_len - 2, idx + 1)
-        return float(np.max(seg)) if seg.size else 0.0
+        return float(seg.max()) if seg.size else 0.0
 
     def _accept(self, idx: int, h: float, out: list[Detection], searchback: bool) -> None:
         w = 0.25 if searchback else 0.125

@@ -51,8 +51,8 @@ def wander_ratio(raw: FloatArray, fs: float) -> tuple[float, float]:
     hi = raw[n // 2:n // 2 + len(lo)] - lo
     m = max(len(lo) // 2, int(round(fs)) - (n - 1))
     lo, hi = lo[-m:], hi[-m:]
-    lo_p2p = float(np.ptp(lo))
-    return lo_p2p, lo_p2p / max(float(np.ptp(hi)), 1e-9)
+    lo_p2p = float(lo.max() - lo.min())
+    return lo_p2p, lo_p2p / max(float(hi.max() - hi.min()), 1e-9)
 
 
 def _slope_beats(slope: FloatArray, ref_max: float, fs: float) -> int:
@@ -114,7 +114,7 @@ def _plateau_fraction(x: FloatArray, level: float) -> float:
     mask[1:-1] |= run
     mask[:-2] |= run
     mask[2:] |= run
-    return float(np.mean(mask))
+    return float(mask.mean())
 
 
 class QualityAssessor:
@@ -142,13 +142,13 @@ class QualityAssessor:
         """
         flags: list[str] = []
         q = 1.0
-        p2p = float(np.ptp(raw)) if raw.size else 0.0
+        p2p = float(raw.max() - raw.min()) if raw.size else 0.0
         flat = p2p < 20.0
         sat_frac = 0.0
         if raw.size > 2 and not flat:
             sat_frac = max(_plateau_fraction(raw, float(raw.max())), _plateau_fraction(raw, float(raw.min())))
         saturated = sat_frac >= 0.02
-        lead_off = (flat and abs(float(np.mean(raw))) > 5000.0) or sat_frac > 0.5
+        lead_off = (flat and abs(float(raw.mean())) > 5000.0) or sat_frac > 0.5
         if lead_off:
             flags.append("lead_off")
         elif flat:
@@ -159,17 +159,17 @@ class QualityAssessor:
             q = 0.0
         noisy = False
         if not flat and bp.size:
-            hf = float(np.sqrt(np.mean((hp - bp) ** 2)))
-            bp_p2p = float(np.ptp(bp)) or 1e-9
+            hf = float(np.sqrt(((hp - bp) ** 2).mean()))
+            bp_p2p = float(bp.max() - bp.min()) or 1e-9
             baseline = raw - hp
-            noisy = hf > 0.15 * bp_p2p or float(np.ptp(baseline)) > 2000.0 or noise_ratio > 0.4
+            noisy = hf > 0.15 * bp_p2p or float(baseline.max() - baseline.min()) > 2000.0 or noise_ratio > 0.4
             if not noisy:
                 lo_p2p, ratio = wander_ratio(raw if context is None else context, self.fs)
                 noisy = ratio > WANDER_RATIO and lo_p2p >= WANDER_MIN_UV
         if noisy:
             flags.append("noise")
             q = min(q, 0.3)
-        self.slope_max.append(float(np.max(slope)) if slope.size else 0.0)
+        self.slope_max.append(float(slope.max()) if slope.size else 0.0)
         n2 = _slope_beats(slope, max(self.slope_max), self.fs)
         self.counts.append((n_beats, n2))
         if len(self.counts) == self.counts.maxlen and not flat:

@@ -228,7 +228,7 @@ class RhythmTracker:
         w = int(0.06 * self.fs)
         qrs = self._segment(b.sample - w, b.sample + w)
         if qrs is not None:
-            self._qrs_amp.append(float(np.ptp(qrs)))
+            self._qrs_amp.append(float(qrs.max() - qrs.min()))
         if b.label not in ("N", "S") or prev is None or b.sample - prev.sample < (PR_FROM_S + 0.4) * self.fs:
             return
         lo = b.sample - int(PR_FROM_S * self.fs)
