@@ -43,7 +43,11 @@ BAND_LO = 2.5  # lower edge of the VF band, Hz
 def vf_leakage(x: np.ndarray, fs: float) -> float:
     """VF-filter leakage of a window (Kuo & Dillman 1978, as given by Amann et al. 2005, eq. 1-2)."""
     x = np.asarray(x, dtype=float)
-    x = x - x.mean()
+    return _leakage(x - x.mean())
+
+
+def _leakage(x: np.ndarray) -> float:
+    """`vf_leakage` of a mean-removed window."""
     ax = np.abs(x)
     num = float(ax.sum())
     den = float(np.abs(x[1:] - x[:-1]).sum())
@@ -70,8 +74,13 @@ def _spectral_setup(n: int, fs: float) -> tuple[np.ndarray, slice, np.ndarray, s
 def spectral_concentration(x: np.ndarray, fs: float) -> tuple[float, float]:
     """Return (power fraction in BAND_LO-9 Hz of 1-30 Hz, dominant frequency in Hz) of a Hann-windowed window."""
     x = np.asarray(x, dtype=float)
+    return _concentration(x - x.mean(), fs)
+
+
+def _concentration(x: np.ndarray, fs: float) -> tuple[float, float]:
+    """`spectral_concentration` of a mean-removed window."""
     hann, total_band, band_freqs, vf_band = _spectral_setup(len(x), float(fs))
-    spec = np.abs(np.fft.rfft((x - x.mean()) * hann)[total_band]) ** 2
+    spec = np.abs(np.fft.rfft(x * hann)[total_band]) ** 2
     total = float(spec.sum())
     if total <= 0.0:
         return 0.0, 0.0
@@ -87,17 +96,19 @@ def vf_score(x: np.ndarray, fs: float, above: float | None = None) -> float:
     ``vf_score(x, fs) > t``.
     """
     x = np.asarray(x, dtype=float)
-    if x.max() - x.min() <= 0:
+    span = float(x.max() - x.min())
+    if span <= 0:
         return -1.0
+    xc = x - x.mean()  # both measures work on the mean-removed window
     leak: float | None = None
-    if above is not None and above >= -1.0:
-        leak = vf_leakage(x, fs)
+    if above is not None and above >= -1.0 and span < 1e300:  # finite: the leakage's sums are too
+        leak = _leakage(xc)
         if 1.0 + _CONC_SLACK - leak <= above:
             return -1.0
-    conc, dom = spectral_concentration(x, fs)
+    conc, dom = _concentration(xc, fs)
     if not BAND_LO <= dom <= 9.0:
         return -1.0
-    return conc - (vf_leakage(x, fs) if leak is None else leak)
+    return conc - (_leakage(xc) if leak is None else leak)
 
 
 _CONC_SLACK = 1e-9  # the concentration is a ratio of sums of one power spectrum: ≤ 1 up to rounding
