@@ -242,6 +242,10 @@ class QrsDetector:
         i0 = a - lo
         core = seg[i0:i0 + (end - a)]
         prev = seg[i0 - 1:i0 - 1 + (end - a)] if i0 > 0 else np.concatenate(([np.inf], core[:-1]))
+        total = float(seg.sum())
+        if total != total:  # NaN in the signal: SciPy's maximum filter treats it its own way; use it as before
+            self._scan_filter(seg, i0, core, prev, a, end)
+            return
         nxt = seg[i0 + 1:i0 + 1 + (end - a)]  # the right neighbourhood is complete (end + w ≤ held end)
         # local maxima first (≥ the next sample is implied by being the ±w maximum), then the ±w test
         # on those few: the same peaks as a maximum filter (mode "nearest") over the whole segment
@@ -250,6 +254,16 @@ class QrsDetector:
             i = i0 + j
             if core[j] >= seg[max(0, i - w):i + w + 1].max():
                 self.pending.append((a + j, float(core[j])))
+        self.scanned = end
+
+    def _scan_filter(self, seg: FloatArray, i0: int, core: FloatArray, prev: FloatArray, a: int, end: int) -> None:
+        """`_scan` by a maximum filter over the whole segment (the original form, kept for NaN input)."""
+        from scipy.ndimage import maximum_filter1d
+
+        mx = maximum_filter1d(seg, size=2 * self.w + 1, mode="nearest")
+        is_peak = (core >= mx[i0:i0 + (end - a)]) & (core > prev) & (core > 0)
+        for j in np.flatnonzero(is_peak):
+            self.pending.append((a + int(j), float(core[j])))
         self.scanned = end
 
     def _slope_at(self, idx: int) -> float:
