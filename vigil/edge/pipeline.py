@@ -135,7 +135,6 @@ class Pulsatility:
         self.n = 0
         self.since_eval = 0
         self._sos: npt.NDArray[np.float64] | None = None  # band-pass designed on first use (scipy is imported lazily)
-        self._zi: npt.NDArray[np.float64] = np.zeros((0, 2))
         self._edge = 0
 
     def feed(self, physical: npt.NDArray[np.float64]) -> bool | None:
@@ -151,21 +150,18 @@ class Pulsatility:
         return self.pulsatile(np.concatenate(self.buf)[-self.window:])
 
     def _zero_phase_bandpass(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """`scipy.signal.sosfiltfilt` (odd padding, default length) with the design and its initial state cached."""
+        """`scipy.signal.sosfiltfilt` (odd padding, default length), bit for bit, with the design cached."""
         import scipy.signal as sps
+
+        from vigil.signal import filters
 
         if self._sos is None:
             self._sos = sps.butter(2, [0.5, min(8.0, self.fs / 2.5)], btype="bandpass", fs=self.fs, output="sos")
-            self._zi = sps.sosfilt_zi(self._sos)
             taps = 2 * len(self._sos) + 1 - min(int((self._sos[:, 2] == 0).sum()), int((self._sos[:, 5] == 0).sum()))
-            self._edge = 3 * taps
-        sos, zi, edge = self._sos, self._zi, self._edge
-        if len(x) <= edge:  # too short to pad: let scipy say so
-            return np.asarray(sps.sosfiltfilt(sos, x))
-        ext = np.concatenate((2 * x[0] - x[edge:0:-1], x, 2 * x[-1] - x[-2:-edge - 2:-1]))
-        y, _ = sps.sosfilt(sos, ext, zi=zi * ext[0])
-        y, _ = sps.sosfilt(sos, y[::-1], zi=zi * y[-1])
-        return np.asarray(y[::-1][edge:-edge])
+            self._edge = 3 * taps  # SciPy's default padlen
+        if len(x) <= self._edge:  # too short to pad: let scipy say so
+            return np.asarray(sps.sosfiltfilt(self._sos, x))
+        return filters.sosfiltfilt(self._sos, x, padlen=self._edge)
 
     def pulsatile(self, x: npt.NDArray[np.float64]) -> bool:
         """Pulsatile = ≥ 2 prominent peaks, none > 2.5 s apart nor > 2.5 s before the end, median interval
