@@ -12,6 +12,8 @@ Biomed. Signal Process. Control 18 (2015) 274-281), reduced to two robust number
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 PR_FROM_S = 0.25
@@ -22,6 +24,11 @@ CLEAR_CORRELATION = 0.8  # ... and clear enough (sustained) to end an ongoing AF
 MIN_RELATIVE_AMPLITUDE = 0.02
 
 
+@lru_cache(maxsize=8)
+def _ramp(m: int) -> np.ndarray:
+    return np.arange(m) / (m - 1)
+
+
 def p_wave_score(segments: np.ndarray, qrs_amplitude: float) -> float | None:
     """Split-half correlation of the PR-region averages (0 when the wave is below the amplitude floor)."""
     if segments.ndim != 2 or segments.shape[0] < MIN_BEATS or segments.shape[1] < 8 or qrs_amplitude <= 0:
@@ -29,10 +36,24 @@ def p_wave_score(segments: np.ndarray, qrs_amplitude: float) -> float | None:
     n, m = segments.shape
     srt = np.sort(segments, axis=1)
     med = 0.5 * (srt[:, (m - 1) // 2] + srt[:, m // 2])  # row medians
-    seg = segments - med[:, None]
+    return score_centred(segments - med[:, None], qrs_amplitude)
+
+
+def centre_row(row: np.ndarray) -> np.ndarray:
+    """One PR segment minus its median, exactly as `p_wave_score` centres each row."""
+    m = len(row)
+    srt = np.sort(row)
+    return row - 0.5 * (srt[(m - 1) // 2] + srt[m // 2])
+
+
+def score_centred(seg: np.ndarray, qrs_amplitude: float) -> float | None:
+    """`p_wave_score` of segments already centred by `centre_row` (oldest first)."""
+    if seg.ndim != 2 or seg.shape[0] < MIN_BEATS or seg.shape[1] < 8 or qrs_amplitude <= 0:
+        return None
+    n, m = seg.shape
     a = seg[0::2].sum(axis=0) / ((n + 1) // 2)
     b = seg[1::2].sum(axis=0) / (n // 2)
-    ramp = np.arange(m) / (m - 1)
+    ramp = _ramp(m)
     a = a - (a[0] + (a[-1] - a[0]) * ramp)
     b = b - (b[0] + (b[-1] - b[0]) * ramp)
     a = a - a.mean()

@@ -29,7 +29,7 @@ import numpy as np
 
 from vigil.model import Beat, QualityReport, RhythmEpisode, RhythmLabel
 from vigil.signal.af import AfDetector
-from vigil.signal.pwave import CLEAR_CORRELATION, MIN_CORRELATION, PR_FROM_S, PR_TO_S, p_wave_score
+from vigil.signal.pwave import CLEAR_CORRELATION, MIN_CORRELATION, PR_FROM_S, PR_TO_S, centre_row, score_centred
 from vigil.signal.small import median
 from vigil.signal.vf import VfDetector
 from vigil.signal.window import SlidingWindow
@@ -44,6 +44,7 @@ POOR_QUALITY = 0.5
 ASYSTOLE_S = 4.0
 PAUSE_S = 3.0
 BUFFER_S = 12.0
+PR_KEEP = 12  # PR regions of recent normal beats kept for the P-wave check
 MIN_QRS_UV = 150.0  # smaller "complexes" are not counted (EC13/AACN: QRS < 0.15 mV must not be counted)
 UNLEARNED_QRS_UV = 200.0  # largest deflection (µV) accepted as "no QRS" before any QRS size is known
 ECTOPIC = frozenset({"V", "F", "Q"})  # intervals touching these are not used for AF
@@ -69,7 +70,8 @@ class RhythmTracker:
         self._sig_end: int | None = None
         self._signal_seen = False
         self._first_sample: int | None = None
-        self._pr_segments: deque[np.ndarray] = deque(maxlen=12)
+        self._pr_segments: SlidingWindow | None = None  # the last PR_KEEP PR regions, each minus its median
+        self._pr_count = 0
         self._qrs_amp: deque[float] = deque(maxlen=12)
         self._p_present: bool | None = None  # P waves present enough to veto an AF onset
         self._p_clear = False  # P waves clearly present (ends an ongoing AF episode)
@@ -207,7 +209,7 @@ class RhythmTracker:
         self._af.reset()
         self._af.active = False
         self._pause_for = None
-        self._pr_segments.clear()
+        self._pr_count = 0
         self._p_scores.clear()
         self._poor_run = self._good_run = 0
         self._first_sample = new_start
@@ -236,9 +238,12 @@ class RhythmTracker:
         seg = self._segment(lo, hi)
         if seg is None or not self._qrs_amp:
             return
-        self._pr_segments.append(seg.copy())
-        if len(self._pr_segments) >= 8:
-            score = p_wave_score(np.vstack(list(self._pr_segments)), median(self._qrs_amp))
+        if self._pr_segments is None:
+            self._pr_segments = SlidingWindow(PR_KEEP, len(seg))
+        self._pr_segments.append(centre_row(seg)[None, :])
+        self._pr_count = min(PR_KEEP, self._pr_count + 1)
+        if self._pr_count >= 8:
+            score = score_centred(self._pr_segments.view[PR_KEEP - self._pr_count:], median(self._qrs_amp))
             if score is not None:
                 self._p_scores.append(score)
             if len(self._p_scores) >= 4:
