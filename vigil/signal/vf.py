@@ -25,6 +25,7 @@ alarm").  The QRS detector's beats are not used, so spurious "beats" emitted dur
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -49,8 +50,11 @@ def vf_leakage(x: np.ndarray, fs: float) -> float:
 def _leakage(x: np.ndarray) -> float:
     """`vf_leakage` of a mean-removed window."""
     ax = np.abs(x)
-    num = float(ax.sum())
-    den = float(np.abs(x[1:] - x[:-1]).sum())
+    return _leakage_from(x, ax, float(ax.sum()), float(np.abs(x[1:] - x[:-1]).sum()))
+
+
+def _leakage_from(x: np.ndarray, ax: np.ndarray, num: float, den: float) -> float:
+    """`_leakage` given |x|, its sum and the sum of |first differences|."""
     if den <= 0.0 or num <= 0.0:
         return 1.0
     n_half = int(round((np.pi * num / den + 0.5) / 2.0))  # half the mean period, in samples
@@ -91,24 +95,28 @@ def _concentration(x: np.ndarray, fs: float) -> tuple[float, float]:
 def vf_score(x: np.ndarray, fs: float, above: float | None = None) -> float:
     """Spectral concentration − VF-filter leakage of a window; -1 when flat or the dominant frequency is outside the VF band.
 
-    With `above` (≥ −1), -1 is also returned, without the spectrum, when the leakage alone shows
+    With `above` (> 0), -1 is also returned, without the spectrum, when the leakage alone shows
     that the score cannot exceed `above` (concentration ≤ 1), so ``vf_score(x, fs, t) > t`` equals
     ``vf_score(x, fs) > t``.
     """
     x = np.asarray(x, dtype=float)
-    span = float(x.max() - x.min())
-    if span <= 0:
+    if above is not None and above >= _CONC_SLACK:
+        xc = x - x.mean()
+        ax = np.abs(xc)
+        num, den = float(ax.sum()), float(np.abs(xc[1:] - xc[:-1]).sum())
+        if math.isfinite(num) and math.isfinite(den):  # (else: the general path below)
+            leak = _leakage_from(xc, ax, num, den)  # 1 for a flat window (den = 0): -1 below, as the flat test gives
+            if 1.0 + _CONC_SLACK - leak <= above:
+                return -1.0
+            conc, dom = _concentration(xc, fs)  # not flat here (its leakage is below 1)
+            return conc - leak if BAND_LO <= dom <= 9.0 else -1.0
+    if x.max() - x.min() <= 0:
         return -1.0
     xc = x - x.mean()  # both measures work on the mean-removed window
-    leak: float | None = None
-    if above is not None and above >= -1.0 and span < 1e300:  # finite: the leakage's sums are too
-        leak = _leakage(xc)
-        if 1.0 + _CONC_SLACK - leak <= above:
-            return -1.0
     conc, dom = _concentration(xc, fs)
     if not BAND_LO <= dom <= 9.0:
         return -1.0
-    return conc - (_leakage(xc) if leak is None else leak)
+    return conc - _leakage(xc)
 
 
 _CONC_SLACK = 1e-9  # the concentration is a ratio of sums of one power spectrum: ≤ 1 up to rounding
