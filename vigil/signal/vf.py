@@ -83,13 +83,34 @@ def spectral_concentration(x: np.ndarray, fs: float) -> tuple[float, float]:
 
 def _concentration(x: np.ndarray, fs: float) -> tuple[float, float]:
     """`spectral_concentration` of a mean-removed window."""
-    hann, total_band, band_freqs, vf_band = _spectral_setup(len(x), float(fs))
-    spec = np.abs(np.fft.rfft(x * hann)[total_band]) ** 2
+    spec, band_freqs, vf_band = _power(x, fs)
     total = float(spec.sum())
     if total <= 0.0:
         return 0.0, 0.0
     dominant = float(band_freqs[int(spec.argmax())])
     return float(spec[vf_band].sum()) / total, dominant
+
+
+def _power(x: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray, slice]:
+    """Power spectrum (1-30 Hz bins) of a mean-removed, Hann-windowed window; its frequencies; the VF band slice."""
+    hann, total_band, band_freqs, vf_band = _spectral_setup(len(x), float(fs))
+    spec = np.abs(np.fft.rfft(x * hann)[total_band])
+    np.square(spec, out=spec)  # = np.abs(...) ** 2
+    return spec, band_freqs, vf_band
+
+
+def _score_spectrum(x: np.ndarray, fs: float, leak: float) -> float:
+    """Concentration − `leak` of a mean-removed window, or -1 when the dominant frequency is outside the VF band.
+
+    The dominant frequency is checked before the power sums (the same -1 as `vf_score` when it fails).
+    """
+    spec, band_freqs, vf_band = _power(x, fs)
+    if not BAND_LO <= float(band_freqs[int(spec.argmax())]) <= 9.0:
+        return -1.0
+    total = float(spec.sum())
+    if total <= 0.0:  # spectral_concentration reports dominant 0 Hz then: outside the band
+        return -1.0
+    return float(spec[vf_band].sum()) / total - leak
 
 
 def vf_score(x: np.ndarray, fs: float, above: float | None = None) -> float:
@@ -108,8 +129,7 @@ def vf_score(x: np.ndarray, fs: float, above: float | None = None) -> float:
             leak = _leakage_from(xc, ax, num, den)  # 1 for a flat window (den = 0): -1 below, as the flat test gives
             if 1.0 + _CONC_SLACK - leak <= above:
                 return -1.0
-            conc, dom = _concentration(xc, fs)  # not flat here (its leakage is below 1)
-            return conc - leak if BAND_LO <= dom <= 9.0 else -1.0
+            return _score_spectrum(xc, fs, leak)  # not flat here (its leakage is below 1)
     if x.max() - x.min() <= 0:
         return -1.0
     xc = x - x.mean()  # both measures work on the mean-removed window
