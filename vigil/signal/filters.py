@@ -254,10 +254,8 @@ def sosfiltfilt(sos: FloatArray, x: FloatArray, padlen: int) -> FloatArray:
     zi = _ZI_CACHE.get(key)
     if zi is None:
         zi = _ZI_CACHE[key] = sps.sosfilt_zi(sos)
-    if edge > 0:
-        ext = np.concatenate((2 * x[0:1] - x[edge:0:-1], x, 2 * x[-1:] - x[-2:-(edge + 2):-1]))
-    else:
-        ext = x
+    # odd extension by `edge` samples at each end (scipy.signal._arraytools.odd_ext)
+    ext = np.concatenate((2 * x[0:1] - x[edge:0:-1], x, 2 * x[-1:] - x[-2:-(edge + 2):-1])) if edge > 0 else x
     n_sections = len(sos)
     y = np.array(ext, dtype=np.float64, ndmin=2)  # filtered in place
     _KERNEL(sos, y, np.ascontiguousarray((zi * ext[0:1]).reshape(1, n_sections, 2)))  # type: ignore[operator]

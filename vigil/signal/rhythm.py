@@ -29,7 +29,14 @@ import numpy as np
 
 from vigil.model import Beat, QualityReport, RhythmEpisode, RhythmLabel
 from vigil.signal.af import AfDetector
-from vigil.signal.pwave import CLEAR_CORRELATION, MIN_CORRELATION, PR_FROM_S, PR_TO_S, centre_row, score_centred
+from vigil.signal.pwave import (
+    CLEAR_CORRELATION,
+    MIN_CORRELATION,
+    PR_FROM_S,
+    PR_TO_S,
+    centre_row,
+    score_centred,
+)
 from vigil.signal.small import median
 from vigil.signal.vf import VfDetector
 from vigil.signal.window import SlidingWindow
