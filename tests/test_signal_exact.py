@@ -33,6 +33,9 @@ def test_small_median_std_match_numpy_bit_for_bit() -> None:
             a[int(rng.integers(0, len(a)))] = np.nan
         assert _same(small.median_array(a), np.median(a))
     assert math.isnan(small.median([1.0, math.nan, 2.0]))
+    for _ in range(2000):
+        v = [float(x) for x in rng.choice([0.1, 0.5, 0.9, -1.0, np.nan, 0.85], size=int(rng.integers(1, 6)))]
+        assert small.argmax(v) == int(np.argmax(v))
 
 
 def test_sosfiltfilt_and_lfilter_match_scipy() -> None:

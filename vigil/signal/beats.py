@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vigil.model import BeatLabel
-from vigil.signal.small import median, std
+from vigil.signal.small import argmax, median, std
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -321,9 +321,9 @@ class BeatClassifier:
             return None
         v, vv = self._shifts(seg)  # shared by every template match of this beat
         matches = self._match_all(v, vv)
-        k = int(np.argmax([mt[0] for mt in matches]))
+        k = argmax([mt[0] for mt in matches])
         corr_k, sh_k = matches[k]
-        d_before = int(np.argmax(self.counts))
+        d_before = argmax(self.counts)
         share = self.counts[k] / (sum(self.counts) or 1.0) if corr_k >= MATCH else 0.0
         is_dom = 1.0 if (corr_k >= MATCH and k == d_before) else 0.0
         tpl_pair: tuple[FloatArray, FloatArray] | None = None  # (matched, dominant) when they differ
@@ -337,7 +337,7 @@ class BeatClassifier:
             self.counts[k] += 1.0
         else:
             self._new_template(full)
-        d = int(np.argmax(self.counts))
+        d = argmax(self.counts)
         corr_d, sh_d = self._best_of(v, vv, *self._centred(d))
         out = _Match(full=full, seg=seg, dom_full=self.templates[d], dom=d, corr=corr_d,
                      shift=sh_d, prematurity=prem, rr_cv=cv, prev_corr=self._prev_corr, share=share,

@@ -67,3 +67,18 @@ def std(values: Iterable[float]) -> float:
     mean = _np_sum(v) / n
     sq = [(a - mean) * (a - mean) for a in v]
     return math.sqrt(_np_sum(sq) / n)
+
+
+def argmax(values: list[float]) -> int:
+    """``int(np.argmax(values))`` for a short non-empty list: the first maximum, or the first NaN if any."""
+    best = 0
+    top = values[0]
+    if top != top:
+        return 0
+    for i in range(1, len(values)):
+        v = values[i]
+        if v != v:
+            return i
+        if v > top:
+            best, top = i, v
+    return best
