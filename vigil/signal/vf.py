@@ -163,6 +163,7 @@ class VfDetector:
         self.fs = fs
         self._wins = [(int(round(w * fs)), thr) for w, thr in WINDOWS]
         self._win = max(n for n, _ in self._wins)
+        self._min_win = min(n for n, _ in self._wins)  # an evaluation needs at least this much signal
         self._hop = max(1, int(round(HOP_S * fs)))
         self._buf = SlidingWindow(self._win)  # the newest sample is last
         self._n = 0  # valid samples at the end of `_buf`
@@ -195,7 +196,7 @@ class VfDetector:
             self._end = start + i
             if self._since_eval >= self._hop:
                 self._since_eval = 0
-                if self._n >= min(n for n, _ in self._wins):
+                if self._n >= self._min_win:
                     d = self._evaluate()
                     if d is not None:
                         out.append(d)
