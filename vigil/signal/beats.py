@@ -14,9 +14,10 @@ are all relative to the patient's own dominant morphology, so they transfer betw
 
 None of the features depends on earlier labels, so the classifier trained offline sees the same
 features that the stream produces.  V is called by an OSEA-like rule (unlike the dominant beat and
-wider, taller or very premature) unless a small gradient-boosted tree ensemble vetoes it
-(``vigil/data/models/beat_classifier.json``, trained by ``vigil.evaluation.train_beats`` on MIT-BIH
-DS1 only and chosen by leave-one-record-out validation, in the inter-patient spirit of P. de Chazal,
+wider, taller or very premature) unless a small gradient-boosted tree ensemble vetoes it; beats
+unlike the dominant one (correlation below the model's ``gate_corr``) are also put to the ensemble,
+which was trained on exactly those candidates (``vigil/data/models/beat_classifier.json``, trained
+by ``vigil.evaluation.train_beats`` on MIT-BIH DS1 only and chosen by leave-one-record-out validation, in the inter-patient spirit of P. de Chazal,
 M. O'Dwyer, R. B. Reilly, "Automatic classification of heartbeats using ECG morphology and heartbeat
 interval features", IEEE TBME 51(7) (2004) 1196-1206).  The veto removes implausible V calls (noise,
 aberrant supraventricular beats); alone, the ensemble generalised no better than the rule.
@@ -129,6 +130,11 @@ class TreeEnsemble:
         self.bias = float(doc["bias"])
         self.rate = float(doc["learning_rate"])
         self.threshold = float(doc["threshold"])
+        # With "gate_corr", a beat is a V candidate the model decides on when the rule fires or it
+        # correlates below gate_corr with the dominant template (the model was trained on exactly those
+        # candidates); without it the model only vetoes the rule's V calls.
+        gate = doc.get("gate_corr")
+        self.gate_corr: float | None = None if gate is None else float(gate)  # see `candidate_v`
         # each tree: parallel lists feature, threshold, left, right, value (leaf when feature < 0)
         self.trees: list[tuple[list[int], list[float], list[int], list[int], list[float]]] = [
             (t["feature"], t["threshold"], t["left"], t["right"], t["value"]) for t in doc["trees"]]
@@ -407,8 +413,9 @@ class BeatClassifier:
             return "N"
         width_ratio, _, amp_ratio = self._rule_inputs(mt)
         is_v = _rule_v(mt.corr, width_ratio, amp_ratio, mt.prematurity)
-        if is_v and self.model is not None:
-            is_v = self.model.logit(self._features(mt).vector()) > self.model.threshold
+        if self.model is not None:
+            is_v = _gate(is_v, mt.corr, self.model) \
+                and self.model.logit(self._features(mt).vector()) > self.model.threshold
         return "V" if is_v else _supraventricular(mt.prematurity, mt.rr_cv, mt.corr)
 
 
@@ -458,11 +465,22 @@ def rule_v(f: BeatFeatures) -> bool:
     return _rule_v(f.corr, f.width_ratio, f.amp_ratio, f.prematurity)
 
 
+def _gate(rule: bool, corr: float, model: TreeEnsemble) -> bool:
+    return rule or (model.gate_corr is not None and corr < model.gate_corr)
+
+
+def candidate_v(f: BeatFeatures, model: TreeEnsemble | None = _MODEL) -> bool:
+    """Whether `model` decides on the beat: the rule fires, or (``gate_corr`` models) corr < gate_corr."""
+    if model is None:
+        return rule_v(f)
+    return _gate(rule_v(f), f.corr, model)
+
+
 def decide(f: BeatFeatures, model: TreeEnsemble | None = _MODEL) -> BeatLabel:
-    """V when the rule says V and the tree ensemble does not veto it; else S by prematurity; else N."""
+    """V when the beat is a V candidate (`candidate_v`) the ensemble accepts; else S by prematurity; else N."""
     is_v = rule_v(f)
-    if is_v and model is not None:
-        is_v = model.logit(f.vector()) > model.threshold
+    if model is not None:
+        is_v = _gate(is_v, f.corr, model) and model.logit(f.vector()) > model.threshold
     if is_v:
         return "V"
     return _supraventricular(f.prematurity, f.rr_cv, f.corr)
