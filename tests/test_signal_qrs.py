@@ -200,3 +200,27 @@ def test_artefact_in_one_lead_makes_no_beats(rec119):
     refw = [(s, c) for s, c in ref if s < len(x) - fs]
     sc = score(refw, [(b.sample, b.label) for b in beats if b.sample < len(x) - fs], fs, start=int(20 * fs))
     assert sc.fp <= 4 and sc.fn <= 2, (sc.tp, sc.fn, sc.fp)
+
+
+def test_model_gate_corr_widens_the_v_candidates():
+    """With gate_corr the model decides beats the rule ignores (corr < gate); without it, it only vetoes."""
+    from vigil.signal.beats import FEATURE_NAMES, BeatFeatures, TreeEnsemble, candidate_v, decide
+
+    def model(bias: float, gate: float | None) -> TreeEnsemble:
+        doc = {"features": list(FEATURE_NAMES), "bias": bias, "learning_rate": 0.1, "threshold": 0.0,
+               "trees": []}
+        if gate is not None:
+            doc["gate_corr"] = gate
+        return TreeEnsemble(doc)
+
+    vals = dict.fromkeys(FEATURE_NAMES, 1.0)
+    vals.update(corr=0.85, width_ratio=1.0, amp_ratio=1.0, prematurity=1.0, rr_cv=0.2)
+    similar = BeatFeatures(**vals)  # not wide, not tall, not premature: the rule does not fire
+    vals.update(corr=0.3)
+    unlike = BeatFeatures(**vals)  # corr < CORR_V: the rule fires
+    yes, no = model(5.0, 0.9), model(-5.0, 0.9)
+    assert candidate_v(similar, yes) and decide(similar, yes) == "V"
+    assert not candidate_v(similar, model(5.0, None)) and decide(similar, model(5.0, None)) == "N"
+    assert not candidate_v(similar, model(5.0, 0.8)) and decide(similar, model(5.0, 0.8)) == "N"
+    assert decide(similar, no) == "N" and decide(unlike, no) == "N"
+    assert decide(unlike, model(5.0, None)) == "V" and decide(unlike, None) == "V"
