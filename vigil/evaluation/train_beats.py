@@ -221,7 +221,7 @@ def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[st
                     tot[t][n][k] += c[k]
                     veto[t][n][k] += cv[k]
                 line.append(c)
-            print(f"cv {rec} {n} lead: " + " ".join(f"{t:+.1f}:{c}" for t, c in zip(thresholds, line, strict=True)),
+            print(f"cv {rec} {n} lead: " + " ".join(f"{t:+.2f}:{c}" for t, c in zip(thresholds, line, strict=True)),
                   file=sys.stderr, flush=True)
     return tot, veto
 
@@ -263,7 +263,7 @@ def main(argv: list[str]) -> int:
             for t in ths:
                 for n in (2, 1):
                     vv, m, f = res[t][n]
-                    print(f"  {name:14s} log-odds threshold {t:+.1f} {n} lead(s): Vv={vv} missed={m} false={f} "
+                    print(f"  {name:14s} log-odds threshold {t:+.2f} {n} lead(s): Vv={vv} missed={m} false={f} "
                           f"Se={100 * vv / max(1, vv + m):.2f}% +P={100 * vv / max(1, vv + f):.2f}%")
     if args.write:
         x, y = _train_xy(data, recs, np.random.default_rng(0))
