@@ -53,15 +53,14 @@ GATE_CORR: float | None = None  # --gate 0.90 for the gated variant
 UNUSED = ("pre_corr", "pre_amp_ratio")
 
 
-def record_features(rec: str, n_leads: int) -> dict[str, Any]:
-    """Stream one mitdb record; return per-detection features, reference class and a scored mask."""
+def stream_beats(rec: str, n_leads: int) -> tuple[Any, npt.NDArray[np.float64], float, list[tuple[int, Any]]]:
+    """Stream one mitdb record through the analyser; (analyser, signal in µV, fs, [(R sample, features)])."""
     import wfdb
 
     from vigil.signal.analyzer import EcgAnalyzer
     from vigil.signal.beats import BeatClassifier, BeatFeatures
 
-    path = data_root() / "mitdb" / rec
-    r = wfdb.rdrecord(str(path))
+    r = wfdb.rdrecord(str(data_root() / "mitdb" / rec))
     x = np.nan_to_num(r.p_signal * 1000.0)[:, :n_leads]
     fs = float(r.fs)
     rows: list[tuple[int, BeatFeatures]] = []
@@ -77,9 +76,14 @@ def record_features(rec: str, n_leads: int) -> dict[str, Any]:
     an.classifier = Recorder(fs, n_leads)
     for i in range(0, len(x), 250):
         an.feed(x[i:i + 250], i)
-    ref, _ = read_reference(str(path), "atr")
-    vf = read_vf_episodes(str(path), "atr")
-    det = [s for s, _ in rows]
+    return an, x, fs, rows
+
+
+def reference_classes(rec: str, det: list[int], fs: float) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_], int]:
+    """Reference class of each detection (150 ms; "O" unmatched), the EC57-scored mask and the V beats no detection carries."""
+    path = str(data_root() / "mitdb" / rec)
+    ref, _ = read_reference(path, "atr")
+    vf = read_vf_episodes(path, "atr")
     pairs = match([s for s, _ in ref], det, int(round(0.15 * fs)))
     cls = ["O"] * len(det)
     for i, j in pairs:
@@ -90,8 +94,14 @@ def record_features(rec: str, n_leads: int) -> dict[str, Any]:
     matched_ref = {i for i, _ in pairs}
     v_missed = sum(1 for i, (s, c) in enumerate(ref) if c == "V" and s >= start and i not in matched_ref
                    and not any(a <= s <= b for a, b in vf))
-    return {"X": np.array([f.vector() for _, f in rows]), "cls": np.array(cls), "scored": np.array(scored),
-            "v_undetected": v_missed}
+    return np.array(cls), np.array(scored), v_missed
+
+
+def record_features(rec: str, n_leads: int) -> dict[str, Any]:
+    """Stream one mitdb record; return per-detection features, reference class and a scored mask."""
+    _an, _x, fs, rows = stream_beats(rec, n_leads)
+    cls, scored, v_missed = reference_classes(rec, [s for s, _ in rows], fs)
+    return {"X": np.array([f.vector() for _, f in rows]), "cls": cls, "scored": scored, "v_undetected": v_missed}
 
 
 def _job(args: tuple[str, int]) -> tuple[str, int, dict[str, Any]]:

@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vigil.datasets import data_root
-from vigil.evaluation.ec57 import PACED_RECORDS, SKIP_MITDB_S, match, read_reference, read_vf_episodes
+from vigil.evaluation.ec57 import PACED_RECORDS
 
 log = logging.getLogger(__name__)
 
@@ -62,50 +62,20 @@ FloatArray = npt.NDArray[np.float64]
 
 def record_beats(rec: str, n_leads: int = 2) -> dict[str, Any]:
     """Stream one record; per detection its R sample, streaming features, reference class and scored mask."""
-    import wfdb
-
+    from vigil.evaluation.train_beats import reference_classes, stream_beats
     from vigil.signal import filters
-    from vigil.signal.analyzer import EcgAnalyzer
-    from vigil.signal.beats import BeatClassifier, BeatFeatures
 
-    path = data_root() / "mitdb" / rec
-    r = wfdb.rdrecord(str(path))
-    x = np.nan_to_num(r.p_signal * 1000.0)[:, :n_leads]
-    fs = float(r.fs)
-    rows: list[tuple[int, BeatFeatures]] = []
-
-    class Recorder(BeatClassifier):
-        def classify(self, seg: Any, r_: int) -> Any:
-            out = super().classify(seg, r_)
-            if out[1] is not None:
-                rows.append((r_, out[1]))
-            return out
-
-    an = EcgAnalyzer(fs, n_leads=n_leads, rhythm=False, qt=False)
-    an.classifier = Recorder(fs, n_leads)
-    for i in range(0, len(x), 250):
-        an.feed(x[i:i + 250], i)
+    an, x, fs, rows = stream_beats(rec, n_leads)
     bp = np.empty_like(x)
     for k in range(n_leads):
         hp, lp = filters.baseline_filter(fs), filters.lowpass_filter(fs)
         for i in range(0, len(x), 250):
             bp[i:i + 250, k] = lp(hp(x[i:i + 250, k]))
-    ref, _ = read_reference(str(path), "atr")
-    vf = read_vf_episodes(str(path), "atr")
     det = [s for s, _ in rows]
-    pairs = match([s for s, _ in ref], det, int(round(0.15 * fs)))
-    cls = ["O"] * len(det)
-    for i, j in pairs:
-        cls[j] = ref[i][1]
-    start = int(SKIP_MITDB_S * fs)
-    scored = [s >= start and not any(a <= s <= b for a, b in vf) for s in det]
-    matched_ref = {i for i, _ in pairs}
-    v_missed = sum(1 for i, (s, c) in enumerate(ref) if c == "V" and s >= start and i not in matched_ref
-                   and not any(a <= s <= b for a, b in vf))
+    cls, scored, v_missed = reference_classes(rec, det, fs)
     X = np.array([f.vector() for _, f in rows])
     late = late_features(bp, np.array(det) + int(round(an.lp_delay)), X, fs)
-    return {"X": X, "late": late, "r": np.array(det), "cls": np.array(cls), "scored": np.array(scored),
-            "v_undetected": v_missed}
+    return {"X": X, "late": late, "r": np.array(det), "cls": cls, "scored": scored, "v_undetected": v_missed}
 
 
 def late_features(bp: FloatArray, r_bp: npt.NDArray[np.int64], X: FloatArray, fs: float) -> FloatArray:
