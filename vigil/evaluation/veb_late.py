@@ -121,15 +121,6 @@ def _job(rec: str) -> tuple[str, dict[str, Any]]:
     return rec, record_beats(rec)
 
 
-def veb_counts(d: dict[str, Any], is_v: npt.NDArray[np.bool_]) -> tuple[int, int, int]:
-    """(Vv, missed, false) of one record under EC57 rules for predictions `is_v`."""
-    cls, sc = d["cls"], d["scored"]
-    vv = int(np.sum(sc & is_v & (cls == "V")))
-    missed = int(np.sum(sc & ~is_v & (cls == "V"))) + int(d["v_undetected"])
-    false = int(np.sum(sc & is_v & np.isin(cls, ("N", "S", "O"))))
-    return vv, missed, false
-
-
 def design(d: dict[str, Any], late: bool) -> FloatArray:
     """Model input: streaming features (unused ones zeroed as in train_beats) plus, optionally, late ones."""
     from vigil.evaluation.train_beats import _masked
@@ -180,6 +171,8 @@ def gates(d: dict[str, Any]) -> dict[str, npt.NDArray[np.bool_]]:
 def table(data: dict[str, dict[str, Any]], logits: dict[str, dict[str, FloatArray]],
           thresholds: list[float]) -> list[str]:
     """Gross LORO VEB Se/+P per model × gate × threshold."""
+    from vigil.evaluation.train_beats import veb_counts
+
     lines = []
     for model, lg in logits.items():
         for gate in ("rule", f"corr<{CORR_GATE}", "none"):
