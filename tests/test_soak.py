@@ -371,23 +371,20 @@ def test_vigil_run_uses_the_test_radio_only_when_asked(monkeypatch: pytest.Monke
 
     seen: dict[str, object] = {}
 
-    class FakeDaemon:
-        def __init__(self, cfg: object, **kw: object) -> None:
-            seen.update(kw)
-
-        async def run(self, duration_s: float | None = None) -> int:
-            return 7
+    def fake_run_daemon(cfg: object, **kw: object) -> int:
+        seen.clear()
+        seen.update(kw)
+        return 3
 
     cfg = tmp_path / "config.toml"
     cfg.write_text('[site]\nname = "t"\nroom = "r"\n')
-    monkeypatch.setattr(daemon_mod, "Daemon", FakeDaemon)
-    monkeypatch.setattr(daemon_mod, "run_daemon", lambda *a, **k: 3)
+    monkeypatch.setattr(daemon_mod, "run_daemon", fake_run_daemon)
     args = argparse.Namespace(config=str(cfg), duration=None, speed=None)
     monkeypatch.delenv(run_cmd.TEST_HCI_ENV, raising=False)
-    assert run_cmd.run(args) == 3 and not seen
+    assert run_cmd.run(args) == 3 and seen["ble_options"] is None
     monkeypatch.setenv(run_cmd.TEST_HCI_ENV, "tcp-client:127.0.0.1:9")
     with caplog.at_level("WARNING", logger="vigil.commands.run"):
-        assert run_cmd.run(args) == 7
+        assert run_cmd.run(args) == 3
     opts = seen["ble_options"]
     assert isinstance(opts, dict) and opts["backend"].__name__ == "BumbleClient"
     assert opts["backend_kwargs"]["air"].spec == "tcp-client:127.0.0.1:9"

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from vigil.config import VigilConfig
+from typing import Any
 
 HELP = "run the monitoring daemon (acquisition, analysis, alarms, store, bus)"
 TEST_HCI_ENV = "VIGIL_BLE_TEST_HCI"  # tests/soak only: BLE through a bumble test radio served over HCI
@@ -32,20 +29,14 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     spec = os.environ.get(TEST_HCI_ENV)
-    if spec:
-        return _run_with_test_radio(cfg, args, spec)
-    return run_daemon(cfg, duration_s=args.duration, speed=args.speed)
+    ble_options = _test_radio(spec) if spec else None
+    return run_daemon(cfg, duration_s=args.duration, speed=args.speed, ble_options=ble_options)
 
 
-def _run_with_test_radio(cfg: VigilConfig, args: argparse.Namespace, spec: str) -> int:
-    """The daemon with every BLE device reached through vigil.testing's bumble backend over `spec`."""
-    import asyncio
-
-    from vigil.edge.daemon import Daemon
+def _test_radio(spec: str) -> dict[str, Any]:
+    """BleTransport options reaching every BLE device through vigil.testing's bumble backend over `spec`."""
     from vigil.testing.bumble_backend import BumbleClient, BumbleScanner, RemoteAir
 
     log.warning("%s is set: BLE devices are reached through a TEST radio (%s), not a Bluetooth adapter",
                 TEST_HCI_ENV, spec)
-    options = {"backend": BumbleClient, "scanner_backend": BumbleScanner, "backend_kwargs": {"air": RemoteAir(spec)}}
-    daemon = Daemon(cfg, speed=args.speed, ble_options=options)
-    return asyncio.run(daemon.run(duration_s=args.duration))
+    return {"backend": BumbleClient, "scanner_backend": BumbleScanner, "backend_kwargs": {"air": RemoteAir(spec)}}

@@ -552,10 +552,10 @@ class Daemon:
 
 
 def run_daemon(cfg: VigilConfig, *, duration_s: float | None = None, speed: float | None = None,
-               on_tick: Callable[[Daemon], None] | None = None) -> int:
+               on_tick: Callable[[Daemon], None] | None = None, ble_options: dict[str, Any] | None = None) -> int:
     """Blocking entry point used by `vigil run` and `vigil demo`."""
     try:
-        return asyncio.run(Daemon(cfg, speed=speed, on_tick=on_tick).run(duration_s=duration_s))
+        return asyncio.run(Daemon(cfg, speed=speed, on_tick=on_tick, ble_options=ble_options).run(duration_s=duration_s))
     except VigilError:
         raise
 

@@ -346,10 +346,9 @@ class Pipeline:
 
     def _block(self, mat: str, block: SampleBlock) -> None:
         g = self.guests[mat]
-        sinks = self._late_sinks(block.device_id)
-        if sinks is self.sinks:
-            self._check_seq(mat, block, sinks)
-        for s in sinks:
+        if block.device_id not in self._arrival_devices:  # else `arrive` checked it
+            self._check_seq(mat, block, self.sinks)
+        for s in self._late_sinks(block.device_id):
             _safe(s.block, mat, block)
         if block.kind is ChannelKind.ECG and self.engine is not None and hasattr(self.engine, "on_ecg_wave"):
             _safe(self.engine.on_ecg_wave, mat, block.samples.astype(np.float64) * block.gain, block.fs,

@@ -278,7 +278,8 @@ def main(argv: list[str]) -> int:
         tot, veto = cross_validate(data, recs, ths, args.workers)
         print("Leave-one-record-out VEB (EC57 gross, non-paced DS1 records; each record scored by a model "
               "not trained on it)")
-        for name, res in (("rule + veto", tot), ("gate + model", veto)):
+        sections = [("rule + veto", tot)] + ([("gate + model", veto)] if GATE_CORR is not None else [])
+        for name, res in sections:
             for t in ths:
                 for n in (2, 1):
                     vv, m, f = res[t][n]
