@@ -558,12 +558,12 @@ def test_mitdb_af_through_the_analyser_two_leads(record: str, dur_se: float, dur
 
 
 # ---------------------------------------------------------------- VF detector (vigil.signal.vf)
-def _vf_onsets(x: np.ndarray, fs: float, start: int = 0) -> list[tuple[int, int]]:
-    """Feed a VfDetector 1 s chunks; return (announced at sample, backdated onset sample) of each VF onset."""
+def _vf_onsets(x: np.ndarray, fs: float, start: int = 0, chunk_s: float = 1.0) -> list[tuple[int, int]]:
+    """Feed a VfDetector `chunk_s` chunks; return (announced at sample, backdated onset sample) of each VF onset."""
     from vigil.signal.vf import VfDetector
 
     d = VfDetector(fs)
-    step = int(fs)
+    step = max(1, int(round(chunk_s * fs)))
     out = []
     for s in range(0, len(x), step):
         for dec in d.feed(x[s:s + step], start + s):
@@ -604,6 +604,59 @@ def test_vf_slow_flutter_announced_within_6s(db: str, rec: str, t0: float, onset
     assert atr is not None and any(abs(int(s) - onset) < fs for s in atr.sample)  # the reference onset is where we think it is
     announced = [at for at, _ in _vf_onsets(x, fs, a) if at >= onset - fs]
     assert announced and (announced[0] - onset) / fs <= 6.0
+
+
+def test_vf_207_flutter_at_40s_within_5s_at_the_daemons_block_size() -> None:
+    """mitdb 207, VFL at 40.8 s: announced <= 5 s after onset when fed 0.25 s blocks as the daemon does.
+
+    The decision comes at the same sample with 1 s feeds, but is only seen at the end of that feed
+    (5.2 s in `eval_rhythm vfwin`, 4.7 s with `--feed 0.25` and through `eval_alarms tta`).
+    """
+    fs, x, a, atr = _real("mitdb", "207", 30.0, 53.0)
+    onset = int(round(40.8028 * fs))
+    assert atr is not None and any(abs(int(s) - onset) < 0.1 * fs for s in atr.sample)
+    announced = [at for at, _ in _vf_onsets(x, fs, a, chunk_s=0.25) if at >= onset - fs]
+    assert announced and (announced[0] - onset) / fs <= 5.0
+
+
+def test_vf_decisions_do_not_depend_on_the_feed_size() -> None:
+    """The detector evaluates on its own sample grid: 1 s, 0.25 s and ragged feeds give the same state changes."""
+    from vigil.signal.vf import VfDetector
+
+    x = _bandpass(FIX["cu01_uV"].astype(float))
+
+    def decisions(sizes: list[int]) -> list[tuple[bool, int]]:
+        d = VfDetector(FS)
+        out: list[tuple[bool, int]] = []
+        s = 0
+        for k in sizes:
+            out += [(dec.active, dec.sample) for dec in d.feed(x[s:s + k], s)]
+            s += k
+        return out
+
+    rng = np.random.default_rng(7)
+    ragged = [int(k) for k in rng.integers(1, 400, size=len(x))]
+    ragged = ragged[:int(np.searchsorted(np.cumsum(ragged), len(x))) + 1]
+    ref = decisions([250] * (len(x) // 250 + 1))
+    assert ref and ref[0][0]
+    assert decisions([62] * (len(x) // 62 + 1)) == ref
+    assert decisions(ragged) == ref
+
+
+def test_vf_leakage_shift_is_a_quarter_period() -> None:
+    """vf_leakage shifts by N/2 (a quarter period: a sinusoid leaks ~0.71); LEAK_SHIFT 1 is Kuo & Dillman's half period (< 0.1)."""
+    import vigil.signal.vf as vf
+
+    for fs, f in ((250.0, 3.0), (250.0, 5.0), (360.0, 3.0)):
+        t = np.arange(int(3 * fs)) / fs
+        x = 400.0 * np.sin(2 * np.pi * f * t)
+        assert 0.65 < vf.vf_leakage(x, fs) < 0.75
+        shipped = vf.LEAK_SHIFT
+        try:
+            vf.LEAK_SHIFT = 1.0
+            assert vf.vf_leakage(x, fs) < 0.1  # N rounds to the nearest sample: 0.06 for 5 Hz at 250 Hz
+        finally:
+            vf.LEAK_SHIFT = shipped
 
 
 @pytest.mark.parametrize(("db", "rec", "most"), [

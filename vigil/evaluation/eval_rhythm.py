@@ -1,7 +1,8 @@
 """Rhythm evaluation: AF on afdb (.qrs beats) and mitdb, VF on vfdb/cudb, asystole/VT alarms on challenge2015.
 
-Run: ``python -m vigil.evaluation.eval_rhythm [afdb] [mitdb] [vf] [vfwin] [challenge] [noise] [--ref] [--leads 1]`` (all
-sections by default; vfwin ≈ 40 s: the VF detector alone, shipped windows vs the 3 s window alone).  mitdb/vf/challenge/noise use the full `EcgAnalyzer` pipeline when it exists, else (or with --ref)
+Run: ``python -m vigil.evaluation.eval_rhythm [afdb] [mitdb] [vf] [vfwin] [challenge] [noise] [--ref] [--leads 1]
+[--feed 0.25] [--tried]`` (all sections by default; vfwin ≈ 40 s: the VF detector alone, shipped windows vs the 3 s
+window alone, in --feed s feeds (default 1); --tried adds the variants tried for issue 3, ≈ 3 min).  mitdb/vf/challenge/noise use the full `EcgAnalyzer` pipeline when it exists, else (or with --ref)
 reference beats plus a 0.5-40 Hz band-passed lead through `RhythmTracker`.
 Tables go to stdout, progress to stderr.  Scoring: `vigil.evaluation.episodes` (EC57 "any overlap").
 """
@@ -391,12 +392,12 @@ def eval_vf() -> None:
     print("ttd = time from reference onset to the first open VF update (0 when VF was already open), on reference episodes >= 4 s.")
 
 
-def _vf_decisions(x: np.ndarray, fs: float) -> list[tuple[bool, float]]:
-    """VfDetector over a whole signal in 1 s feeds: (active, announced at s) for each state change."""
+def _vf_decisions(x: np.ndarray, fs: float, feed_s: float = 1.0) -> list[tuple[bool, float]]:
+    """VfDetector over a whole signal in `feed_s` feeds: (active, announced at s = end of the feed) for each state change."""
     from vigil.signal.vf import VfDetector
 
     d = VfDetector(fs)
-    step = int(fs)
+    step = max(1, int(round(feed_s * fs)))
     out: list[tuple[bool, float]] = []
     for s in range(0, len(x), step):
         out.extend((dec.active, min(s + step, len(x)) / fs) for dec in d.feed(x[s:s + step], s))
@@ -415,8 +416,28 @@ def _vf_onset_delay(dec: list[tuple[bool, float]], a: float, b: float) -> float:
     return next((max(0.0, at - a) for act, at in dec if act and a - 1.0 <= at <= b + 10.0), math.nan)
 
 
+VFWIN_FEED_S = 1.0  # set by --feed: the detector's feed size in `vfwin` (the daemon feeds 0.25 s blocks)
+VFWIN_TRIED = False  # set by --tried: `vfwin` also runs the variants tried for issue 3 (README "VF time to alarm")
+
+# (label, module settings of vigil.signal.vf) for `vfwin`; unnamed settings keep their shipped values ("" = shipped)
+VF_VARIANTS: list[tuple[str, dict[str, object]]] = [
+    ("3 s > 0.1", {"WINDOWS": ((3.0, 0.1),)}),
+    ("", {}),
+]
+VF_TRIED: list[tuple[str, dict[str, object]]] = [
+    ("shipped, every 0.25 s, 2 to open, 6 to close", {"HOP_S": 0.25, "RELEASE": 6}),
+    ("shipped, every 0.25 s, 3 to open, 6 to close", {"HOP_S": 0.25, "CONFIRM": 3, "RELEASE": 6}),
+    ("3 s > 0.075 + 2 s > 0.1, 0.25 s, 3/6", {"WINDOWS": ((3.0, 0.075), (2.0, 0.1)), "KEEP_MIN": 0.075,
+                                               "HOP_S": 0.25, "CONFIRM": 3, "RELEASE": 6}),
+    ("half-period leak, 3 s > 0.45 + 2 s > 0.55, keep 0.4", {"LEAK_SHIFT": 1.0, "WINDOWS": ((3.0, 0.45), (2.0, 0.55)),
+                                                            "KEEP_MIN": 0.4}),
+    ("half-period leak, 3 s > 0.3 + 2 s > 0.6, keep 0.25, 0.25 s, 2/6", {
+        "LEAK_SHIFT": 1.0, "WINDOWS": ((3.0, 0.3), (2.0, 0.6)), "KEEP_MIN": 0.25, "HOP_S": 0.25, "RELEASE": 6}),
+]
+
+
 def eval_vf_windows() -> None:
-    """VF detector alone (analyser band-pass, lead 0): onset delays and false onsets, shipped windows vs the 3 s window alone."""
+    """VF detector alone (analyser band-pass, lead 0): onset delays and false onsets per detector setting (`VF_VARIANTS`)."""
     import glob
 
     import wfdb
@@ -438,33 +459,48 @@ def eval_vf_windows() -> None:
         x = filters.lowpass_filter(fs)(filters.baseline_filter(fs)(np.nan_to_num(r.p_signal[:, 0]) * 1000.0))
         ref = [(a / fs, b / fs) for a, b in _vf_reference(db, rec, r.sig_len)] if path.with_suffix(".atr").exists() else []
         data.append((f"{db}/{rec}", x, fs, ref))
-    print("\nVF detector alone (0.5 Hz HP + 40 Hz LP lead 0, 1 s feeds): VF/VFL episodes >= 4 s on vfdb 418, cudb cu01, "
+    feed = VFWIN_FEED_S
+    print(f"\nVF detector alone (0.5 Hz HP + 40 Hz LP lead 0, {feed:g} s feeds): VF/VFL episodes >= 4 s on vfdb 418, cudb cu01, "
           "mitdb 207; false = onsets announced outside every reference VF/VFL episode (-1 s .. +10 s), all mitdb + nstdb")
-    print(f"{'windows (s, declare >)':<28}{'episodes':>9}{'median s':>9}{'max s':>7}{'>5 s':>6}{'>6 s':>6}{'missed':>7}"
+    print(f"{'detector setting':<62}{'episodes':>9}{'median s':>9}{'max s':>7}{'>5 s':>6}{'>6 s':>6}{'missed':>7}"
           f"{'onsets':>7}  false onsets")
-    shipped = vf.WINDOWS
+    names = ("WINDOWS", "HOP_S", "CONFIRM", "RELEASE", "KEEP_MIN", "LEAK_SHIFT")
+    shipped = {k: getattr(vf, k) for k in names}
+    late: list[str] = []
     try:
-        for wins in (((3.0, 0.1),), shipped):
-            vf.WINDOWS = wins
+        for label, settings in VF_VARIANTS + (VF_TRIED if VFWIN_TRIED else []):
+            for k in names:
+                setattr(vf, k, settings.get(k, shipped[k]))
+            label = label or " + ".join(f"{w:g} s > {t:g}" for w, t in vf.WINDOWS) + " (shipped)"
             delays: list[float] = []
             false: dict[str, int] = {}
             onsets = 0
+            slow: list[str] = []
             for name, x, fs, ref in data:
-                dec = _vf_decisions(x, fs)
+                dec = _vf_decisions(x, fs, feed)
                 ons = [at for act, at in dec if act]
                 onsets += len(ons) if name in ("vfdb/418", "cudb/cu01") else 0
-                delays += [_vf_onset_delay(dec, a, b) for a, b in ref if b - a >= 4.0]
+                for a, b in ref:
+                    if b - a >= 4.0:
+                        d = _vf_onset_delay(dec, a, b)
+                        delays.append(d)
+                        if not d <= 5.0:
+                            slow.append(f"{name} {a:.1f} s: {d:.2f}")
                 nf = sum(1 for at in ons if not any(a - 1.0 <= at <= b + 10.0 for a, b in ref))
                 if nf:
                     false[name] = nf
             ok = [d for d in delays if not math.isnan(d)]
-            label = " + ".join(f"{w:g} s > {t:g}" for w, t in wins)
-            print(f"{label:<28}{len(delays):>9}{np.median(ok):>9.2f}{max(ok):>7.2f}{sum(d > 5 for d in ok):>6}"
+            print(f"{label:<62}{len(delays):>9}{np.median(ok):>9.2f}{max(ok):>7.2f}{sum(d > 5 for d in ok):>6}"
                   f"{sum(d > 6 for d in ok):>6}{len(delays) - len(ok):>7}{onsets:>7}  "
                   + (", ".join(f"{k} {v}" for k, v in false.items()) or "none"))
+            late.append(f"{label}: " + ("; ".join(slow) or "none"))
     finally:
-        vf.WINDOWS = shipped
-    print("onsets = VF onsets announced on 418 + cu01 (fewer = less on/off flicker); delays include the 1 s feed.")
+        for k in names:
+            setattr(vf, k, shipped[k])
+    print(f"onsets = VF onsets announced on 418 + cu01 (fewer = less on/off flicker); delays are to the end of the {feed:g} s "
+          "feed that announced VF.\nepisodes > 5 s (or missed):")
+    for line in late:
+        print("  " + line)
 
 
 def _challenge_labels(root: Path) -> dict[str, int]:
@@ -565,14 +601,19 @@ def main(argv: list[str]) -> int:
     """Print the rhythm tables (sections: afdb mitdb vf challenge noise; default all)."""
     global FORCE_REFERENCE, MITDB_LEADS
     FORCE_REFERENCE = "--ref" in argv
+    global VFWIN_FEED_S, VFWIN_TRIED
     if "--leads" in argv:
         MITDB_LEADS = int(argv[argv.index("--leads") + 1])
+    if "--feed" in argv:
+        VFWIN_FEED_S = float(argv[argv.index("--feed") + 1])
+    VFWIN_TRIED = "--tried" in argv
     names = [a for a in argv if a in SECTIONS] or list(SECTIONS)
     if not Path(data_root()).exists():
         print(f"no data at {data_root()} (set VIGIL_DATA)")
         return 1
     print("python -m vigil.evaluation.eval_rhythm " + " ".join(names) + (" --ref" if FORCE_REFERENCE else "")
-          + (f" --leads {MITDB_LEADS}" if MITDB_LEADS != 2 else ""))
+          + (f" --leads {MITDB_LEADS}" if MITDB_LEADS != 2 else "")
+          + (f" --feed {VFWIN_FEED_S:g}" if VFWIN_FEED_S != 1.0 else "") + (" --tried" if VFWIN_TRIED else ""))
     for name in names:
         SECTIONS[name]()
     return 0

@@ -7,6 +7,11 @@ automated external defibrillators", BioMed. Eng. OnLine 4:60 (2005):
 * VF-filter leakage (Kuo & Dillman 1978): the mean period T of the signal is estimated from the
   ratio of absolute sum to absolute-difference sum; a narrow band-stop at 1/T leaves little
   "leakage" for a near-sinusoidal VF and much for spiky QRS trains.  VF when leakage < 0.625.
+  Note: Amann's N = ⌊π Σ|x| / Σ|Δx| + ½⌋ is already half the mean period, and the filter adds x[i]
+  and x[i−N]; this module shifts by N/2 (`LEAK_SHIFT` = 0.5, a quarter period), so a pure sinusoid
+  scores ≈ 0.71 here instead of ≈ 0.  The thresholds below were read off this variant; Kuo &
+  Dillman's half-period shift (`LEAK_SHIFT` = 1.0) was evaluated and not adopted (README "VF time
+  to alarm": fewer false onsets, but later onsets at any margin that keeps them).
 * Spectral concentration (after Barro et al. 1989): the fraction of the power spectrum lying in
   the VF band (2.5-9 Hz; VF/VFL dominant frequencies 3-7 Hz) compared with 1-30 Hz.  Organised
   rhythms spread power into QRS harmonics above 9 Hz.
@@ -15,8 +20,8 @@ The two are combined into one score, concentration − leakage (both 0..1), eval
 the last 3 s (VF-like above 0.1) and, when that fails, on the last 2 s (VF-like above 0.15: a
 shorter window is noisier).  VF is declared after `CONFIRM` consecutive VF-like evaluations, kept
 open while either window scores above 0.1 (hysteresis) and cleared after `RELEASE` consecutive
-evaluations at or below it.  (Amann's leakage < 0.625 alone assumes their pre-filtering; on a
-0.5-40 Hz band-pass the leakage of VF is 0.65-0.75 and of organised rhythms 0.75-0.95, so the
+evaluations at or below it.  (With the quarter-period shift the leakage of VF is 0.65-0.75 and of
+organised rhythms 0.75-0.95 on a 0.5-40 Hz band-pass, so Amann's < 0.625 does not apply and the
 spectral term separates the overlap.)  The margins were read off vfdb 418, cudb cu01, mitdb and
 nstdb; the 2 s window was added because slow flutter that starts ragged needed ~2.5 s of regular
 waves in the 3 s window before its score crossed, up to 7.7 s after onset (README "VF time to
@@ -39,10 +44,11 @@ KEEP_MIN = 0.1  # score (on either window) that keeps a declared VF open
 CONFIRM = 2  # consecutive VF-like windows to declare VF
 RELEASE = 3  # consecutive non-VF windows to clear it
 BAND_LO = 2.5  # lower edge of the VF band, Hz
+LEAK_SHIFT = 0.5  # band-stop shift as a fraction of Kuo & Dillman's N (≈ half the mean period): 0.5 = a quarter period
 
 
 def vf_leakage(x: np.ndarray, fs: float) -> float:
-    """VF-filter leakage of a window (Kuo & Dillman 1978, as given by Amann et al. 2005, eq. 1-2)."""
+    """VF-filter leakage of a window (Kuo & Dillman 1978, Amann et al. 2005), shifted by `LEAK_SHIFT` × N samples."""
     x = np.asarray(x, dtype=float)
     return _leakage(x - x.mean())
 
@@ -57,7 +63,7 @@ def _leakage_from(x: np.ndarray, ax: np.ndarray, num: float, den: float) -> floa
     """`_leakage` given |x|, its sum and the sum of |first differences|."""
     if den <= 0.0 or num <= 0.0:
         return 1.0
-    n_half = int(round((np.pi * num / den + 0.5) / 2.0))  # half the mean period, in samples
+    n_half = int(round((np.pi * num / den + 0.5) * LEAK_SHIFT))  # 0.5: N/2 = a quarter of the mean period (see module doc)
     n_half = max(1, min(n_half, len(x) // 2))
     denom = float((ax[n_half:] + ax[:-n_half]).sum())
     return float(np.abs(x[n_half:] + x[:-n_half]).sum() / denom) if denom > 0 else 1.0
