@@ -98,6 +98,7 @@ class EcgAnalyzer:
         self._recent_beats.clear()
         self._last_r = None
         self._upto = seq
+        self._origin = seq  # first sample of the current stream (after a gap: its first sample)
 
     def feed(self, samples_uV: npt.ArrayLike, seq: int) -> list[AnalysisOutput]:
         """Analyse one block starting at stream index `seq`; return the outputs it completes."""
@@ -136,7 +137,9 @@ class EcgAnalyzer:
         out: list[AnalysisOutput] = []
         beats: list[Beat] = []
         for d in detections:
-            beats.append(self._beat(d.peak_index))
+            beat = self._beat(d.peak_index)
+            if beat is not None:
+                beats.append(beat)
         upto = max(self._upto, self.detector.final_upto - self.loc_from - self.lp_delay)
         self._upto = upto
         out.extend(beats)
@@ -161,7 +164,8 @@ class EcgAnalyzer:
         return out
 
     # ------------------------------------------------------------------ beats
-    def _beat(self, peak: int) -> Beat:
+    def _beat(self, peak: int) -> Beat | None:
+        """The beat whose integrator peak is `peak`, or None when its R lies before the stream's first sample."""
         a = peak - self.loc_from
         if self._last_r is not None:
             a = max(a, self._last_r + self.lp_delay + self.detector.refractory // 2)
@@ -173,6 +177,8 @@ class EcgAnalyzer:
             r_bp = peak - (self.loc_from + self.loc_to) // 2
         r = r_bp - self.lp_delay
         self._last_r = r
+        if r < self._origin:  # the tail of a complex that began before the first sample: not a beat we saw
+            return None
         pre, w = self.classifier.pre, self.classifier.window
         win = np.array([ring.get(r_bp - pre, r_bp + w + 1) for ring in (self.bp, *self.bp_more)])
         label: BeatLabel = "N"
