@@ -643,6 +643,18 @@ def test_vf_decisions_do_not_depend_on_the_feed_size() -> None:
     assert decisions(ragged) == ref
 
 
+def test_vfwin_feed_size_moves_announcements_only() -> None:
+    """eval_rhythm vfwin --feed: the same state changes, each seen at the end of its feed (0.25 s: never later than 1 s)."""
+    from vigil.evaluation.eval_rhythm import _vf_decisions
+
+    x = _bandpass(FIX["cu01_uV"].astype(float))
+    one, quarter = _vf_decisions(x, FS, 1.0), _vf_decisions(x, FS, 0.25)
+    assert one and [a for a, _ in one] == [a for a, _ in quarter]
+    gaps = [t1 - tq for (_, t1), (_, tq) in zip(one, quarter, strict=True)]
+    assert all(0.0 <= g < 1.0 for g in gaps) and any(g > 0 for g in gaps)
+    assert all(abs(t * FS / 62 - round(t * FS / 62)) < 1e-6 for _, t in quarter)  # on the 0.25 s (62-sample) feed grid
+
+
 def test_vf_leakage_shift_is_a_quarter_period() -> None:
     """vf_leakage shifts by N/2 (a quarter period: a sinusoid leaks ~0.71); LEAK_SHIFT 1 is Kuo & Dillman's half period (< 0.1)."""
     import vigil.signal.vf as vf

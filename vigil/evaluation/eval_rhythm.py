@@ -462,7 +462,7 @@ def eval_vf_windows() -> None:
     feed = VFWIN_FEED_S
     print(f"\nVF detector alone (0.5 Hz HP + 40 Hz LP lead 0, {feed:g} s feeds): VF/VFL episodes >= 4 s on vfdb 418, cudb cu01, "
           "mitdb 207; false = onsets announced outside every reference VF/VFL episode (-1 s .. +10 s), all mitdb + nstdb")
-    print(f"{'detector setting':<62}{'episodes':>9}{'median s':>9}{'max s':>7}{'>5 s':>6}{'>6 s':>6}{'missed':>7}"
+    print(f"{'detector setting':<66}{'episodes':>9}{'median s':>9}{'max s':>7}{'>5 s':>6}{'>6 s':>6}{'missed':>7}"
           f"{'onsets':>7}  false onsets")
     names = ("WINDOWS", "HOP_S", "CONFIRM", "RELEASE", "KEEP_MIN", "LEAK_SHIFT")
     shipped = {k: getattr(vf, k) for k in names}
@@ -490,7 +490,7 @@ def eval_vf_windows() -> None:
                 if nf:
                     false[name] = nf
             ok = [d for d in delays if not math.isnan(d)]
-            print(f"{label:<62}{len(delays):>9}{np.median(ok):>9.2f}{max(ok):>7.2f}{sum(d > 5 for d in ok):>6}"
+            print(f"{label:<66}{len(delays):>9}{np.median(ok):>9.2f}{max(ok):>7.2f}{sum(d > 5 for d in ok):>6}"
                   f"{sum(d > 6 for d in ok):>6}{len(delays) - len(ok):>7}{onsets:>7}  "
                   + (", ".join(f"{k} {v}" for k, v in false.items()) or "none"))
             late.append(f"{label}: " + ("; ".join(slow) or "none"))
