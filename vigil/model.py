@@ -175,7 +175,7 @@ class QualityReport:
 
     sample: int  # end of the assessed second
     quality: float  # 0 (unusable) .. 1 (clean)
-    flags: tuple[str, ...] = ()  # "flatline", "saturation", "lead_off", "noise", "detector_disagreement"
+    flags: tuple[str, ...] = ()  # "flatline", "saturation", "lead_off", "noise" (+ "wander" or "qrs_visible" saying why it cannot hide a QRS), "detector_disagreement"
     channel: str = "ecg"
 
 

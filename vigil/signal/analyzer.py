@@ -26,7 +26,7 @@ from vigil.signal.hr import HrEstimator
 from vigil.signal.hrv import HrvEstimator
 from vigil.signal.qrs import QrsDetector, Ring
 from vigil.signal.quality import WANDER_CONTEXT_S, QualityAssessor
-from vigil.signal.small import median_array
+from vigil.signal.small import median, median_array
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ FloatArray = npt.NDArray[np.float64]
 LOC_FROM_S = 0.25  # R is searched in [peak - 250 ms, peak - 40 ms] of the integrator peak
 LOC_TO_S = 0.04
 MAX_QUALITY_LAG_S = 4.0
+QRS_HALF_S = 0.06  # a beat's QRS amplitude: band-passed peak-to-peak within ±60 ms of R
+QRS_AMP_BEATS = 12  # the quality check's reference QRS amplitude: median over this many beats
 
 try:  # hooks implemented by the rhythm/QT work; the analyser runs without them until they land
     from vigil.signal.rhythm import RhythmTracker as _RhythmTracker
@@ -76,6 +78,8 @@ class EcgAnalyzer:
         self.qt: Any = _QtMeasurer(fs, channel) if (qt and _QtMeasurer is not None) else None
         self.next_seq: int | None = None
         self._recent_beats: deque[int] = deque(maxlen=64)
+        self._recent_amps: deque[tuple[int, float]] = deque(maxlen=64)  # (R sample, QRS µV), newest last
+        self.qrs_half = int(round(QRS_HALF_S * fs))
         self._last_r: int | None = None
         self._start(0)
 
@@ -96,6 +100,7 @@ class EcgAnalyzer:
         self.hp.reset(seq)
         self.bp.reset(seq)
         self._recent_beats.clear()
+        self._recent_amps.clear()
         self._last_r = None
         self._upto = seq
         self._origin = seq  # first sample of the current stream (after a gap: its first sample)
@@ -184,6 +189,9 @@ class EcgAnalyzer:
         label: BeatLabel = "N"
         if win.shape[1] == pre + w + 1:
             label = self.classifier.label(win, r)
+        qrs = self.bp.get(r_bp - self.qrs_half, r_bp + self.qrs_half)
+        if qrs.size:
+            self._recent_amps.append((int(r), float(qrs.max() - qrs.min())))
         return Beat(sample=int(r), label=label, channel=self.channel)
 
     # ------------------------------------------------------------------ quality
@@ -197,8 +205,11 @@ class EcgAnalyzer:
             end = self.quality.next_end
             a = end - p
             n_beats = sum(1 for s in self._recent_beats if a <= s < end)
+            amps = [v for s, v in self._recent_amps if s < end][-QRS_AMP_BEATS:]  # the same whatever the block split
+            qrs_uv = median(amps) if amps else 0.0
             reports.append(self.quality.assess(end, self.raw.get(a, end), self.hp.get(a, end),
                                                self.bp.get(a, end), self.detector.slope.get(a, end),
-                                               n_beats, noise_ratio, context=self.raw.get(end - ctx, end)))
+                                               n_beats, noise_ratio, context=self.raw.get(end - ctx, end),
+                                               qrs_uv=qrs_uv))
             self.quality.next_end = end + p
         return reports

@@ -169,9 +169,19 @@ class QrsDetector:
 
     @property
     def final_upto(self) -> int:
-        """Every QRS before this index has been emitted (none will be added before it)."""
+        """Every QRS before this index has been emitted (none will be added before it).
+
+        A searchback can only accept a rejected candidate above THRESHOLD2, and THRESHOLD2 never
+        falls below SPKI / 8 while no QRS is accepted (THRESHOLD1 = 0.75 NPKI + 0.25 SPKI, NPKI ≥ 0).
+        With no such candidate since the last QRS, everything decided is final; otherwise the pending
+        searchback interval is not.  (Without this, in asystole the horizon moved in searchback-sized
+        steps of up to RR + 1 s, delaying ASYSTOLE and PAUSE by as much.)
+        """
         if self.learning:
             return self.origin
+        floor = 0.125 * self.spk
+        if all(h <= floor for _, h in self.noise):
+            return self.decided
         last = self.last_qrs + 1 if self.last_qrs is not None else self.origin
         return min(max(last, self.searched_to), self.decided)
 

@@ -7,12 +7,14 @@ Each second of stream is assessed once all beats in it are final:
   (clipping at a rail);
 * lead_off — flat and away from zero (> 5 mV), or saturated over more than half of the second;
 * noise — high-frequency content (raw minus the 40 Hz low-passed lead) above 15 % of the band-passed
-  peak-to-peak, or baseline (< 0.5 Hz) moving more than 2 mV within the second, or the QRS
+  peak-to-peak (if that noise is below 15 % of the recent QRS amplitude, the second also gets
+  `qrs_visible`: a quiet line whose noise could not hide a QRS; ASYSTOLE is not held back by it), or baseline (< 0.5 Hz) moving more than 2 mV within the second, or the QRS
   detector's noise-peak level above 40 % of its signal-peak level, or baseline wander dominating
   the lead: over the last second, the peak-to-peak of the raw lead smoothed by a 0.5 s moving
   average (content below ~1.5 Hz: respiration/motion wander; the average has zeros at 2, 4, 6 Hz, so
   VT and VF rates barely pass) more than `WANDER_RATIO` times that of the rest (QRS, T, VT, VF, noise)
-  and at least `WANDER_MIN_UV`.  With QRS complexes present the rest is large; in the nstdb `bw`
+  and at least `WANDER_MIN_UV` (such seconds carry a second flag, `wander`: a slow wander hides no
+  QRS complex, so it does not hold back ASYSTOLE).  With QRS complexes present the rest is large; in the nstdb `bw`
   record (wander without ECG) it is not.  On the records here the ratio stays below 2 on every
   second of mitdb 109/119/205/207/208, vfdb 418, cudb cu01, nstdb 118e24/118e00 and the true-VT
   alarm windows of the CinC 2015 records, and exceeds it in 40 % of the seconds of `bw`;
@@ -134,11 +136,16 @@ class QualityAssessor:
         self.slope_max: deque[float] = deque(maxlen=4)
 
     def assess(self, end: int, raw: FloatArray, hp: FloatArray, bp: FloatArray, slope: FloatArray,
-               n_beats: int, noise_ratio: float, context: FloatArray | None = None) -> QualityReport:
+               n_beats: int, noise_ratio: float, context: FloatArray | None = None,
+               qrs_uv: float = 0.0) -> QualityReport:
         """Assess the second ending at `end` from its raw, high-passed, band-passed and slope samples.
 
         `context` is the raw lead over the last `WANDER_CONTEXT_S` seconds ending at `end` (for the
-        baseline-wander check; the second's own raw samples are used when it is None).
+        baseline-wander check; the second's own raw samples are used when it is None).  `qrs_uv` is the
+        recent QRS amplitude (band-passed peak-to-peak, 0 when unknown): a second that is noisy only
+        because its high-frequency noise is large against its own small content (the amplifier noise or
+        mains hum of a quiet line: a pause, asystole) but below 15 % of that QRS amplitude is flagged
+        `qrs_visible` as well as `noise` — a QRS of the recent size would stand out of it.
         """
         flags: list[str] = []
         q = 1.0
@@ -157,17 +164,23 @@ class QualityAssessor:
             flags.append("saturation")
         if flags:
             q = 0.0
-        noisy = False
+        noisy = wander = visible = False
         if not flat and bp.size:
             hf = float(np.sqrt(((hp - bp) ** 2).mean()))
             bp_p2p = float(bp.max() - bp.min()) or 1e-9
             baseline = raw - hp
-            noisy = hf > 0.15 * bp_p2p or float(baseline.max() - baseline.min()) > 2000.0 or noise_ratio > 0.4
+            other = float(baseline.max() - baseline.min()) > 2000.0 or noise_ratio > 0.4
+            noisy = hf > 0.15 * bp_p2p or other
+            visible = noisy and not other and hf <= 0.15 * qrs_uv
             if not noisy:
                 lo_p2p, ratio = wander_ratio(raw if context is None else context, self.fs)
-                noisy = ratio > WANDER_RATIO and lo_p2p >= WANDER_MIN_UV
+                wander = noisy = ratio > WANDER_RATIO and lo_p2p >= WANDER_MIN_UV
         if noisy:
             flags.append("noise")
+            if wander:
+                flags.append("wander")  # noisy only by its baseline wander
+            elif visible:
+                flags.append("qrs_visible")  # noisy only against its own small content: a QRS would stand out
             q = min(q, 0.3)
         self.slope_max.append(float(slope.max()) if slope.size else 0.0)
         n2 = _slope_beats(slope, max(self.slope_max), self.fs)

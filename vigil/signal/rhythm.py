@@ -47,14 +47,31 @@ BASE_LABELS: tuple[RhythmLabel, ...] = ("SINUS", "BRADY", "TACHY", "AF")
 BEAT_OVERLAYS: tuple[RhythmLabel, ...] = ("VT", "BIGEMINY", "TRIGEMINY", "BRADY_EXTREME", "TACHY_EXTREME", "PAUSE")
 TECHNICAL_FLAGS = frozenset({"lead_off", "flatline"})
 POOR_FLAGS = frozenset({"lead_off", "flatline", "saturation", "noise"})
+HIDING_FLAGS = frozenset({"lead_off", "flatline", "saturation"})  # with non-wander noise: a QRS could hide
 POOR_QUALITY = 0.5
 ASYSTOLE_S = 4.0
 PAUSE_S = 3.0
+QRS_HALF_S = 0.06  # a QRS amplitude is the peak-to-peak within ±60 ms of R
+REPOLARISATION_S = 0.7  # the last beat's QRS and T wave (QT up to ~700 ms) are not "a complex since the last beat"
 BUFFER_S = 12.0
 PR_KEEP = 12  # PR regions of recent normal beats kept for the P-wave check
 MIN_QRS_UV = 150.0  # smaller "complexes" are not counted (EC13/AACN: QRS < 0.15 mV must not be counted)
 UNLEARNED_QRS_UV = 200.0  # largest deflection (µV) accepted as "no QRS" before any QRS size is known
 ECTOPIC = frozenset({"V", "F", "Q"})  # intervals touching these are not used for AF
+
+
+def largest_local_swing(x: np.ndarray, width: int) -> float:
+    """Largest peak-to-peak of `x` within any `width` consecutive samples (a QRS-sized deflection test).
+
+    Measured like the QRS amplitudes it is compared with (peak-to-peak within ±60 ms of R), so that a
+    slow baseline drift or step recovery, which moves far only over seconds, is not taken for a complex.
+    """
+    if len(x) <= width:
+        return float(np.ptp(x)) if len(x) else 0.0
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    win = sliding_window_view(x, width)
+    return float((win.max(axis=1) - win.min(axis=1)).max())
 
 
 class RhythmTracker:
@@ -89,6 +106,7 @@ class RhythmTracker:
         self._poor_run = 0
         self._good_run = 0
         self._last_technical_end = -1
+        self._last_unreadable_end = -1  # end of the last second whose noise could hide a QRS
         self._last_poor_end = -1  # end of the last poor-quality second
         self._out: list[RhythmEpisode] = []
 
@@ -156,6 +174,8 @@ class RhythmTracker:
     # ------------------------------------------------------------------ quality
     def _on_quality(self, q: QualityReport) -> None:
         flags = set(q.flags)
+        if flags & HIDING_FLAGS or ("noise" in flags and not flags & {"wander", "qrs_visible"}):
+            self._last_unreadable_end = max(self._last_unreadable_end, q.sample)
         if flags & TECHNICAL_FLAGS:
             self._last_technical_end = max(self._last_technical_end, q.sample)
             self._close("ASYSTOLE", q.sample - int(self.fs))
@@ -234,7 +254,7 @@ class RhythmTracker:
 
     def _collect_beat_shape(self, b: Beat, prev: Beat | None) -> None:
         """Keep the QRS amplitude of every beat and the PR region of normal beats (P-wave check)."""
-        w = int(0.06 * self.fs)
+        w = int(QRS_HALF_S * self.fs)
         qrs = self._segment(b.sample - w, b.sample + w)
         if qrs is not None:
             self._qrs_amp.append(float(qrs.max() - qrs.min()))
@@ -386,23 +406,33 @@ class RhythmTracker:
             ref = self._first_sample + int(ASYSTOLE_S * self.fs)  # allow the detector to learn first
         else:
             ref = last
-        if upto - ref < ASYSTOLE_S * self.fs or self._last_technical_end > ref:
+        need = int(ASYSTOLE_S * self.fs)
+        if upto - ref < need:
             return
-        if not self._quiet_since(ref, upto):
+        # the definition: no QRS for 4 s — so the last 4 s must be free of technical flags and of any
+        # QRS-sized deflection (complexes the detector missed before that do not hold the call back)
+        window = max(ref, upto - need)
+        if max(self._last_technical_end, self._last_unreadable_end) > window or not self._quiet(window, upto):
             return
-        self._close_beat_rhythms(ref, keep_pause=True)
-        self._close("NOISE", ref)
-        self._emit_open("ASYSTOLE", ref)
+        start = ref if window == ref or self._quiet(ref, window) else window
+        self._close_beat_rhythms(start, keep_pause=True)
+        self._close("NOISE", start)
+        self._emit_open("ASYSTOLE", start)
         self._restart_af()
 
-    def _quiet_since(self, ref: int, upto: int) -> bool:
-        """True when no QRS-sized deflection is in the signal between `ref` (+200 ms) and `upto`."""
-        lo = ref + int(0.2 * self.fs)
-        hi = min(upto, self._sig_end or upto)
+    def _quiet(self, lo: int, hi: int) -> bool:
+        """True when no QRS-sized deflection is in the signal in [lo, hi), the last beat's QRS and T excluded."""
+        last = self._beats[-1].sample if self._beats else None
+        if last is not None:
+            lo = max(lo, last + int(REPOLARISATION_S * self.fs))
+        hi = min(hi, self._sig_end or hi)
+        if hi <= lo:
+            return True  # nothing after the last beat's T wave to check
         seg = self._segment(max(lo, (self._sig_end or hi) - self._sig_n), hi)
-        if seg is None or len(seg) < int(self.fs):
+        if seg is None or not len(seg):
             return False
+        amp = largest_local_swing(seg, 2 * int(QRS_HALF_S * self.fs))
         ref_amp = median(self._qrs_amp) if self._qrs_amp else None
         if ref_amp is None or ref_amp <= 0:
-            return bool(np.ptp(seg) < UNLEARNED_QRS_UV)  # no learned QRS size: absolute floor
-        return bool(np.ptp(seg) < 0.3 * ref_amp)
+            return amp < UNLEARNED_QRS_UV  # no learned QRS size: absolute floor
+        return amp < 0.3 * ref_amp

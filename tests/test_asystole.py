@@ -1,0 +1,135 @@
+"""ASYSTOLE on real ECG whose ventricles are stopped (see `vigil.evaluation.eval_asystole`), and the rules behind it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vigil.evaluation.ec57 import read_reference
+from vigil.evaluation.eval_asystole import onsets, run_onset
+from vigil.model import Beat, QualityReport, RhythmEpisode
+from vigil.signal.quality import QualityAssessor
+from vigil.signal.rhythm import RhythmTracker, largest_local_swing
+
+FS = 250.0
+
+
+@pytest.mark.parametrize("record", ["119", "203"])
+def test_stopped_real_ecg_is_called_asystole_within_5_s(record: str) -> None:
+    """Before session 5: a T wave after the last beat held the call back until it left the 12 s buffer, and
+    the horizon moved in searchback-sized steps (calls 5-6.5 s after the last beat, a third never)."""
+    import wfdb
+
+    from vigil.datasets import vendored
+
+    path = str(vendored(record))
+    x = np.nan_to_num(wfdb.rdrecord(path).p_signal[:, :1] * 1000.0)
+    ref, fs = read_reference(path)
+    cases = onsets(ref, fs, len(x), every_s=37.0)
+    assert len(cases) >= 12
+    for k, (last_r, cut) in enumerate(cases):
+        for hum in (False, True):
+            since_last, since_start, early = run_onset(x, fs, last_r, cut, hum=hum, seed=k)
+            assert not early, f"ASYSTOLE before the onset at {cut / fs:.1f} s"
+            assert since_last is not None and since_start is not None, f"no ASYSTOLE after {cut / fs:.1f} s"
+            assert 4.0 <= since_start <= 5.0 and since_last <= 5.0, (cut / fs, since_last, since_start)
+
+
+def _regular(n_beats: int, start: int = 50) -> list[Beat]:
+    return [Beat(start + int(i * 0.8 * FS), "N") for i in range(n_beats)]
+
+
+def _signal(beats: list[Beat], n: int, noise_uv: float, t_wave_uv: float = 0.0, seed: int = 0) -> np.ndarray:
+    """1 mV QRS complexes (and optional T waves 300 ms later) over white noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, noise_uv, n)
+    t = np.arange(-12, 13)
+    qrs = 1000.0 * np.exp(-(t / 4.0) ** 2) - 300.0 * np.exp(-((t - 6) / 3.0) ** 2)
+    tw = np.arange(-30, 31)
+    t_wave = t_wave_uv * np.exp(-(tw / 15.0) ** 2)
+    for b in beats:
+        x[b.sample - 12:b.sample + 13] += qrs
+        c = b.sample + int(0.3 * FS)
+        if t_wave_uv and c + 31 <= n:
+            x[c - 30:c + 31] += t_wave
+    return x
+
+
+def _run(beats: list[Beat], x: np.ndarray, quality: list[QualityReport]) -> tuple[list[RhythmEpisode], dict]:
+    tracker = RhythmTracker(FS)
+    out: list[RhythmEpisode] = []
+    emitted: dict[tuple[str, int], int] = {}
+    bi = qi = 0
+    for start in range(0, len(x), 62):
+        stop = min(len(x), start + 62)
+        new = [b for b in beats[bi:] if b.sample < stop - 75]
+        bi += len(new)
+        q = [r for r in quality[qi:] if r.sample <= stop]
+        qi += len(q)
+        for e in tracker.update(beats=new, upto=max(0, stop - 75), signal=x[start:stop], signal_start=start, quality=q):
+            out.append(e)
+            emitted.setdefault((e.label, e.start), stop)
+    return out, emitted
+
+
+def test_the_last_beats_t_wave_does_not_hold_asystole_back() -> None:
+    beats = _regular(30)
+    n = beats[-1].sample + int(10 * FS)
+    x = _signal(beats, n, noise_uv=10.0, t_wave_uv=450.0)  # T wave 45 % of the QRS
+    quality = [QualityReport(int(s), 1.0) for s in np.arange(FS, n, FS)]
+    eps, emitted = _run(beats, x, quality)
+    asy = [e for e in eps if e.label == "ASYSTOLE" and e.end is None]
+    assert asy and asy[0].start == beats[-1].sample
+    assert (emitted["ASYSTOLE", asy[0].start] - beats[-1].sample) / FS <= 5.0
+
+
+@pytest.mark.parametrize(("flags", "called"), [
+    (("noise",), False),  # noise that could hide a QRS
+    (("saturation",), False),
+    (("noise", "qrs_visible"), True),  # a quiet line's own noise: a QRS would stand out
+    (("noise", "wander"), True),  # slow wander hides no QRS
+])
+def test_asystole_is_held_back_only_by_seconds_that_could_hide_a_qrs(flags: tuple[str, ...], called: bool) -> None:
+    beats = _regular(30)
+    n = beats[-1].sample + int(10 * FS)
+    x = _signal(beats, n, noise_uv=10.0)
+    quality = [QualityReport(int(s), 0.3 if s > beats[-1].sample + FS else 1.0,
+                             flags if s > beats[-1].sample + FS else ()) for s in np.arange(FS, n, FS)]
+    eps, _ = _run(beats, x, quality)
+    assert any(e.label == "ASYSTOLE" for e in eps) == called
+
+
+def test_complexes_missed_more_than_4_s_ago_do_not_hold_asystole_back() -> None:
+    """Two complexes the detector did not report, 1-1.8 s after its last beat; then nothing for 4 s."""
+    beats = _regular(30)
+    last = beats[-1].sample
+    n = last + int(12 * FS)
+    missed = [Beat(last + int(1.0 * FS), "N"), Beat(last + int(1.8 * FS), "N")]
+    x = _signal(beats + missed, n, noise_uv=10.0)
+    quality = [QualityReport(int(s), 1.0) for s in np.arange(FS, n, FS)]
+    eps, emitted = _run(beats, x, quality)
+    asy = [e for e in eps if e.label == "ASYSTOLE" and e.end is None]
+    assert asy, "never called"
+    assert asy[0].start >= missed[-1].sample  # not back-dated over the complexes
+    assert (emitted["ASYSTOLE", asy[0].start] - missed[-1].sample) / FS <= 5.0
+
+
+def test_a_quiet_lines_amplifier_noise_is_flagged_qrs_visible_but_muscle_noise_is_not() -> None:
+    qa = QualityAssessor(FS)
+    rng = np.random.default_rng(3)
+    for noise_uv, visible in ((8.0, True), (250.0, False)):
+        raw = rng.normal(0.0, noise_uv, int(FS))
+        hp = raw - raw.mean()
+        bp = np.convolve(hp, np.ones(7) / 7, mode="same")  # roughly the 40 Hz low-pass
+        report = qa.assess(int(FS), raw, hp, bp, np.abs(np.diff(bp, prepend=0.0)), 0, 0.0, qrs_uv=1000.0)
+        assert "noise" in report.flags
+        assert ("qrs_visible" in report.flags) == visible, (noise_uv, report.flags)
+
+
+def test_largest_local_swing_ignores_slow_drift() -> None:
+    t = np.arange(int(4 * FS)) / FS
+    drift = 800.0 * t / 4.0  # 0.8 mV over 4 s
+    assert largest_local_swing(drift, 30) < 30.0
+    spike = drift.copy()
+    spike[500:510] += 400.0
+    assert largest_local_swing(spike, 30) >= 400.0
