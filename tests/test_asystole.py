@@ -133,3 +133,28 @@ def test_largest_local_swing_ignores_slow_drift() -> None:
     spike = drift.copy()
     spike[500:510] += 400.0
     assert largest_local_swing(spike, 30) >= 400.0
+
+
+def test_asystole_alarm_through_the_live_pipeline_within_5_s(tmp_path) -> None:
+    """A stopped real ECG written as a WFDB record and replayed like a monitor (`vigil replay`): the red alarm."""
+    import wfdb
+
+    from vigil.commands.replay import replay_record
+    from vigil.datasets import vendored
+    from vigil.evaluation.eval_asystole import stopped
+
+    path = str(vendored("119"))
+    rec = wfdb.rdrecord(path)
+    fs = float(rec.fs)
+    ref, _ = read_reference(path)
+    beats = [s for s, _ in ref]
+    last, nxt = beats[60], beats[61]
+    cut = max(nxt - int(0.35 * fs), last + int(0.45 * fs))
+    y = stopped(rec.p_signal[:, :1] * 1000.0, cut, int(15 * fs), fs, False, np.random.default_rng(1))
+    wfdb.wrsamp("stopped", fs=fs, units=["mV"], sig_name=["MLII"], p_signal=y / 1000.0, fmt=["16"],
+                write_dir=str(tmp_path))
+    events = replay_record(tmp_path / "stopped").lines()
+    raised = [e["t"] for e in events if e["condition"] == "asystole" and e["event"] == "raised"]
+    assert raised, [(e["t"], e["condition"], e["event"]) for e in events]
+    assert 4.0 <= raised[0] - last / fs <= 5.0
+    assert all(e["priority"] == "high" for e in events if e["condition"] == "asystole")
