@@ -9,7 +9,11 @@ Every onset is run through the full streaming analyser (lead 0, 0.25 s feeds, 30
 before it to learn).  The definition needs 4 s without a QRS, so the analyser should open ASYSTOLE
 4-5 s after the last real beat; it must not open it before the cut.
 
-Usage: ``python -m vigil.evaluation.eval_asystole [--records 100,119] [--every 90] [--leads 1|2]``.
+It then scans the unmodified records (mitdb, qtdb, challenge2015, vfdb, cudb; lead 0, then both leads)
+for ASYSTOLE calls: none of them annotates asystole, so each call there is either a true pause the
+annotators did not mark (the CinC records have no beat annotations) or a false alarm to look at.
+
+Usage: ``python -m vigil.evaluation.eval_asystole [--records 100,119] [--every 90] [--leads 1|2] [--no-scan]``.
 """
 
 from __future__ import annotations
@@ -85,8 +89,29 @@ def onsets(ref: list[tuple[int, str]], fs: float, n: int, every_s: float) -> lis
     return out
 
 
+def scan_records(n_leads: int) -> tuple[int, float, list[tuple[str, list[tuple[float, float]]]]]:
+    """ASYSTOLE episodes on the real records (mitdb, qtdb, challenge2015, vfdb, cudb; none annotates asystole).
+
+    Returns the number of records, their hours and, per record with calls, the episodes (start, end s).
+    """
+    from vigil.evaluation.eval_rhythm import run_analyzer
+
+    root = data_root()
+    paths = [h for db in ("mitdb", "qtdb", "challenge2015", "vfdb", "cudb") for h in sorted((root / db).glob("*.hea"))]
+    hours = 0.0
+    calls: list[tuple[str, list[tuple[float, float]]]] = []
+    for h in paths:
+        print(f"[scan, {n_leads} lead(s)] {h.parent.name}/{h.stem}", file=sys.stderr, flush=True)
+        fs, n, run = run_analyzer(str(h.with_suffix("")), n_leads=n_leads)
+        hours += n / fs / 3600.0
+        episodes = run.intervals("ASYSTOLE", n)
+        if episodes:
+            calls.append((f"{h.parent.name}/{h.stem}", [(s / fs, e / fs) for s, e in episodes]))
+    return len(paths), hours, calls
+
+
 def main(argv: list[str]) -> int:
-    """Print the asystole table (see module docstring)."""
+    """Print the asystole tables (see module docstring)."""
     import wfdb
 
     from vigil.evaluation.ec57 import read_reference
@@ -95,6 +120,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--records", default="", help="comma-separated mitdb records (default: all present)")
     p.add_argument("--every", type=float, default=90.0, help="seconds between onsets in a record")
     p.add_argument("--leads", type=int, choices=(1, 2), default=1)
+    p.add_argument("--no-scan", action="store_true", help="skip the ASYSTOLE calls on the unmodified records")
     args = p.parse_args(argv)
     root: Path = data_root() / "mitdb"
     recs = sorted(f.stem for f in root.glob("*.hea"))
@@ -136,6 +162,15 @@ def main(argv: list[str]) -> int:
     print("median/max s: last real beat -> ASYSTOLE emitted; beyond 4 s: from the episode's start (the analyser's "
           "last beat) to its emission, minus the 4 s the definition needs; early = ASYSTOLE opened before the cut")
     print("\n".join(notes))
+    if args.no_scan:
+        return 0
+    print("\nASYSTOLE calls on the unmodified records (none has annotated asystole; 1 s feeds as eval_rhythm)")
+    for n_leads in (1, 2):
+        n_rec, hours, calls = scan_records(n_leads)
+        total = sum(len(e) for _, e in calls)
+        print(f"lead{'s 0+1' if n_leads == 2 else ' 0'}: {n_rec} records, {hours:.1f} h, {total} ASYSTOLE episodes"
+              + "".join(f"\n  {rec}: " + ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in eps) for rec, eps in calls),
+              flush=True)
     return 0
 
 
