@@ -158,3 +158,20 @@ def test_asystole_alarm_through_the_live_pipeline_within_5_s(tmp_path) -> None:
     assert raised, [(e["t"], e["condition"], e["event"]) for e in events]
     assert 4.0 <= raised[0] - last / fs <= 5.0
     assert all(e["priority"] == "high" for e in events if e["condition"] == "asystole")
+
+
+def test_a_line_still_recovering_from_a_step_is_not_asystole_until_it_settles() -> None:
+    """mitdb 208 at 1383.8 s: a ~4 mV step, then lead 0 decays for ~4.5 s while the heart goes on beating."""
+    beats = _regular(30)
+    last = beats[-1].sample
+    n = last + int(14 * FS)
+    x = _signal(beats, n, noise_uv=10.0)
+    step = last + int(0.6 * FS)
+    t = np.arange(n - step) / FS
+    x[step:] += 2500.0 * np.exp(-t / 1.5)  # 2.5 QRS amplitudes, time constant 1.5 s
+    quality = [QualityReport(int(s), 1.0) for s in np.arange(FS, n, FS)]
+    eps, emitted = _run(beats, x, quality)
+    asy = [e for e in eps if e.label == "ASYSTOLE" and e.end is None]
+    assert asy, "never called once settled"
+    opened = emitted["ASYSTOLE", asy[0].start] / FS
+    assert opened - step / FS >= 4.5, "called while the line was still recovering"

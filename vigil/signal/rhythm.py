@@ -52,6 +52,8 @@ POOR_QUALITY = 0.5
 ASYSTOLE_S = 4.0
 PAUSE_S = 3.0
 QRS_HALF_S = 0.06  # a QRS amplitude is the peak-to-peak within ±60 ms of R
+QUIET_FRACTION = 0.3  # a swing within 120 ms above this fraction of the QRS amplitude is a complex
+SETTLED_FRACTION = 0.6  # ASYSTOLE needs the whole window within this fraction of the QRS amplitude
 REPOLARISATION_S = 0.7  # the last beat's QRS and T wave (QT up to ~700 ms) are not "a complex since the last beat"
 BUFFER_S = 12.0
 PR_KEEP = 12  # PR regions of recent normal beats kept for the P-wave check
@@ -435,4 +437,6 @@ class RhythmTracker:
         ref_amp = median(self._qrs_amp) if self._qrs_amp else None
         if ref_amp is None or ref_amp <= 0:
             return amp < UNLEARNED_QRS_UV  # no learned QRS size: absolute floor
-        return amp < 0.3 * ref_amp
+        # no complex (a QRS-sized swing within 120 ms), and a settled line: a whole excursion under
+        # SETTLED_FRACTION of a QRS (an amplifier still recovering from a step shows no complexes either)
+        return amp < QUIET_FRACTION * ref_amp and float(seg.max() - seg.min()) < SETTLED_FRACTION * ref_amp
