@@ -8,14 +8,15 @@ Each second of stream is assessed once all beats in it are final:
 * lead_off — flat and away from zero (> 5 mV), or saturated over more than half of the second;
 * noise — high-frequency content (raw minus the 40 Hz low-passed lead) above 15 % of the band-passed
   peak-to-peak (if that noise is below 15 % of the recent QRS amplitude, the second also gets
-  `qrs_visible`: a quiet line whose noise could not hide a QRS; ASYSTOLE is not held back by it), or baseline (< 0.5 Hz) moving more than 2 mV within the second, or the QRS
+  `qrs_visible`: a quiet line whose noise could not hide a QRS; ASYSTOLE is not held back by it),
+  or baseline (< 0.5 Hz) moving more than 2 mV within the second, or the QRS
   detector's noise-peak level above 40 % of its signal-peak level, or baseline wander dominating
   the lead: over the last second, the peak-to-peak of the raw lead smoothed by a 0.5 s moving
   average (content below ~1.5 Hz: respiration/motion wander; the average has zeros at 2, 4, 6 Hz, so
   VT and VF rates barely pass) more than `WANDER_RATIO` times that of the rest (QRS, T, VT, VF, noise)
   and at least `WANDER_MIN_UV` (such seconds carry a second flag, `wander`: a slow wander hides no
-  QRS complex, so it does not hold back ASYSTOLE).  With QRS complexes present the rest is large; in the nstdb `bw`
-  record (wander without ECG) it is not.  On the records here the ratio stays below 2 on every
+  QRS complex, so it does not hold back ASYSTOLE).  With QRS complexes present the rest is large;
+  in the nstdb `bw` record (wander without ECG) it is not.  On the records here the ratio stays below 2 on every
   second of mitdb 109/119/205/207/208, vfdb 418, cudb cu01, nstdb 118e24/118e00 and the true-VT
   alarm windows of the CinC 2015 records, and exceeds it in 40 % of the seconds of `bw`;
 * detector_disagreement — over the last 5 s the Pan–Tompkins beats and a second, simpler slope

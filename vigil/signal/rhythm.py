@@ -11,8 +11,11 @@ Challenge 2015, Clifford et al., Physiol. Meas. 37 (2016) 1245):
   (3 cycles of non-V/V), TRIGEMINY (3 cycles of 2 non-V then V), BRADY_EXTREME (every interval of
   5 consecutive beats < 40 bpm), TACHY_EXTREME (every interval of 17 beats > 140 bpm), PAUSE (RR > 3 s);
 * VF (signal organisation, `vigil.signal.vf`, independent of the beats);
-* ASYSTOLE: no beat for ≥ 4 s, on a lead not flagged lead_off/flatline, and no QRS-sized
-  deflection in the signal since the last beat (so never while complexes are present);
+* ASYSTOLE: no beat for ≥ 4 s, and over the last 4 s no second whose noise could hide a QRS
+  (lead_off, flatline, saturation, or noise not marked `wander`/`qrs_visible`), no QRS-sized
+  deflection (a swing within 120 ms > 30 % of the recent QRS amplitude; the last beat's QRS and T
+  wave excluded) and a settled line (whole excursion < 60 % of that amplitude): never while complexes
+  are present;
 * NOISE: poor signal quality; suppresses beat-based calls.  Lead-off/flatline never yields
   ASYSTOLE or VF (it is a technical condition).
 
