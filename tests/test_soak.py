@@ -439,6 +439,12 @@ def test_report_checks_ble_storms(tmp_path: Path) -> None:
     r = _analyse(db, incs, [late], ble_mats=["M01"], ble_devices=["ble-M01"])
     assert r.ble_storms[0]["fds"] is None and "start-up" in r.ble_storms[0]["note"]
     assert r.ble_storms[0]["resumed_s"] == {"ble-M01": None} and not any("ble-M01" in p for p in r.problems)
+    # session 5's 12-hour night: a serial storm began 0.2 s before the BLE storm and the one fd sample
+    # between them read 11 (ports closed) against the run's steady 21 -> the baseline is the most the run held
+    dip = [(t, 11 if 1102 < t < 1117 else 21) for t, _mb in steady]
+    incs2 = [incs[0], Incarnation(2, 12, 1090.0, 1180.0, "stopped", session="S2", rss=steady, fds=dip)]
+    r = _analyse(db, incs2, [storm], ble_mats=["M01"], ble_devices=["ble-M01"])
+    assert r.ble_storms[0]["fds"] == (21, 21) and not any("open fds" in p for p in r.problems)
 
 
 @pytest.mark.slow

@@ -227,8 +227,10 @@ def ble_storm_checks(faults: list[FaultRun], incs: list[Incarnation], ble_device
 
     A stream is back at its first stored reading after the storm's end; the delay counts from the end, or
     from the start of the daemon run that stored it when that run began later (a SIGKILL in between).
-    fds/RSS compare the last sample before the storm (and `BLE_WARMUP_S` into the run) with the first
-    `BLE_SETTLE_S` after its end, in a run that lived through both. A storm that ended less than `BLE_RESUME_S` before the last daemon run stopped
+    fds compare the most the run held before the storm (from `BLE_WARMUP_S` into the run; another fault
+    overlapping the storm's start may have closed some for a moment) with the first sample `BLE_SETTLE_S`
+    after its end; RSS compares the last sample before the storm with that one; both in a run that lived
+    through the storm. A storm that ended less than `BLE_RESUME_S` before the last daemon run stopped
     is not held against a stream that did not come back (the night ended first).
     """
     rows: list[dict[str, Any]] = []
@@ -261,7 +263,11 @@ def ble_storm_checks(faults: list[FaultRun], incs: list[Incarnation], ble_device
         elif live is not None:
             warm = [x for x in live.fds if x[0] >= live.start + BLE_WARMUP_S], \
                 [x for x in live.rss if x[0] >= live.start + BLE_WARMUP_S]
-            fd0, fd1 = _sample_at(warm[0], f.start, before=True), _sample_at(live.fds, f.end + BLE_SETTLE_S, before=False)
+            # the most fds the warmed-up run held before the storm: a fault that overlaps its start (a serial
+            # storm closing ports) must not lower the baseline, and a leak shows as more than the run ever had
+            prior_fds = [n for t, n in warm[0] if t < f.start]
+            fd0 = max(prior_fds) if prior_fds else None
+            fd1 = _sample_at(live.fds, f.end + BLE_SETTLE_S, before=False)
             mb0, mb1 = _sample_at(warm[1], f.start, before=True), _sample_at(live.rss, f.end + BLE_SETTLE_S, before=False)
             if fd0 is not None and fd1 is not None:
                 row["fds"] = (fd0, fd1)
