@@ -29,6 +29,7 @@ import logging
 from collections import deque
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from vigil.model import Beat, QualityReport, RhythmEpisode, RhythmLabel
 from vigil.signal.af import AfDetector
@@ -73,8 +74,6 @@ def largest_local_swing(x: np.ndarray, width: int) -> float:
     """
     if len(x) <= width:
         return float(np.ptp(x)) if len(x) else 0.0
-    from numpy.lib.stride_tricks import sliding_window_view
-
     win = sliding_window_view(x, width)
     return float((win.max(axis=1) - win.min(axis=1)).max())
 
