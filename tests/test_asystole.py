@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_rhythm import _synthetic_ecg, stream  # the shared synthetic-signal and streaming helpers
 
 from vigil.evaluation.ec57 import read_reference
 from vigil.evaluation.eval_asystole import onsets, run_onset
 from vigil.model import Beat, QualityReport, RhythmEpisode
 from vigil.signal.quality import QualityAssessor
-from vigil.signal.rhythm import RhythmTracker, largest_local_swing
+from vigil.signal.rhythm import largest_local_swing
 
 FS = 250.0
 
@@ -39,16 +40,12 @@ def _regular(n_beats: int, start: int = 50) -> list[Beat]:
     return [Beat(start + int(i * 0.8 * FS), "N") for i in range(n_beats)]
 
 
-def _signal(beats: list[Beat], n: int, noise_uv: float, t_wave_uv: float = 0.0, seed: int = 0) -> np.ndarray:
-    """1 mV QRS complexes (and optional T waves 300 ms later) over white noise."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0.0, noise_uv, n)
-    t = np.arange(-12, 13)
-    qrs = 1000.0 * np.exp(-(t / 4.0) ** 2) - 300.0 * np.exp(-((t - 6) / 3.0) ** 2)
+def _signal(beats: list[Beat], n: int, noise_uv: float, t_wave_uv: float = 0.0) -> np.ndarray:
+    """test_rhythm's synthetic ECG (1 mV QRS over white noise), with optional T waves 300 ms after each R."""
+    x = _synthetic_ecg(beats, n, noise_uV=noise_uv)
     tw = np.arange(-30, 31)
     t_wave = t_wave_uv * np.exp(-(tw / 15.0) ** 2)
     for b in beats:
-        x[b.sample - 12:b.sample + 13] += qrs
         c = b.sample + int(0.3 * FS)
         if t_wave_uv and c + 31 <= n:
             x[c - 30:c + 31] += t_wave
@@ -56,20 +53,8 @@ def _signal(beats: list[Beat], n: int, noise_uv: float, t_wave_uv: float = 0.0, 
 
 
 def _run(beats: list[Beat], x: np.ndarray, quality: list[QualityReport]) -> tuple[list[RhythmEpisode], dict]:
-    tracker = RhythmTracker(FS)
-    out: list[RhythmEpisode] = []
-    emitted: dict[tuple[str, int], int] = {}
-    bi = qi = 0
-    for start in range(0, len(x), 62):
-        stop = min(len(x), start + 62)
-        new = [b for b in beats[bi:] if b.sample < stop - 75]
-        bi += len(new)
-        q = [r for r in quality[qi:] if r.sample <= stop]
-        qi += len(q)
-        for e in tracker.update(beats=new, upto=max(0, stop - 75), signal=x[start:stop], signal_start=start, quality=q):
-            out.append(e)
-            emitted.setdefault((e.label, e.start), stop)
-    return out, emitted
+    """The tracker fed like the analyser does, in 0.25 s chunks, beats released 0.3 s late."""
+    return stream(beats, len(x), signal=x, quality=quality, chunk=62, delay=75, fs=FS)
 
 
 def test_the_last_beats_t_wave_does_not_hold_asystole_back() -> None:

@@ -25,7 +25,7 @@ from vigil.signal.beats import BeatClassifier
 from vigil.signal.hr import HrEstimator
 from vigil.signal.hrv import HrvEstimator
 from vigil.signal.qrs import QrsDetector, Ring
-from vigil.signal.quality import WANDER_CONTEXT_S, QualityAssessor
+from vigil.signal.quality import QRS_HALF_S, WANDER_CONTEXT_S, QualityAssessor
 from vigil.signal.small import median, median_array
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ FloatArray = npt.NDArray[np.float64]
 LOC_FROM_S = 0.25  # R is searched in [peak - 250 ms, peak - 40 ms] of the integrator peak
 LOC_TO_S = 0.04
 MAX_QUALITY_LAG_S = 4.0
-QRS_HALF_S = 0.06  # a beat's QRS amplitude: band-passed peak-to-peak within ±60 ms of R
 QRS_AMP_BEATS = 12  # the quality check's reference QRS amplitude: median over this many beats
 
 try:  # hooks implemented by the rhythm/QT work; the analyser runs without them until they land

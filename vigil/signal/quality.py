@@ -38,6 +38,7 @@ from vigil.model import QualityReport
 FloatArray = npt.NDArray[np.float64]
 
 
+QRS_HALF_S = 0.06  # a beat's QRS amplitude: band-passed peak-to-peak within ±60 ms of R (quality, rhythm)
 WANDER_BOX_S = 0.5  # moving average separating wander (< ~1.5 Hz) from the rest
 WANDER_RATIO = 2.0
 WANDER_MIN_UV = 150.0

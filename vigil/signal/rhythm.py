@@ -41,6 +41,7 @@ from vigil.signal.pwave import (
     centre_row,
     score_centred,
 )
+from vigil.signal.quality import QRS_HALF_S
 from vigil.signal.small import median
 from vigil.signal.vf import VfDetector
 from vigil.signal.window import SlidingWindow
@@ -55,7 +56,6 @@ HIDING_FLAGS = frozenset({"lead_off", "flatline", "saturation"})  # with non-wan
 POOR_QUALITY = 0.5
 ASYSTOLE_S = 4.0
 PAUSE_S = 3.0
-QRS_HALF_S = 0.06  # a QRS amplitude is the peak-to-peak within ±60 ms of R
 QUIET_FRACTION = 0.3  # a swing within 120 ms above this fraction of the QRS amplitude is a complex
 SETTLED_FRACTION = 0.6  # ASYSTOLE needs the whole window within this fraction of the QRS amplitude
 REPOLARISATION_S = 0.7  # the last beat's QRS and T wave (QT up to ~700 ms) are not "a complex since the last beat"
