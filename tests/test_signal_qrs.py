@@ -240,3 +240,29 @@ def test_no_beat_before_the_first_sample_fed(rec119):
         beats = _run(x[st:st + int(4 * fs)], fs, int(0.25 * fs), seq0=st)
         early += [b.sample - st for b in beats if b.sample < st]
     assert not early, f"{len(early)} beats before the stream's first sample (offsets {sorted(early)[:5]})"
+
+
+def test_latency_beyond_the_detectors_own_wait(vendored_records):
+    """Every beat, learning period and searchback included, leaves <= 0.5 s after its rules allow it.
+
+    On 203 (AF, multiform PVCs) one searchback beat is > 1 s late from acquisition; `Detection.due`
+    (the later of the integrator peak, the learning period's end and the searchback deadline) accounts for it.
+    """
+    from vigil.evaluation.eval_qrs import stream_record
+    from vigil.signal.qrs import LEARN_S, QrsDetector
+
+    lat: list[float] = []
+    beyond: list[float] = []
+    stream_record(vendored_records / "203", 2, latencies=lat, beyond_rules=beyond)
+    assert len(beyond) > 900 and max(lat) > 1.0
+    assert min(beyond) >= 0.0 and max(beyond) <= 0.5, (min(beyond), max(beyond))
+    x, fs, _ = _load(vendored_records, "203")
+    det = QrsDetector(fs, 2)
+    found = []
+    for i in range(0, len(x), 90):
+        found += det.process(x[i:i + 90])
+    learn = int(round(LEARN_S * fs))
+    assert all(d.due >= max(d.peak_index, learn) for d in found)
+    back = [d for d in found if d.searchback]
+    assert back and all(d.due > d.peak_index for d in back)  # after its searchback interval
+    assert all(d.due == max(d.peak_index, learn) for d in found if not d.searchback)

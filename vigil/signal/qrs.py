@@ -54,6 +54,7 @@ class Detection:
     height: float
     slope: float
     searchback: bool
+    due: int = 0  # first sample at which the detector's rules let it accept this QRS (see `_accept`)
 
 
 class Ring:
@@ -280,7 +281,13 @@ class QrsDetector:
         seg = self.slope.get(idx - self.mwi_len - 2, idx + 1)
         return float(seg.max()) if seg.size else 0.0
 
-    def _accept(self, idx: int, h: float, out: list[Detection], searchback: bool) -> None:
+    def _accept(self, idx: int, h: float, out: list[Detection], searchback: bool, due: int = 0) -> None:
+        """Accept a QRS at `idx`; `due` is when its rule allowed it (searchback: after the deadline).
+
+        The detection's ``due`` is the latest of its integrator peak, the end of the learning period
+        and `due`: the wait the Pan–Tompkins rules themselves impose, against which emission latency
+        beyond the rules is measured (``eval_qrs``).
+        """
         w = 0.25 if searchback else 0.125
         self.spk = w * min(h, 3.0 * self.spk) + (1 - w) * self.spk
         if self.last_qrs is not None:
@@ -290,7 +297,9 @@ class QrsDetector:
         self.last_slope = self._slope_at(idx)
         self.searched_to = idx + 1
         self.noise.clear()
-        out.append(Detection(sample=idx, peak_index=idx, height=h, slope=self.last_slope, searchback=searchback))
+        due = max(idx, self.origin + self.learn, due)
+        out.append(Detection(sample=idx, peak_index=idx, height=h, slope=self.last_slope, searchback=searchback,
+                             due=due))
 
     def _is_twave(self, idx: int) -> bool:
         if self.last_qrs is None or idx - self.last_qrs >= self.twave:
@@ -328,5 +337,5 @@ class QrsDetector:
                 continue
             self.noise = [c for c in self.noise if c[0] > best[0]]
             rest = self.noise
-            self._accept(best[0], best[1], out, searchback=True)
+            self._accept(best[0], best[1], out, searchback=True, due=deadline + 1)
             self.noise = rest
