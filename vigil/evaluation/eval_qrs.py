@@ -70,7 +70,7 @@ def stream_record(path: Path, n_leads: int, block: int | None = None, channel: i
             detected.extend(found)
             return found
 
-        an.detector.process = capture  # type: ignore[method-assign]
+        an.detector.process = capture  # type: ignore[method-assign, assignment]
     for i in range(0, len(x), block):
         detected.clear()
         emitted_at = min(i + block, len(x))
