@@ -95,6 +95,14 @@ class BeatScore:
         false = sum(m[c, "V"] for c in ("N", "S", "O"))
         return vv, missed, false
 
+    def sveb_counts(self) -> tuple[int, int, int]:
+        """(Ss, reference S not called S, test S that are false) per EC57, as `veb_counts` for V."""
+        m = self.matrix
+        ss = m["S", "S"]
+        missed = sum(m["S", c] for c in ("N", "V", "F", "Q", "O"))
+        false = sum(m[c, "S"] for c in ("N", "V", "O"))
+        return ss, missed, false
+
     @property
     def veb_se(self) -> float:
         """VEB sensitivity."""

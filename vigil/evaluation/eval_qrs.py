@@ -198,6 +198,10 @@ def main(argv: list[str]) -> int:
             vv, vm, vf = veb_gross.veb_counts()
             print(f"VEB gross (non-paced): Vv={vv} missed={vm} false={vf} "
                   f"Se={_pct(veb_gross.veb_se)}% +P={_pct(veb_gross.veb_ppv)}%")
+            ss, sm, sf = veb_gross.sveb_counts()
+            print(f"SVEB gross (non-paced; S is called only on narrow, clearly premature beats in a regular rhythm): "
+                  f"Ss={ss} missed={sm} false={sf} Se={_pct(ss / (ss + sm) if ss + sm else float('nan'))}% "
+                  f"+P={_pct(ss / (ss + sf) if ss + sf else float('nan'))}%")
             print(f"Beat latency (0.25 s feeds, from acquisition, after the 2 s learning period; whole records): "
                   f"{latency_line(latencies[m])}")
             print(f"Beat latency beyond the detector's own wait (every beat incl. the learning period; from the "
