@@ -266,3 +266,14 @@ def test_latency_beyond_the_detectors_own_wait(vendored_records):
     back = [d for d in found if d.searchback]
     assert back and all(d.due > d.peak_index for d in back)  # after its searchback interval
     assert all(d.due == max(d.peak_index, learn) for d in found if not d.searchback)
+
+
+def test_ec57_class_counts_for_veb_and_sveb():
+    """Hand-made reference/test pairs: EC57 counts Vv/Ss, missed (any other test class or unmatched), false."""
+    fs = 360.0
+    ref = [(1000, "N"), (1400, "V"), (1800, "S"), (2200, "N"), (2600, "S"), (3000, "V"), (3400, "N")]  # AAMI classes
+    test = [(1001, "N"), (1402, "V"), (1799, "S"), (2201, "S"), (2603, "N"), (3001, "S"), (3400, "V"), (3800, "S")]
+    sc = score(ref, test, fs)
+    assert (sc.tp, sc.fn, sc.fp) == (7, 0, 1)
+    assert sc.veb_counts() == (1, 1, 1)  # V->V; V->S missed; N->V false
+    assert sc.sveb_counts() == (1, 1, 3)  # S->S; S->N missed; N->S, V->S, unmatched S false
