@@ -29,6 +29,18 @@ def screen_text(app: DashboardApp) -> str:
     return "\n".join(s.text for s in app.screen._compositor.render_strips())  # noqa: SLF001
 
 
+def status_text(app: DashboardApp) -> str:
+    """The status bar's line as drawn."""
+    return screen_text(app).split("\n")[0]
+
+
+def panel_text(app: DashboardApp) -> str:
+    """The alarm panel as drawn (from its ' ALARMS n' title line down)."""
+    text = screen_text(app)
+    i = text.find(" ALARMS ")
+    return text[i:] if i >= 0 else ""
+
+
 def _secret(path: Path, data: bytes) -> None:
     path.write_bytes(data)
     path.chmod(0o600)
@@ -116,9 +128,8 @@ async def test_alarm_ack_pause_off_and_escalation_through_the_dashboard(tmp_path
 
                 # 1. the replayed VT raises a high-priority alarm: tile and panel show it
                 await until(pilot, lambda: vt() is not None, 60, "the VT alarm")
-                await pilot.pause(0.5)
-                text = screen_text(app)
-                assert "!!! HIGH" in text and " vt" in text
+                await until(pilot, lambda: "!!! HIGH vt" in screen_text(app) and " vt " in panel_text(app), 5,
+                            "the VT alarm on the tile and in the panel")
                 # 2. unacknowledged for 2 s: escalation to the on-call contact arrives over the bus
                 await until(pilot, lambda: room.escalation_stage("V1", "vt") != "", 30, "the escalation entry")
                 stage = room.escalation_stage("V1", "vt")
@@ -139,7 +150,10 @@ async def test_alarm_ack_pause_off_and_escalation_through_the_dashboard(tmp_path
                 await until(pilot, lambda: getattr(vt(), "state", "") == "audio_paused", 10, "PAUSED state")
                 await until(pilot, lambda: "PAUSED 1:5" in screen_text(app) or "PAUSED 2:00" in screen_text(app),
                             5, "PAUSED on screen")
-                assert "pause: ok" in screen_text(app)
+                # the answer is drawn at the next redraw tick after it arrives, which may come after PAUSED was drawn
+                # (the guest's alarms message can arrive, and be painted, first): wait for it, in both places
+                await until(pilot, lambda: "pause: ok" in status_text(app) and "pause: ok" in panel_text(app), 5,
+                            "the pause reply on the status bar and the alarm panel")
                 # 4. ALARM OFF asks first; 'n' sends nothing, 'y' switches it off and leaves a reminder
                 n_sent = len(app.sent)
                 idx = room.active_alarms().index(vt())  # type: ignore[arg-type]
