@@ -371,47 +371,63 @@ def alarm_panel(room: RoomView, width: int, height: int, now: float, cursor: int
 
 def status_bar(room: RoomView, width: int, now: float, operator: str, p: Palette = DAY,
                night: bool = False, large: bool = False, wall: float | None = None) -> Text:
-    """Broker, daemon heartbeat, sync state, operator and the time; STALE when nothing is live."""
-    t = Text()
+    """Broker, daemon heartbeat, sync state, operator, the daemon's last answer and the time; STALE when nothing is live.
+
+    While the answer to a command is shown (REPLY_SHOW_S) it has priority over the less important
+    segments: when the line is too narrow (80 columns, the guest view has no alarm panel to repeat it),
+    the NIGHT/LARGE flags, the daemon's uptime, the operator and the sync summary are left out, in that
+    order, before the answer is cut.
+    """
+    segs: list[tuple[Text, int]] = []  # (segment, drop rank: lowest is left out first, `keep` never)
+    keep = 4
     if room.broker_connected:
-        t.append(" broker up ", style=p.ok)
+        segs.append((Text(" broker up ", style=p.ok), keep))
     else:
-        t.append(" BROKER DOWN ", style=alarm_style(p, "medium"))
+        segs.append((Text(" BROKER DOWN ", style=alarm_style(p, "medium")), keep))
     state = room.daemon_state(now)
-    t.append("│", style=p.dim)
+    daemon = Text("│", style=p.dim)
     if state == "running":
         hb = now - (room.status_received or now)
         up = (room.status or {}).get("uptime_s")
-        t.append(f" daemon ok hb {hb:.1f}s", style=p.ok)
+        daemon.append(f" daemon ok hb {hb:.1f}s", style=p.ok)
+        segs.append((daemon, keep))
         if isinstance(up, int | float):
-            t.append(f" up {fmt_age(up)}", style=p.dim)
-        t.append(" ")
+            segs.append((Text(f" up {fmt_age(up)}", style=p.dim), 1))
+        segs.append((Text(" "), keep))
     else:
         word = {"stale": "daemon STALE", "offline": "daemon OFFLINE", "stopped": "daemon STOPPED",
                 "unknown": "daemon ?"}.get(state, f"daemon {state}")
         if state == "stale" and room.status_received is not None:
             word += f" {fmt_age(now - room.status_received)}"
-        t.append(f" {word} ", style=alarm_style(p, "medium"))
-    t.append("│", style=p.dim)
+        daemon.append(f" {word} ", style=alarm_style(p, "medium"))
+        segs.append((daemon, keep))
     sstate, depth, dead = room.sync_summary()
     sync_style = p.ok if sstate == "online" else (p.dim if sstate == "n/a" else alarm_style(p, "low"))
-    t.append(f" sync {sstate} q {depth} dead {dead} ", style=sync_style if not dead else alarm_style(p, "low"))
-    t.append("│", style=p.dim)
-    t.append(f" op {operator} ", style=p.fg)
-    if night:
-        t.append("NIGHT ", style=p.dim)
-    if large:
-        t.append("LARGE ", style=p.dim)
+    sync = Text("│", style=p.dim)
+    sync.append(f" sync {sstate} q {depth} dead {dead} ", style=sync_style if not dead else alarm_style(p, "low"))
+    segs.append((sync, 3))
+    op = Text("│", style=p.dim)
+    op.append(f" op {operator} ", style=p.fg)
+    segs.append((op, 2))
+    flags = ("NIGHT " if night else "") + ("LARGE " if large else "")
+    if flags:
+        segs.append((Text(flags, style=p.dim), 0))
     reply = room.replies[-1] if room.replies else None
+    clock = clock_text(time.time() if wall is None else wall)
+    room_w = max(0, width - len(clock) - 1)
     if reply is not None and now - reply.received < REPLY_SHOW_S:
-        t.append("│", style=p.dim)
+        answer = Text("│", style=p.dim)
         msg = f" {reply.op or 'cmd'}: {'ok' if reply.ok else 'REFUSED'} {reply.reason}"
         if reply.affected:
             msg += " (" + ",".join(reply.affected) + ")"
-        t.append(msg + " ", style=p.ok if reply.ok else alarm_style(p, "medium"))
-    clock = clock_text(time.time() if wall is None else wall)
-    room_w = width - len(clock) - 1
-    t.truncate(max(0, room_w), overflow="ellipsis")
+        answer.append(msg + " ", style=p.ok if reply.ok else alarm_style(p, "medium"))
+        segs.append((answer, keep))
+        for rank in range(keep):  # make room for the answer: flags, uptime, operator, sync, in that order
+            if sum(t.cell_len for t, _ in segs) <= room_w:
+                break
+            segs = [(t, r) for t, r in segs if r != rank]
+    t = Text().join(seg for seg, _ in segs)
+    t.truncate(room_w, overflow="ellipsis")
     t.append(" " * max(0, room_w - t.cell_len))
     t.append(" " + clock, style=p.fg)
     return t
