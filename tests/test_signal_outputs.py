@@ -31,6 +31,18 @@ def test_hr_averages_last_12_rr_and_responds_fast_to_brady():
     assert np.all(np.diff(ticks) == int(fs))
 
 
+def test_hr_counts_unclassifiable_beats():
+    """A Q beat (e.g. in noise) is still a beat: 75 bpm with every third beat Q stays 75 bpm, RR 800 ms."""
+    fs = 250.0
+    labels = ["Q" if i % 3 == 2 else "N" for i in range(30)]
+    beats = [Beat(int(i * 0.8 * fs), lab) for i, lab in enumerate(labels)]  # type: ignore[arg-type]
+    out = HrEstimator(fs).update(beats, beats[-1].sample)
+    hr = [m.value for m in out if m.metric == Metric.HR]
+    rr = [m.value for m in out if m.metric == Metric.RR]
+    assert len(rr) == len(beats) - 1 and set(rr) == {800.0}
+    assert hr[-1] == pytest.approx(75.0)
+
+
 def test_hr_falls_when_beats_stop():
     fs = 250.0
     est = HrEstimator(fs)

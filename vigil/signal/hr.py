@@ -5,6 +5,7 @@ the last 3 RR intervals are all longer than 1.2 s the mean of those 3 is used in
 bradycardia is shown quickly (the rule Philips IntelliVue describes).  While no beat arrives, the
 open interval since the last beat counts as an RR once it exceeds both 1.2 s and 1.5× the mean, so
 the HR falls toward 0 in asystole instead of freezing; beyond 2× the mean RR the HR is 60/open interval.  HR is emitted once per second of stream.
+Every beat counts whatever its label (N, S, V, F or Q), as EC13 counts every detected QRS.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ class HrEstimator:
         for b in beats:
             while self._next_tick <= b.sample:
                 self._tick(out)
-            if b.label == "Q":
-                continue
+            # every detected beat counts, Q (unclassifiable: e.g. a beat in noise) included: skipping one
+            # would make the next RR span two intervals and halve the HR
             if self._last is not None:
                 rr_s = (b.sample - self._last) / self.fs
                 self._rr.append(rr_s)
