@@ -146,6 +146,15 @@ class Beat:
     sample: int  # in the stream's numbering
     label: BeatLabel = "N"
     channel: str = "ecg"
+    # The label on the V evidence that VT runs, couplets, bigeminy and the VT alarm count (in
+    # vigil.signal.beats: the rule's V call not vetoed, while `label` comes from the gated label
+    # model); None when it equals `label` (annotated beats, most detected ones).
+    strict_label: BeatLabel | None = None
+
+    @property
+    def rhythm_label(self) -> BeatLabel:
+        """The label rhythm calls and the VT alarm use: `strict_label` when set, else `label`."""
+        return self.label if self.strict_label is None else self.strict_label
 
 
 @dataclass(frozen=True, slots=True)
