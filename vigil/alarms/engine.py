@@ -287,7 +287,7 @@ class AlarmEngine:
             self._on_quality(mat, output, now)
         elif isinstance(output, Beat):
             stage = self._vt_stage(mat)
-            if stage.on_beat(output.sample, now, output.label):
+            if stage.on_beat(output.sample, now, output.rhythm_label):  # V beats that count toward VT
                 self._vt_source(mat, "vt_stage", stage.candidate, "ventricular run with a changed pulse")
 
     def _vt_source(self, mat: str, source: str, on: bool, reason: str) -> None:
