@@ -186,12 +186,14 @@ class EcgAnalyzer:
         pre, w = self.classifier.pre, self.classifier.window
         win = np.array([ring.get(r_bp - pre, r_bp + w + 1) for ring in (self.bp, *self.bp_more)])
         label: BeatLabel = "N"
+        strict: BeatLabel = "N"
         if win.shape[1] == pre + w + 1:
-            label = self.classifier.label(win, r)
+            label, strict = self.classifier.labels(win, r)
         qrs = self.bp.get(r_bp - self.qrs_half, r_bp + self.qrs_half)
         if qrs.size:
             self._recent_amps.append((int(r), float(qrs.max() - qrs.min())))
-        return Beat(sample=int(r), label=label, channel=self.channel)
+        return Beat(sample=int(r), label=label, channel=self.channel,
+                    strict_label=None if strict == label else strict)
 
     # ------------------------------------------------------------------ quality
     def _assess(self, upto: int) -> list[QualityReport]:

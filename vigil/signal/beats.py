@@ -22,6 +22,15 @@ M. O'Dwyer, R. B. Reilly, "Automatic classification of heartbeats using ECG morp
 interval features", IEEE TBME 51(7) (2004) 1196-1206).  The veto removes implausible V calls (noise,
 aberrant supraventricular beats); alone, the ensemble generalised no better than the rule.
 S is a rule: a narrow, template-matching beat that is clearly premature in a regular rhythm.
+
+Two V decisions (`BeatClassifier.labels`).  The reported label comes from a second, gated ensemble
+(``beat_label_model.json``): it decides every beat the rule calls V or that correlates below its
+``gate_corr`` with the dominant template (223's V beats correlate ~0.8 with the dominant beat and the
+rule misses them); it is the better per-beat classifier under leave-one-record-out validation.  The
+*strict* label is the rule's V call not vetoed by ``beat_classifier.json``; it alone is what VT runs,
+couplets, bigeminy/trigeminy and the VT alarm count (``Beat.strict_label``), because runs of the gated
+model's extra V calls raised false VT alarms on CinC 2015.  The two can disagree either way: a beat
+may be labelled V without counting toward VT, or (less often) count toward VT while labelled N.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ PREMATURE_S = 0.82  # RR / median RR below: supraventricular premature (narrow, 
 REGULAR_CV = 0.08  # recent RR coefficient of variation under which S may be called
 CORR_S = 0.90  # an S beat must match the dominant template at least this well
 MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "models" / "beat_classifier.json"
+LABEL_MODEL_PATH = MODEL_PATH.with_name("beat_label_model.json")  # the gated ensemble for the reported label
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +177,7 @@ def load_model(path: Path = MODEL_PATH) -> TreeEnsemble | None:
 
 
 _MODEL: TreeEnsemble | None = load_model()
+_LABEL_MODEL: TreeEnsemble | None = load_model(LABEL_MODEL_PATH)
 
 
 class BeatClassifier:
@@ -177,11 +188,13 @@ class BeatClassifier:
     is the dominant (normal) morphology.  Beats before any template are labelled N.
     """
 
-    def __init__(self, fs: float, n_leads: int = 1, model: TreeEnsemble | None = None) -> None:
-        """Create a classifier for `n_leads` band-passed leads at `fs` Hz (`model`: default packaged)."""
+    def __init__(self, fs: float, n_leads: int = 1, model: TreeEnsemble | None = None,
+                 label_model: TreeEnsemble | None = None) -> None:
+        """Create a classifier for `n_leads` band-passed leads at `fs` Hz (models: default packaged)."""
         self.fs = fs
         self.n_leads = n_leads
         self.model = model if model is not None else _MODEL
+        self.label_model = label_model if label_model is not None else _LABEL_MODEL
         self.half = max(2, int(round(HALF_S * fs)))
         self.shift = max(1, int(round(SHIFT_S * fs)))
         self.pre_n = max(1, int(round(PRE_S * fs)))
@@ -399,24 +412,44 @@ class BeatClassifier:
         f = self.features(seg, r)
         if f is None:
             return "N", None
-        return decide(f, self.model), f
+        return decide(f, self.model, self.label_model), f
 
     def label(self, seg: FloatArray, r: int) -> BeatLabel:
-        """The label `classify` gives, computing the model's features only when the V rule fires.
+        """The reported label of one beat (the first of `labels`)."""
+        return self.labels(seg, r)[0]
 
-        A subclass that overrides `classify` (e.g. to record features) is called through it.
+    def labels(self, seg: FloatArray, r: int) -> tuple[BeatLabel, BeatLabel]:
+        """(label, strict label) of one beat, computing the model features only for V candidates.
+
+        The label is the gated label model's V decision (the strict one without a label model); the
+        strict label (rule V not vetoed) is what VT runs count.  A subclass that overrides `classify`
+        (e.g. to record features) is called through it.
         """
         if type(self).classify is not BeatClassifier.classify:
-            return self.classify(seg, r)[0]
+            lab, f = self.classify(seg, r)
+            return lab, (lab if f is None else decide_strict(f, self.model))
         mt = self._match(seg, r)
         if mt is None:
-            return "N"
+            return "N", "N"
         width_ratio, _, amp_ratio = self._rule_inputs(mt)
-        is_v = _rule_v(mt.corr, width_ratio, amp_ratio, mt.prematurity)
+        rule = _rule_v(mt.corr, width_ratio, amp_ratio, mt.prematurity)
+        strict = rule
+        x: list[float] | None = None
         if self.model is not None:
-            is_v = _gate(is_v, mt.corr, self.model) \
-                and self.model.logit(self._features(mt).vector()) > self.model.threshold
-        return "V" if is_v else _supraventricular(mt.prematurity, mt.rr_cv, mt.corr)
+            strict = _gate(rule, mt.corr, self.model)
+            if strict:
+                x = self._features(mt).vector()
+                strict = self.model.logit(x) > self.model.threshold
+        is_v = strict
+        lm = self.label_model
+        if lm is not None:
+            is_v = _gate(rule, mt.corr, lm)
+            if is_v:
+                if x is None:
+                    x = self._features(mt).vector()
+                is_v = lm.logit(x) > lm.threshold
+        other = _supraventricular(mt.prematurity, mt.rr_cv, mt.corr)
+        return ("V" if is_v else other), ("V" if strict else other)
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,7 +509,7 @@ def candidate_v(f: BeatFeatures, model: TreeEnsemble | None = _MODEL) -> bool:
     return _gate(rule_v(f), f.corr, model)
 
 
-def decide(f: BeatFeatures, model: TreeEnsemble | None = _MODEL) -> BeatLabel:
+def decide_strict(f: BeatFeatures, model: TreeEnsemble | None = _MODEL) -> BeatLabel:
     """V when the beat is a V candidate (`candidate_v`) the ensemble accepts; else S by prematurity; else N."""
     is_v = rule_v(f)
     if model is not None:
@@ -484,3 +517,9 @@ def decide(f: BeatFeatures, model: TreeEnsemble | None = _MODEL) -> BeatLabel:
     if is_v:
         return "V"
     return _supraventricular(f.prematurity, f.rr_cv, f.corr)
+
+
+def decide(f: BeatFeatures, model: TreeEnsemble | None = _MODEL,
+           label_model: TreeEnsemble | None = None) -> BeatLabel:
+    """The reported label: `decide_strict` with `label_model` (when given) deciding V instead of `model`."""
+    return decide_strict(f, model if label_model is None else label_model)

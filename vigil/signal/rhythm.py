@@ -262,7 +262,7 @@ class RhythmTracker:
         qrs = self._segment(b.sample - w, b.sample + w)
         if qrs is not None:
             self._qrs_amp.append(float(qrs.max() - qrs.min()))
-        if b.label not in ("N", "S") or prev is None or b.sample - prev.sample < (PR_FROM_S + 0.4) * self.fs:
+        if b.rhythm_label not in ("N", "S") or prev is None or b.sample - prev.sample < (PR_FROM_S + 0.4) * self.fs:
             return
         lo = b.sample - int(PR_FROM_S * self.fs)
         hi = b.sample - int(PR_TO_S * self.fs)
@@ -307,7 +307,7 @@ class RhythmTracker:
         self._ventricular(b)
         self._patterns(b)
         self._extremes(b)
-        if prev.label not in ECTOPIC and b.label not in ECTOPIC:
+        if prev.rhythm_label not in ECTOPIC and b.rhythm_label not in ECTOPIC:
             d = self._af.add_interval(rr, b.sample)
             if d is not None and d.active and self._p_present:
                 d = None  # clear P waves: not AF (keep irregularity state)
@@ -346,7 +346,7 @@ class RhythmTracker:
             self._emit_open(new, start)
 
     def _ventricular(self, b: Beat) -> None:
-        if b.label == "V":
+        if b.rhythm_label == "V":
             self._v_run.append(b.sample)
             run = self._v_run
             if len(run) >= 5 and "VT" not in self._open:
@@ -370,7 +370,7 @@ class RhythmTracker:
         return median(recent) >= MIN_QRS_UV
 
     def _patterns(self, b: Beat) -> None:
-        labels = "".join("V" if x.label == "V" else ("Q" if x.label == "Q" else "N") for x in self._beats)
+        labels = "".join("V" if x.rhythm_label == "V" else ("Q" if x.rhythm_label == "Q" else "N") for x in self._beats)
         for name, unit, n in (("BIGEMINY", "NV", 6), ("TRIGEMINY", "NNV", 9)):
             tail = labels[-n:]
             ok = len(tail) == n and any(tail == (unit * 4)[k:k + n] for k in range(len(unit)))
