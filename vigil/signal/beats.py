@@ -30,7 +30,7 @@ rule misses them); it is the better per-beat classifier under leave-one-record-o
 *strict* label is the rule's V call not vetoed by ``beat_classifier.json``; it alone is what VT runs,
 couplets, bigeminy/trigeminy and the VT alarm count (``Beat.strict_label``), because runs of the gated
 model's extra V calls raised false VT alarms on CinC 2015.  The two can disagree either way: a beat
-may be labelled V without counting toward VT, or (less often) count toward VT while labelled N.
+may be labelled V without counting toward VT, or count toward VT while labelled N or S.
 """
 
 from __future__ import annotations
