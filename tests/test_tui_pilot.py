@@ -144,7 +144,7 @@ async def test_alarm_ack_pause_off_and_escalation_through_the_dashboard(tmp_path
                 assert app.selected_alarm().condition == "vt"
                 # 3. pause audio for 2 min: the daemon answers, the tile says PAUSED with the time left
                 await pilot.press("p")
-                await until(pilot, lambda: room.replies and room.replies[-1].op == "pause", 10, "the pause reply")
+                await until(pilot, lambda: bool(room.replies) and room.replies[-1].op == "pause", 10, "the pause reply")
                 reply = room.replies[-1]
                 assert reply.ok and "vt" in reply.affected and reply.id == app.sent[-1]["id"]
                 await until(pilot, lambda: getattr(vt(), "state", "") == "audio_paused", 10, "PAUSED state")
