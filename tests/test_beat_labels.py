@@ -127,8 +127,9 @@ def test_packaged_label_model_on_203(rec203) -> None:
     assert label_model is not None and label_model.gate_corr is not None
     both = _stream_beats(x, fs, label_model)
     veto_only = _stream_beats(x, fs, None)
-    assert [(b.sample, b.label) for b in veto_only] == [(b.sample, b.rhythm_label) for b in both]
-    assert all(b.strict_label is None for b in veto_only)
+    assert [(b.sample, b.rhythm_label) for b in veto_only] == [(b.sample, b.rhythm_label) for b in both]
+    # without a label model the reported label is the strict one, except Q for beats just after noise
+    assert all(b.strict_label is None for b in veto_only if b.label != "Q")
     ref_v = [s for s, c in ref if c == "V" and s < len(x)]
     tol = int(0.15 * fs)
 

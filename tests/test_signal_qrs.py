@@ -277,3 +277,23 @@ def test_ec57_class_counts_for_veb_and_sveb():
     assert (sc.tp, sc.fn, sc.fp) == (7, 0, 1)
     assert sc.veb_counts() == (1, 1, 1)  # V->V; V->S missed; N->V false
     assert sc.sveb_counts() == (1, 1, 3)  # S->S; S->N missed; N->S, V->S, unmatched S false
+
+
+def test_beats_in_noise_are_unclassifiable_but_keep_their_rhythm_label(rec119):
+    """Beats up to Q_AFTER_NOISE_S after a second whose noise could hide a QRS are reported Q; rhythm keeps its label."""
+    from vigil.signal.analyzer import Q_AFTER_NOISE_S
+
+    x, fs, _ = rec119
+    x = x[: int(120 * fs)].copy()
+    a, b = int(60 * fs), int(64 * fs)
+    x[a:b] += np.random.default_rng(3).normal(0.0, 400.0, (b - a, x.shape[1]))  # broadband noise, 4 s
+    beats = _run(x, fs, int(0.25 * fs))
+    before = [bt for bt in beats if 5 * fs < bt.sample < 59 * fs]
+    # the first noisy second is assessed once its beats are final, just after a beat at its end is labelled
+    noisy = [bt for bt in beats if 62 * fs < bt.sample < 64 * fs]
+    after = [bt for bt in beats if (64 + Q_AFTER_NOISE_S + 1) * fs < bt.sample]
+    assert before and all(bt.label != "Q" for bt in before)
+    assert noisy and all(bt.label == "Q" for bt in noisy), [bt.label for bt in noisy]
+    assert all(bt.rhythm_label != "Q" for bt in beats)  # rhythm and the VT alarm see the classifier's label
+    assert after and all(bt.label != "Q" for bt in after)
+    assert sum(bt.rhythm_label == "V" for bt in after) >= 5  # 119's bigeminy goes on being called V

@@ -2,7 +2,9 @@
 
 Pipeline per block: baseline removal (0.5 Hz high-pass) → 40 Hz low-pass (the "band-passed" ECG)
 → Pan–Tompkins QRS detection over one or two leads (``vigil.signal.qrs``) → R-peak localisation
-on the band-passed primary lead → beat class (``beats``) → RR/HR (``hr``), HRV (``hrv``), signal
+on the band-passed primary lead → beat class (``beats``; Q, unclassifiable, when a second whose noise
+could hide a QRS — ``quality.obscures_qrs`` — ended less than ``Q_AFTER_NOISE_S`` before the R: the
+reported label only, rhythm and the VT alarm keep the classifier's strict label) → RR/HR (``hr``), HRV (``hrv``), signal
 quality per second (``quality``) → rhythm (``rhythm.RhythmTracker``) and QT (``qt.QtMeasurer``).
 
 Memory is bounded (ring buffers of a few seconds); no I/O, no clock.  Sample indices are the
@@ -25,7 +27,7 @@ from vigil.signal.beats import BeatClassifier
 from vigil.signal.hr import HrEstimator
 from vigil.signal.hrv import HrvEstimator
 from vigil.signal.qrs import QrsDetector, Ring
-from vigil.signal.quality import QRS_HALF_S, WANDER_CONTEXT_S, QualityAssessor
+from vigil.signal.quality import QRS_HALF_S, WANDER_CONTEXT_S, QualityAssessor, obscures_qrs
 from vigil.signal.small import median, median_array
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ FloatArray = npt.NDArray[np.float64]
 LOC_FROM_S = 0.25  # R is searched in [peak - 250 ms, peak - 40 ms] of the integrator peak
 LOC_TO_S = 0.04
 MAX_QUALITY_LAG_S = 4.0
+Q_AFTER_NOISE_S = 3.0  # a beat within this long after a second whose noise could hide a QRS is Q (unclassifiable)
 QRS_AMP_BEATS = 12  # the quality check's reference QRS amplitude: median over this many beats
 
 try:  # hooks implemented by the rhythm/QT work; the analyser runs without them until they land
@@ -103,6 +106,7 @@ class EcgAnalyzer:
         self._last_r = None
         self._upto = seq
         self._origin = seq  # first sample of the current stream (after a gap: its first sample)
+        self._obscured_end: int | None = None  # end of the last assessed second whose noise could hide a QRS
 
     def feed(self, samples_uV: npt.ArrayLike, seq: int) -> list[AnalysisOutput]:
         """Analyse one block starting at stream index `seq`; return the outputs it completes."""
@@ -150,6 +154,9 @@ class EcgAnalyzer:
         for b in beats:
             self._recent_beats.append(b.sample)
         quality = self._assess(upto)
+        for q in quality:
+            if obscures_qrs(q.flags):
+                self._obscured_end = q.sample
         out.extend(quality)
         out.extend(self.hr.update(beats, upto))
         out.extend(self.hrv.update(beats, upto))
@@ -189,6 +196,8 @@ class EcgAnalyzer:
         strict: BeatLabel = "N"
         if win.shape[1] == pre + w + 1:
             label, strict = self.classifier.labels(win, r)
+        if self._obscured_end is not None and r - self._obscured_end < Q_AFTER_NOISE_S * self.fs:
+            label = "Q"  # noise in the last seconds: the shape is not to be trusted (rhythm keeps `strict`)
         qrs = self.bp.get(r_bp - self.qrs_half, r_bp + self.qrs_half)
         if qrs.size:
             self._recent_amps.append((int(r), float(qrs.max() - qrs.min())))

@@ -45,6 +45,19 @@ WANDER_MIN_UV = 150.0
 WANDER_CONTEXT_S = 2.0  # raw signal the analyser passes for the wander check (the last second is judged)
 
 
+HIDING_FLAGS = frozenset({"lead_off", "flatline", "saturation"})  # a QRS could hide in such a second
+
+
+def obscures_qrs(flags: tuple[str, ...] | frozenset[str] | set[str]) -> bool:
+    """Whether a second with these quality flags could hide or distort a QRS complex.
+
+    Lead-off, flatline and saturation always can; `noise` can unless it is only baseline wander
+    (`wander`) or noise too small to hide a QRS of the recent size (`qrs_visible`).
+    """
+    f = set(flags)
+    return bool(f & HIDING_FLAGS) or ("noise" in f and not f & {"wander", "qrs_visible"})
+
+
 def wander_ratio(raw: FloatArray, fs: float) -> tuple[float, float]:
     """(peak-to-peak of the < ~1.5 Hz part, its ratio to the rest's) over the last second of `raw`."""
     n = max(2, int(round(WANDER_BOX_S * fs)))

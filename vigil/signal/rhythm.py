@@ -41,7 +41,7 @@ from vigil.signal.pwave import (
     centre_row,
     score_centred,
 )
-from vigil.signal.quality import QRS_HALF_S
+from vigil.signal.quality import QRS_HALF_S, obscures_qrs
 from vigil.signal.small import median
 from vigil.signal.vf import VfDetector
 from vigil.signal.window import SlidingWindow
@@ -52,7 +52,6 @@ BASE_LABELS: tuple[RhythmLabel, ...] = ("SINUS", "BRADY", "TACHY", "AF")
 BEAT_OVERLAYS: tuple[RhythmLabel, ...] = ("VT", "BIGEMINY", "TRIGEMINY", "BRADY_EXTREME", "TACHY_EXTREME", "PAUSE")
 TECHNICAL_FLAGS = frozenset({"lead_off", "flatline"})
 POOR_FLAGS = frozenset({"lead_off", "flatline", "saturation", "noise"})
-HIDING_FLAGS = frozenset({"lead_off", "flatline", "saturation"})  # with non-wander noise: a QRS could hide
 POOR_QUALITY = 0.5
 ASYSTOLE_S = 4.0
 PAUSE_S = 3.0
@@ -178,7 +177,7 @@ class RhythmTracker:
     # ------------------------------------------------------------------ quality
     def _on_quality(self, q: QualityReport) -> None:
         flags = set(q.flags)
-        if flags & HIDING_FLAGS or ("noise" in flags and not flags & {"wander", "qrs_visible"}):
+        if obscures_qrs(flags):
             self._last_unreadable_end = max(self._last_unreadable_end, q.sample)
         if flags & TECHNICAL_FLAGS:
             self._last_technical_end = max(self._last_technical_end, q.sample)
