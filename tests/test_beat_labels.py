@@ -141,3 +141,18 @@ def test_packaged_label_model_on_203(rec203) -> None:
     differ = [b for b in both if (b.label == "V") != (b.rhythm_label == "V")]
     assert len(differ) >= 10  # the two decisions do differ on this record (39 beats in these 10 min)
     assert errors(lambda b: b.label) < errors(lambda b: b.rhythm_label)
+
+
+def test_eval_ectopy_reference_couplets_and_label_variants() -> None:
+    """Reference couplets are runs of exactly two V (rhythm notes skipped); reported-label V beats make couplets only there."""
+    from vigil.evaluation.eval_ectopy import _episodes, couplets
+
+    ann = [(10, "N"), (20, "V"), (25, "+"), (30, "V"), (40, "N"), (50, "V"), (60, "V"), (70, "V"), (80, "N"),
+           (90, "V"), (100, "V")]
+    assert couplets(ann) == [(20, 31), (90, 101)]
+    seq = "NNNN" + "NVVN" + "NNNN"
+    loose = _run_beats(seq, "N")
+    n = loose[-1].sample + 500
+    assert _episodes(loose, FS, n)["COUPLET"] == []
+    relabelled = [Beat(b.sample, b.label, b.channel) for b in loose]
+    assert [a for a, _ in _episodes(relabelled, FS, n)["COUPLET"]] == [loose[5].sample]
