@@ -35,7 +35,10 @@ from vigil.signal.small import median
 
 FloatArray = npt.NDArray[np.float64]
 
-LEARN_S = 2.0  # initial learning period (Pan-Tompkins)
+LEARN_S = 2.0  # initial learning period (Pan-Tompkins): the longest it lasts
+QUICK_MIN_S = 0.75  # the learning period may end this early, on clear evidence of a QRS (see `_quick_end`)
+QUICK_STEP_S = 0.05  # ... at sample indices origin + QUICK_MIN_S + k·QUICK_STEP_S (block-split invariant)
+QUICK_RATIO = 4.0  # evidence: a candidate peak at least this many times the window's mean integrator level
 REFRACTORY_S = 0.200
 TWAVE_S = 0.360
 NEIGHBOUR_S = 0.100  # a candidate is the maximum within ±100 ms
@@ -120,9 +123,12 @@ class Ring:
 class QrsDetector:
     """Streaming Pan–Tompkins detector over one or two leads (see module docstring)."""
 
-    def __init__(self, fs: float, n_leads: int = 1) -> None:
-        """Create a detector for `n_leads` leads sampled at `fs` Hz."""
+    def __init__(self, fs: float, n_leads: int = 1, *, quick_start: bool = False) -> None:
+        """Create a detector for `n_leads` leads at `fs` Hz; `quick_start` lets learning end early (see `_quick_end`)."""
         self.fs = float(fs)
+        self.quick_start = quick_start
+        self.quick_min = int(round(QUICK_MIN_S * fs))
+        self.quick_step = max(1, int(round(QUICK_STEP_S * fs)))
         self.n_leads = n_leads
         self._bpf = [filters.qrs_bandpass(fs) for _ in range(n_leads)]
         self._der = [filters.FirFilter(filters.derivative_taps(fs)) for _ in range(n_leads)]
@@ -154,6 +160,8 @@ class QrsDetector:
         self.scanned = start  # candidates with index < scanned have been found
         self.decided = start  # candidates with index < decided have been classified
         self.learning = True
+        self.learned_at = start + self.learn  # where the learning period ended (or will end at the latest)
+        self._quick_next = start + self.quick_min  # next index at which `_quick_end` looks for evidence
         self.spk = 0.0
         self.npk = 0.0
         self.last_qrs: int | None = None
@@ -225,12 +233,16 @@ class QrsDetector:
         self._scan()
         out: list[Detection] = []
         if self.learning:
-            if self.mwi.end - self.origin < self.learn:
-                return out
-            seg = self.mwi.get(self.origin, self.origin + self.learn)
+            end = self._quick_end() if self.quick_start else None
+            if end is None:
+                if self.mwi.end - self.origin < self.learn:
+                    return out
+                end = self.origin + self.learn
+            seg = self.mwi.get(self.origin, end)
             self.spk = 0.5 * float(np.max(seg))
             self.npk = 0.5 * float(np.mean(seg))
             self.learning = False
+            self.learned_at = end
         horizon = self.scanned  # every candidate below this index is known
         while self.pending:
             idx, h = self.pending[0]
@@ -241,6 +253,29 @@ class QrsDetector:
         self._maybe_searchback(horizon, out)
         self.decided = max(self.decided, horizon)
         return out
+
+    def _quick_end(self) -> int | None:
+        """The index at which the learning period may end early, or None (wait: at most `LEARN_S`).
+
+        At checkpoints c = origin + QUICK_MIN_S + k·QUICK_STEP_S (< origin + LEARN_S) held in full, the
+        window [origin, c) holds clear evidence of a QRS when a candidate peak in it, past the integrator's
+        warm-up and with its ±100 ms neighbourhood inside the window, is at least QUICK_RATIO times the
+        window's mean integrator level; the thresholds are then initialised from that window exactly as
+        from the 2 s one (SPKI = ½ max, NPKI = ½ mean; Pan & Tompkins 1985 use the first 2 s, Hamilton &
+        Tompkins 1986 their first 8 s: the length is a design choice, the estimates adapt from the first
+        beat on).  Checkpoints depend only on sample indices, so any block split ends it at the same index.
+        """
+        first = self.origin + self.mwi_len
+        while self._quick_next < self.origin + self.learn and self._quick_next <= self.mwi.end:
+            c = self._quick_next
+            self._quick_next += self.quick_step
+            peaks = [h for i, h in self.pending if first <= i < c - self.w]
+            if not peaks:
+                continue
+            level = float(np.mean(self.mwi.get(self.origin, c)))
+            if max(peaks) >= QUICK_RATIO * level:
+                return c
+        return None
 
     def _scan(self) -> None:
         """Find new candidate peaks whose ±w neighbourhood is complete."""
@@ -297,7 +332,7 @@ class QrsDetector:
         self.last_slope = self._slope_at(idx)
         self.searched_to = idx + 1
         self.noise.clear()
-        due = max(idx, self.origin + self.learn, due)
+        due = max(idx, self.learned_at, due)
         out.append(Detection(sample=idx, peak_index=idx, height=h, slope=self.last_slope, searchback=searchback,
                              due=due))
 
