@@ -87,21 +87,24 @@ class BeatScore:
         """QRS positive predictivity."""
         return _ratio(self.tp, self.tp + self.fp)
 
+    def ectopic_counts(self, cls: str) -> tuple[int, int, int]:
+        """(hits, reference `cls` beats called anything else or missed, false `cls` calls) per EC57.
+
+        For V and S: a false call is one on a reference N, S/V (the other class) or no beat; F and Q
+        reference beats called `cls` are not counted against it.
+        """
+        m = self.matrix
+        missed = sum(m[cls, c] for c in ("N", "S", "V", "F", "Q", "O") if c != cls)
+        false = sum(m[c, cls] for c in ("N", "S", "V", "O") if c != cls)
+        return m[cls, cls], missed, false
+
     def veb_counts(self) -> tuple[int, int, int]:
         """(Vv, reference V not called V, test V that are false) per EC57."""
-        m = self.matrix
-        vv = m["V", "V"]
-        missed = sum(m["V", c] for c in ("N", "S", "F", "Q", "O"))
-        false = sum(m[c, "V"] for c in ("N", "S", "O"))
-        return vv, missed, false
+        return self.ectopic_counts("V")
 
     def sveb_counts(self) -> tuple[int, int, int]:
-        """(Ss, reference S not called S, test S that are false) per EC57, as `veb_counts` for V."""
-        m = self.matrix
-        ss = m["S", "S"]
-        missed = sum(m["S", c] for c in ("N", "V", "F", "Q", "O"))
-        false = sum(m[c, "S"] for c in ("N", "V", "O"))
-        return ss, missed, false
+        """(Ss, reference S not called S, test S that are false) per EC57."""
+        return self.ectopic_counts("S")
 
     @property
     def veb_se(self) -> float:
