@@ -4,7 +4,8 @@ On every mitdb record (and nstdb 118e24/118e12) the analyser is started afresh a
 (the same as the re-learning after a gap in ``seq``), fed 0.25 s blocks for ``SEGMENT_S`` seconds, with
 two leads and with lead 1, once with the QRS detector's full 2 s learning period (``quick_start=False``,
 the behaviour before), and with the early end on clear evidence of a QRS (``quick_start=True``; "quick
->=0.45": evidence peaks in the first 0.45 s not counted, ``quick_from_s=0.45``).
+>=0.45": evidence peaks in the first 0.45 s not counted, ``quick_from_s=0.45``; "quick wait .6": the
+evidence peak at least 0.6 s before the window's end, ``quick_after_s=0.6``).
 Reported: Se/+P of the beats in the first 10 s (EC57 150 ms match window, reference VF episodes
 excluded), the beats lost (FN) and false (FP) in the first 2 s, and the latency of every start-up beat
 (R within the first 2 s) from acquisition: the end of the block that emitted it minus its R sample.
@@ -29,7 +30,12 @@ SCORE_S = 10.0  # beats scored after each start
 STARTUP_S = 2.0  # "start-up" beats: R within this long after the start (the old learning period)
 SEGMENT_S = 12.0  # fed after each start (the last scored beats are emitted well before its end)
 NSTDB = ("118e24", "118e12")
-SCHEMES = (("2 s learning", False, 0.0), ("quick", True, 0.0), ("quick >=0.45", True, 0.45))
+SCHEMES: tuple[tuple[str, dict[str, float]], ...] = (  # name, QrsDetector keywords
+    ("2 s learning", {}),
+    ("quick", {"quick_start": True}),
+    ("quick >=0.45", {"quick_start": True, "quick_from_s": 0.45}),
+    ("quick wait .6", {"quick_start": True, "quick_after_s": 0.6}),
+)
 
 
 @dataclass
@@ -49,14 +55,17 @@ class Tally:
         self.starts += other.starts
 
 
-def run_start(x: np.ndarray, fs: float, s0: int, quick: bool, quick_from_s: float = 0.0) -> list[tuple[int, int]]:
-    """Beats (R sample, emitted-at sample) of a fresh analyser fed x[s0:s0 + SEGMENT_S] in 0.25 s blocks."""
+def run_start(x: np.ndarray, fs: float, s0: int, quick: bool, **detector: float) -> list[tuple[int, int]]:
+    """Beats (R sample, emitted-at sample) of a fresh analyser fed x[s0:s0 + SEGMENT_S] in 0.25 s blocks.
+
+    `quick` and `detector` are passed to ``QrsDetector`` (``quick_start`` and its other keywords).
+    """
     from vigil.model import Beat
     from vigil.signal.analyzer import EcgAnalyzer
     from vigil.signal.qrs import QrsDetector
 
     an = EcgAnalyzer(fs, n_leads=x.shape[1], rhythm=False, qt=False)
-    an.detector = QrsDetector(fs, x.shape[1], quick_start=quick, quick_from_s=quick_from_s)
+    an.detector = QrsDetector(fs, x.shape[1], quick_start=quick, **detector)
     block = int(round(BLOCK_S * fs))
     stop = min(len(x), s0 + int(SEGMENT_S * fs))
     out: list[tuple[int, int]] = []
@@ -78,12 +87,14 @@ def _job(args: tuple[str, str, float]) -> tuple[str, str, dict[tuple[str, int], 
     vf = read_vf_episodes(path, "atr")
     res: dict[tuple[str, int], Tally] = {}
     step = int(every * fs)
-    for name, quick, quick_from in SCHEMES:
+    for name, kw in SCHEMES:
+        kw = dict(kw)
+        quick = bool(kw.pop("quick_start", False))
         for leads in (2, 1):
             t = Tally()
             x = sig[:, :leads]
             for s0 in range(0, len(x) - int(SEGMENT_S * fs), step):
-                beats = run_start(x, fs, s0, quick, quick_from)
+                beats = run_start(x, fs, s0, quick, **kw)
                 test = [(s, "N") for s, _ in beats]
                 ref_n = [(s, "N") for s, _ in ref]
                 t.first10 = t.first10 + score(ref_n, test, fs, start=s0, end=s0 + int(SCORE_S * fs), exclude=vf)
