@@ -9,7 +9,9 @@ Challenge 2015, Clifford et al., Physiol. Meas. 37 (2016) 1245):
 * overlays: VT (≥ 5 consecutive V beats, mean rate > 100 bpm, median peak-to-peak ≥ 0.15 mV on the
   0.5-40 Hz lead when the signal is given, not over a poor-quality second), COUPLET (exactly 2 V), BIGEMINY
   (3 cycles of non-V/V), TRIGEMINY (3 cycles of 2 non-V then V), BRADY_EXTREME (every interval of
-  5 consecutive beats < 40 bpm), TACHY_EXTREME (every interval of 17 beats > 140 bpm), PAUSE (RR > 3 s);
+  5 consecutive beats < 40 bpm), TACHY_EXTREME (every interval of 17 beats > 140 bpm), PAUSE (RR > 3 s).
+  VT counts strict V beats (`Beat.rhythm_label`: the rule's V call not vetoed), as do AF's ectopic
+  intervals; COUPLET, BIGEMINY and TRIGEMINY count the reported labels (`Beat.label`);
 * VF (signal organisation, `vigil.signal.vf`, independent of the beats);
 * ASYSTOLE: no beat for ≥ 4 s, and over the last 4 s no second whose noise could hide a QRS
   (lead_off, flatline, saturation, or noise not marked `wander`/`qrs_visible`), no QRS-sized
@@ -88,7 +90,8 @@ class RhythmTracker:
         self._vf = VfDetector(self.fs)
         self._open: dict[str, int] = {}
         self._beats: deque[Beat] = deque(maxlen=20)
-        self._v_run: list[int] = []
+        self._v_run: list[int] = []  # strict V beats (Beat.rhythm_label): VT evidence
+        self._c_run: list[int] = []  # V beats by the reported label: couplets
         self._hr_rr: deque[float] = deque(maxlen=8)
         self._base_rate: RhythmLabel | None = None
         # signal ring buffer (band-passed), absolute index of its first sample
@@ -161,6 +164,7 @@ class RhythmTracker:
                 self._close(label, end)
         self._base_rate = None
         self._v_run = []
+        self._c_run = []
 
     def _restart_af(self) -> None:
         """The AF episode (if any) has been closed: AF must be detected afresh to be reported again.
@@ -235,6 +239,7 @@ class RhythmTracker:
         self._beats.clear()
         self._hr_rr.clear()
         self._v_run = []
+        self._c_run = []
         self._base_rate = None
         self._af.reset()
         self._af.active = False
@@ -345,6 +350,8 @@ class RhythmTracker:
             self._emit_open(new, start)
 
     def _ventricular(self, b: Beat) -> None:
+        """VT from runs of strict V beats (`Beat.rhythm_label`); couplets from the reported labels."""
+        self._couplet(b)
         if b.rhythm_label == "V":
             self._v_run.append(b.sample)
             run = self._v_run
@@ -356,10 +363,18 @@ class RhythmTracker:
         run = self._v_run
         if "VT" in self._open and run:
             self._close("VT", run[-1])
+        self._v_run = []
+
+    def _couplet(self, b: Beat) -> None:
+        """COUPLET: exactly two consecutive beats labelled V (the reported label, like bigeminy/trigeminy)."""
+        if b.label == "V":
+            self._c_run.append(b.sample)
+            return
+        run = self._c_run
         if len(run) == 2:
             self._open["COUPLET"] = run[0]
             self._close("COUPLET", run[1])
-        self._v_run = []
+        self._c_run = []
 
     def _countable(self, n: int) -> bool:
         """The last `n` beats are QRS-sized: median peak-to-peak ≥ `MIN_QRS_UV` (True without the signal)."""
@@ -369,7 +384,7 @@ class RhythmTracker:
         return median(recent) >= MIN_QRS_UV
 
     def _patterns(self, b: Beat) -> None:
-        labels = "".join("V" if x.rhythm_label == "V" else ("Q" if x.rhythm_label == "Q" else "N") for x in self._beats)
+        labels = "".join("V" if x.label == "V" else ("Q" if x.label == "Q" else "N") for x in self._beats)  # reported labels
         for name, unit, n in (("BIGEMINY", "NV", 6), ("TRIGEMINY", "NNV", 9)):
             tail = labels[-n:]
             ok = len(tail) == n and any(tail == (unit * 4)[k:k + n] for k in range(len(unit)))
