@@ -146,7 +146,7 @@ class Beat:
     sample: int  # in the stream's numbering
     label: BeatLabel = "N"
     channel: str = "ecg"
-    # The label on the V evidence that VT runs, couplets, bigeminy and the VT alarm count (in
+    # The label on the V evidence that VT runs, AF's ectopic intervals and the VT alarm count (in
     # vigil.signal.beats: the rule's V call not vetoed, while `label` comes from the gated label
     # model); None when it equals `label` (annotated beats, most detected ones).
     strict_label: BeatLabel | None = None
