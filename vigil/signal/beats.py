@@ -27,9 +27,9 @@ Two V decisions (`BeatClassifier.labels`).  The reported label comes from a seco
 (``beat_label_model.json``): it decides every beat the rule calls V or that correlates below its
 ``gate_corr`` with the dominant template (223's V beats correlate ~0.8 with the dominant beat and the
 rule misses them); it is the better per-beat classifier under leave-one-record-out validation.  The
-*strict* label is the rule's V call not vetoed by ``beat_classifier.json``; it alone is what VT runs,
-couplets, bigeminy/trigeminy and the VT alarm count (``Beat.strict_label``), because runs of the gated
-model's extra V calls raised false VT alarms on CinC 2015.  The two can disagree either way: a beat
+*strict* label is the rule's V call not vetoed by ``beat_classifier.json``; it alone is what VT runs
+and the VT alarm count (``Beat.strict_label``), because runs of the gated model's extra V calls raised
+false VT alarms on CinC 2015 (couplets, bigeminy and trigeminy count the reported label).  The two can disagree either way: a beat
 may be labelled V without counting toward VT, or count toward VT while labelled N or S.
 """
 
