@@ -5,7 +5,8 @@ On every mitdb record (and nstdb 118e24/118e12) the analyser is started afresh a
 two leads and with lead 1, once with the QRS detector's full 2 s learning period (``quick_start=False``,
 the behaviour before), and with the early end on clear evidence of a QRS (``quick_start=True``; "quick
 >=0.45": evidence peaks in the first 0.45 s not counted, ``quick_from_s=0.45``; "quick wait .6": the
-evidence peak at least 0.6 s before the window's end, ``quick_after_s=0.6``).
+evidence peak at least 0.6 s before the window's end, ``quick_after_s=0.6``; "quick floor": ratio 3 and
+an integrator peak of at least 1e8 (µV/s)², lead 1 only).
 Reported: Se/+P of the beats in the first 10 s (EC57 150 ms match window, reference VF episodes
 excluded), the beats lost (FN) and false (FP) in the first 2 s, and the latency of every start-up beat
 (R within the first 2 s) from acquisition: the end of the block that emitted it minus its R sample.
@@ -35,6 +36,7 @@ SCHEMES: tuple[tuple[str, dict[str, float]], ...] = (  # name, QrsDetector keywo
     ("quick", {"quick_start": True}),
     ("quick >=0.45", {"quick_start": True, "quick_from_s": 0.45}),
     ("quick wait .6", {"quick_start": True, "quick_after_s": 0.6}),
+    ("quick floor", {"quick_start": True, "quick_ratio": 3.0, "quick_floor": 1e8}),  # lead 1 only (see QrsDetector)
 )
 
 
@@ -90,7 +92,7 @@ def _job(args: tuple[str, str, float]) -> tuple[str, str, dict[tuple[str, int], 
     for name, kw in SCHEMES:
         kw = dict(kw)
         quick = bool(kw.pop("quick_start", False))
-        for leads in (2, 1):
+        for leads in (1,) if "quick_floor" in kw else (2, 1):
             t = Tally()
             x = sig[:, :leads]
             for s0 in range(0, len(x) - int(SEGMENT_S * fs), step):

@@ -124,13 +124,14 @@ class QrsDetector:
     """Streaming Pan–Tompkins detector over one or two leads (see module docstring)."""
 
     def __init__(self, fs: float, n_leads: int = 1, *, quick_start: bool = False, quick_from_s: float = 0.0,
-                 quick_after_s: float = 0.0, quick_ratio: float = QUICK_RATIO) -> None:
+                 quick_after_s: float = 0.0, quick_ratio: float = QUICK_RATIO, quick_floor: float = 0.0) -> None:
         """Create a detector for `n_leads` leads at `fs` Hz; `quick_start` lets learning end early (see `_quick_end`).
 
         `quick_from_s`: evidence peaks earlier than this after the origin are not counted (a T wave of a
         beat just before the start can otherwise be taken for the first QRS); `quick_after_s`: the evidence
         peak (the window's largest) must lie at least this long before the checkpoint; `quick_ratio`: see
-        QUICK_RATIO.  Measured by ``vigil.evaluation.eval_startup``: off by default, as no setting kept
+        QUICK_RATIO; `quick_floor`: the evidence peak's least integrator height ((µV/s)², one lead only:
+        the fused two-lead signal has no unit), against T waves taken for a QRS.  Measured by ``vigil.evaluation.eval_startup``: off by default, as no setting kept
         the start-up accuracy while bringing every start-up beat within 1 s.
         """
         self.fs = float(fs)
@@ -138,6 +139,7 @@ class QrsDetector:
         self.quick_from = int(round(quick_from_s * fs))
         self.quick_after = int(round(quick_after_s * fs))
         self.quick_ratio = quick_ratio
+        self.quick_floor = quick_floor
         self.quick_min = int(round(QUICK_MIN_S * fs))
         self.quick_step = max(1, int(round(QUICK_STEP_S * fs)))
         self.n_leads = n_leads
@@ -271,7 +273,7 @@ class QrsDetector:
         At checkpoints c = origin + QUICK_MIN_S + k·QUICK_STEP_S (< origin + LEARN_S) held in full, the
         window [origin, c) holds clear evidence of a QRS when its largest candidate peak — past the
         integrator's warm-up and `quick_from_s`, with its ±100 ms neighbourhood inside the window and at
-        least `quick_after_s` before c — is at least `quick_ratio` times the window's mean integrator
+        least `quick_after_s` before c, at least `quick_floor` high — is at least `quick_ratio` times the window's mean integrator
         level.  The thresholds are then initialised from that window exactly as from the 2 s one
         (SPKI = ½ max, NPKI = ½ mean; Pan & Tompkins 1985 learn over 2 s, Hamilton's OSEA over the first
         8 s: the length is a design choice, the estimates adapt from the first beat on).  Checkpoints
@@ -285,7 +287,7 @@ class QrsDetector:
             if not peaks:
                 continue
             h, i = max(peaks)
-            if c - i < self.quick_after:
+            if c - i < self.quick_after or h < self.quick_floor:
                 continue
             level = float(np.mean(self.mwi.get(self.origin, c)))
             if h >= self.quick_ratio * level:
