@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -183,3 +184,11 @@ def read_vf_episodes(path_without_ext: str, extension: str = "atr") -> list[tupl
     if on is not None:
         spans.append((on, 1 << 62))
     return spans
+
+
+def present_records(root: Path, db: str, wanted: str = "", among: Sequence[str] | None = None) -> list[str]:
+    """Records of `db` under `root` that have a header: all, or those of `among`, or of the comma list `wanted`."""
+    have = sorted(f.stem for f in (root / db).glob("*.hea"))
+    if among is not None:
+        have = [r for r in among if r in have]
+    return [r for r in wanted.split(",") if r in have] if wanted else have

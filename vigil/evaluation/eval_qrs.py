@@ -21,6 +21,7 @@ from vigil.evaluation.ec57 import (
     PACED_RECORDS,
     SKIP_MITDB_S,
     BeatScore,
+    present_records,
     read_reference,
     read_vf_episodes,
     score,
@@ -161,10 +162,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
     root = data_root()
-    mit = sorted(f.stem for f in (root / "mitdb").glob("*.hea"))
-    if args.records:
-        mit = [r for r in args.records.split(",") if r in mit]
-    nst = [r for r in NSTDB if (root / "nstdb" / f"{r}.hea").exists()]
+    mit = present_records(root, "mitdb", args.records)
+    nst = present_records(root, "nstdb", among=NSTDB)
     methods: tuple[str, ...] = METHODS[:2] if args.no_baselines else METHODS
     if args.methods:
         methods = tuple(m for m in METHODS if m in args.methods.split(","))

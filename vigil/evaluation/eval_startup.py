@@ -24,7 +24,7 @@ from multiprocessing import get_context
 import numpy as np
 
 from vigil.datasets import data_root
-from vigil.evaluation.ec57 import BeatScore, read_reference, read_vf_episodes, score
+from vigil.evaluation.ec57 import BeatScore, present_records, read_reference, read_vf_episodes, score
 
 BLOCK_S = 0.25  # the daemon's feed
 SCORE_S = 10.0  # beats scored after each start
@@ -133,10 +133,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
     root = data_root()
-    mit = sorted(f.stem for f in (root / "mitdb").glob("*.hea"))
-    if args.records:
-        mit = [r for r in args.records.split(",") if r in mit]
-    nst = [r for r in NSTDB if (root / "nstdb" / f"{r}.hea").exists()]
+    mit = present_records(root, "mitdb", args.records)
+    nst = present_records(root, "nstdb", among=NSTDB)
     jobs = [("mitdb", r, args.every) for r in mit] + [("nstdb", r, args.every) for r in nst]
     if not jobs:
         print(f"no mitdb/nstdb records under {root}")
