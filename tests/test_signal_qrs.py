@@ -297,3 +297,18 @@ def test_beats_in_noise_are_unclassifiable_but_keep_their_rhythm_label(rec119):
     assert all(bt.rhythm_label != "Q" for bt in beats)  # rhythm and the VT alarm see the classifier's label
     assert after and all(bt.label != "Q" for bt in after)
     assert sum(bt.rhythm_label == "V" for bt in after) >= 5  # 119's bigeminy goes on being called V
+
+
+def test_detector_takes_a_block_longer_than_its_buffers(rec119):
+    """A 30 s block fed to QrsDetector at once (twice its 6 s ring buffers) gives the detections of 0.25 s feeds."""
+    from vigil.signal.qrs import QrsDetector
+
+    x, fs, _ = rec119
+    x = x[: int(30 * fs)]
+    whole = QrsDetector(fs, 2).process(x)
+    det = QrsDetector(fs, 2)
+    step = int(0.25 * fs)
+    fed = [d for i in range(0, len(x), step) for d in det.process(x[i:i + step])]
+    assert len(whole) > 30 and len(whole) == len(fed)
+    assert [(d.sample, d.searchback, d.due) for d in whole] == [(d.sample, d.searchback, d.due) for d in fed]
+    assert np.allclose([d.height for d in whole], [d.height for d in fed], rtol=1e-9)  # filter rounding only

@@ -239,7 +239,21 @@ class QrsDetector:
         return m_prod ** (1.0 / n) + FUSION_MEAN * m_sum / n, s_sum
 
     def process(self, x: FloatArray) -> list[Detection]:
-        """Feed a block (n, n_leads) continuing the current index; return new detections in order."""
+        """Feed a block (n, n_leads) continuing the current index; return new detections in order.
+
+        Blocks longer than half the ring buffers (3 s) are processed a second at a time (the detections do
+        not depend on the block split, up to floating-point rounding of the heights), so the learning
+        window and the searchback pool never leave the buffers; the analyser's blocks (≤ 2 s) are not split.
+        """
+        step = max(1, int(self.fs))
+        if len(x) > BUFFER_S * self.fs / 2:
+            out: list[Detection] = []
+            for i in range(0, len(x), step):
+                out.extend(self._process(x[i:i + step]))
+            return out
+        return self._process(x)
+
+    def _process(self, x: FloatArray) -> list[Detection]:
         mwi, slope = self.energy(x)
         self.mwi.append(mwi)
         self.slope.append(slope)
