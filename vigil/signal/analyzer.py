@@ -2,10 +2,11 @@
 
 Pipeline per block: baseline removal (0.5 Hz high-pass) → 40 Hz low-pass (the "band-passed" ECG)
 → Pan–Tompkins QRS detection over one or two leads (``vigil.signal.qrs``) → R-peak localisation
-on the band-passed primary lead → beat class (``beats``; Q, unclassifiable, when a second whose noise
-could hide a QRS — ``quality.obscures_qrs`` — ended less than ``Q_AFTER_NOISE_S`` before the R: the
-reported label only, rhythm and the VT alarm keep the classifier's strict label) → RR/HR (``hr``), HRV (``hrv``), signal
+on the band-passed primary lead → beat class (``beats``) → RR/HR (``hr``), HRV (``hrv``), signal
 quality per second (``quality``) → rhythm (``rhythm.RhythmTracker``) and QT (``qt.QtMeasurer``).
+A beat is reported Q (unclassifiable) when a second whose noise could hide a QRS
+(``quality.obscures_qrs``) ended less than ``Q_AFTER_NOISE_S`` before its R; its strict label, which
+rhythm and the VT alarm read, stays the classifier's.
 
 Memory is bounded (ring buffers of a few seconds); no I/O, no clock.  Sample indices are the
 stream's own numbering (``seq``); a jump in ``seq`` is a gap: every stage re-learns from the new

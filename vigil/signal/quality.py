@@ -29,6 +29,7 @@ quality = 1 − penalties (flatline/lead-off/saturation → 0, noise → 0.3, di
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
 import numpy as np
 import numpy.typing as npt
@@ -48,7 +49,7 @@ WANDER_CONTEXT_S = 2.0  # raw signal the analyser passes for the wander check (t
 HIDING_FLAGS = frozenset({"lead_off", "flatline", "saturation"})  # a QRS could hide in such a second
 
 
-def obscures_qrs(flags: tuple[str, ...] | frozenset[str] | set[str]) -> bool:
+def obscures_qrs(flags: Iterable[str]) -> bool:
     """Whether a second with these quality flags could hide or distort a QRS complex.
 
     Lead-off, flatline and saturation always can; `noise` can unless it is only baseline wander
