@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from multiprocessing import get_context
@@ -113,7 +114,59 @@ def record_features(rec: str, n_leads: int) -> dict[str, Any]:
     """Stream one mitdb record; return per-detection features, reference class and a scored mask."""
     _an, _x, fs, rows = stream_beats(rec, n_leads)
     cls, scored, v_missed = reference_classes(rec, [s for s, _ in rows], fs)
-    return {"X": np.array([f.vector() for _, f in rows]), "cls": cls, "scored": scored, "v_undetected": v_missed}
+    return {"X": np.array([f.vector() for _, f in rows]), "cls": cls, "scored": scored, "v_undetected": v_missed,
+            "samples": np.array([s for s, _ in rows], dtype=np.int64), "fs": fs}
+
+
+POST_RR_NAMES = ("next_rr_ratio", "next_prev_ratio", "pause_index", "next_corr", "next_missing")
+NEXT_RR_WAIT: float | None = None  # --next-rr W: the gated model also sees `post_rr_features` (measurement only)
+LOCAL_RR = 8  # RR intervals before the beat's own coupling interval averaged as the local mean RR
+MISSING_CORR = -2.0  # next_corr when the next beat is not known within the wait (below any correlation)
+
+
+def post_rr_features(samples: npt.NDArray[np.int64], corr: npt.NDArray[np.float64], fs: float,
+                     wait_s: float = math.inf) -> npt.NDArray[np.float64]:
+    """Features known only after the beat: the following RR interval and the next beat's shape (`POST_RR_NAMES`).
+
+    For beat i with previous RR ``p = s[i] - s[i-1]``, next RR ``q = s[i+1] - s[i]`` and local mean RR
+    ``m`` (mean of the up to `LOCAL_RR` intervals before ``p``; ``p`` when there are none): ``q / m``,
+    ``q / p`` and the compensatory-pause index ``(p + q) / (2 m)`` (about 1 after a fully compensated
+    ventricular premature beat, below 1 after a non-compensated atrial one), the next beat's correlation
+    with the dominant template (`corr` of row i + 1) and a 0/1 flag.  With a bounded wait, a next beat
+    more than `wait_s` after the beat is not yet known when the label must be final: ``q`` is censored
+    at `wait_s` (all that is known is q > wait), next_corr is `MISSING_CORR` and the flag is 1 (as for
+    the last beat).  Ratios are 1 where the previous RR is unknown (first beat).
+    """
+    s = np.asarray(samples, dtype=np.float64)
+    n = len(s)
+    out = np.zeros((n, len(POST_RR_NAMES)))
+    if n == 0:
+        return out
+    rr = np.diff(s)  # rr[k] = s[k+1] - s[k]
+    cap = wait_s * fs
+    for i in range(n):
+        q = rr[i] if i + 1 < n else math.inf
+        missing = i + 1 >= n or q > cap
+        q_known = min(q, cap)
+        if i == 0 or not math.isfinite(q_known):
+            out[i] = (1.0, 1.0, 1.0, MISSING_CORR if missing else corr[i + 1], float(missing))
+            continue
+        p = rr[i - 1]
+        before = rr[max(0, i - 1 - LOCAL_RR):i - 1]
+        m = float(before.mean()) if len(before) else p
+        out[i] = (q_known / m, q_known / p, (p + q_known) / (2.0 * m),
+                  MISSING_CORR if missing else corr[i + 1], float(missing))
+    return out
+
+
+def gated_x(d: dict[str, Any]) -> npt.NDArray[np.float64]:
+    """The gated model's input rows of one record: the beat features, plus `post_rr_features` with ``--next-rr``."""
+    x = d["X"]
+    if NEXT_RR_WAIT is None or not len(x):
+        return x
+    if "samples" not in d:
+        raise SystemExit(f"--next-rr needs R sample positions: the cache in {CACHE} predates them; run without --reuse")
+    return np.hstack([x, post_rr_features(d["samples"], x[:, 0], d["fs"], NEXT_RR_WAIT)])
 
 
 def _job(args: tuple[str, int]) -> tuple[str, int, dict[str, Any]]:
@@ -146,7 +199,7 @@ def _train_xy(data: dict[tuple[str, int], dict[str, Any]], records: list[str],
             keep &= is_v | (rng.random(len(cls)) < N_KEEP)
         else:
             keep &= candidates(d["X"], gate)
-        xs.append(_masked(d["X"][keep]))
+        xs.append(_masked((d["X"] if gate is None else gated_x(d))[keep]))
         ys.append(is_v[keep].astype(np.int64))
     return np.vstack(xs), np.concatenate(ys)
 
@@ -215,14 +268,14 @@ _CV_DATA: Any = None
 
 def _cv_fold(rec: str) -> dict[str, dict[int, npt.NDArray[np.float64]]]:
     """Log-odds of the held-out record's beats: veto model ("veto") and, with a gate, the gated one ("gated")."""
-    data, records, gate = _CV_DATA
+    data, records, gate, veto_known = _CV_DATA
     others = [r for r in records if r != rec]
     out = {}
-    for name, g in [("veto", None)] + ([("gated", gate)] if gate is not None else []):
+    for name, g in ([] if veto_known else [("veto", None)]) + ([("gated", gate)] if gate is not None else []):
         x, y = _train_xy(data, others, np.random.default_rng(0), g)
         clf = fit(x, y)
-        out[name] = {n: clf.decision_function(_masked(data[rec, n]["X"])) if len(data[rec, n]["X"]) else np.zeros(0)
-                     for n in (1, 2)}
+        xs = {n: data[rec, n]["X"] if g is None else gated_x(data[rec, n]) for n in (1, 2)}
+        out[name] = {n: clf.decision_function(_masked(xs[n])) if len(xs[n]) else np.zeros(0) for n in (1, 2)}
     return out
 
 
@@ -268,11 +321,25 @@ def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[st
     res: dict[str, Counts] = {nm: {t: {1: [0, 0, 0], 2: [0, 0, 0]} for t in thresholds} for nm in names}
     per_rec: dict[int, dict[str, dict[float, tuple[int, int, int]]]] = {1: {}, 2: {}}
     global _CV_DATA
-    _CV_DATA = (data, records, gate_corr)
-    with get_context("fork").Pool(max(1, min(2, workers))) as pool:
-        logits = dict(zip(records, pool.map(_cv_fold, records), strict=True))
     import pickle
 
+    # The veto model never sees the --next-rr features: its held-out log-odds depend only on the beat
+    # features, so they are kept (keyed by a fingerprint of those features) and not retrained per variant.
+    veto_path = CACHE / "cv_veto_logits.pkl"
+    key = (tuple(records), round(float(sum(float(np.sum(data[r, n]["X"])) for r in records for n in (1, 2))), 6))
+    veto_known: dict[str, Any] | None = None
+    if veto_path.exists():
+        cached_key, cached = pickle.loads(veto_path.read_bytes())
+        veto_known = cached if cached_key == key else None
+    _CV_DATA = (data, records, gate_corr, veto_known is not None)
+    with get_context("fork").Pool(max(1, min(2, workers))) as pool:
+        logits = dict(zip(records, pool.map(_cv_fold, records), strict=True))
+    if veto_known is None:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        veto_path.write_bytes(pickle.dumps((key, {r: logits[r]["veto"] for r in records})))
+    else:
+        for r in records:
+            logits[r]["veto"] = veto_known[r]
     (CACHE / "cv_logits.pkl").write_bytes(pickle.dumps(logits))
     for rec in records:
         for n in (1, 2):
@@ -308,9 +375,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--reuse", action="store_true", help=f"reuse the features cached in {CACHE}")
     p.add_argument("--gate", type=float, default=None,
                    help="also train the gated label model on the V candidates: rule or corr below this (e.g. 0.90)")
+    p.add_argument("--next-rr", type=float, default=None, metavar="W",
+                   help="measurement only (with --cv --gate): the gated model also sees the next RR and next beat's "
+                        "correlation, known within W s after the beat (0 = wait without bound)")
     args = p.parse_args(argv)
-    global GATE_CORR
+    global GATE_CORR, NEXT_RR_WAIT
     GATE_CORR = args.gate
+    if args.next_rr is not None:
+        if args.write or args.gate is None:
+            p.error("--next-rr is a measurement with --cv --gate; the analyser has no such features (not written)")
+        NEXT_RR_WAIT = math.inf if args.next_rr <= 0 else args.next_rr
     root = data_root() / "mitdb"
     recs = sorted(f.stem for f in root.glob("*.hea") if f.stem not in PACED_RECORDS)
     if args.records:
@@ -348,6 +422,13 @@ def main(argv: list[str]) -> int:
                 picks = ", ".join(f"{t:+.2f} x{list(chosen.values()).count(t)}" for t in sorted(set(chosen.values())))
                 print(f"  label = strict | gated, gated threshold chosen on the other records (nested), {n} lead(s): "
                       f"Vv={c[0]} missed={c[1]} false={c[2]} Se={se:.2f}% +P={ppv:.2f}% (thresholds {picks})")
+            for n in (2, 1):
+                counts = res["label = strict | gated"]
+                t_best = max(ths, key=lambda t: min(_se_ppv(counts[t][n])))
+                se, ppv = _se_ppv(counts[t_best][n])
+                print(f"  label = strict | gated, best threshold of the grid {t_best:+.2f}, {n} lead(s): "
+                      f"Se={se:.2f}% +P={ppv:.2f}%; per record (Vv, missed, false): "
+                      + " ".join(f"{r}:{per_rec[n][r][t_best]}" for r in recs))
     if args.write:
         x, y = _train_xy(data, recs, np.random.default_rng(0), GATE_CORR)
         doc = export(fit(x, y), args.threshold, GATE_CORR)
