@@ -312,3 +312,24 @@ def test_detector_takes_a_block_longer_than_its_buffers(rec119):
     assert len(whole) > 30 and len(whole) == len(fed)
     assert [(d.sample, d.searchback, d.due) for d in whole] == [(d.sample, d.searchback, d.due) for d in fed]
     assert np.allclose([d.height for d in whole], [d.height for d in fed], rtol=1e-9)  # filter rounding only
+
+
+def test_eval_qrs_at_device_rates_maps_beats_back_to_the_record(vendored_records):
+    """`eval_qrs --resample`: vendored 119 (bigeminy) fed at 130 Hz (Polar H10) and 500 Hz, beats mapped
+    back to the record's 360 Hz numbering, still scores QRS and VEB against the unchanged reference."""
+    from vigil.evaluation.ec57 import read_reference, score
+    from vigil.evaluation.eval_qrs import read_signal, stream_record, to_record_samples
+
+    x, fs_record, fs_used = read_signal(vendored_records / "119", rate=130)
+    assert (fs_record, fs_used) == (360.0, 130.0) and abs(len(x) - 216000 * 130 / 360) <= 1
+    assert to_record_samples([(130, "V")], 130.0, 360.0) == [(360, "V")]
+    ref, _ = read_reference(str(vendored_records / "119"))
+    for rate in (130.0, 500.0):
+        beats, fs = stream_record(vendored_records / "119", 2, rate=rate)
+        assert fs == 360.0
+        sc = score(ref, beats, fs)
+        vv, vmiss, vfalse = sc.veb_counts()
+        assert sc.se >= 0.998 and sc.ppv >= 0.998, (rate, sc.se, sc.ppv)
+        assert vv >= 0.97 * (vv + vmiss) and vfalse <= 0.03 * vv, (rate, vv, vmiss, vfalse)
+    # the mapping matters: the same beats in 130 Hz numbering match only by chance
+    assert score(ref, [(round(s * 130 / 360), c) for s, c in beats], 360.0).se < 0.5

@@ -1,8 +1,10 @@
 """EC57-style QRS and VEB tables on mitdb and nstdb for Vigil's streaming analyser, neurokit2's
 default detector (``nk.ecg_peaks``) and wfdb's XQRS, side by side.
 
-Usage: ``python -m vigil.evaluation.eval_qrs [--records 101,106] [--no-baselines] [--workers 2]``.
-Progress goes to stderr, tables to stdout.
+Usage: ``python -m vigil.evaluation.eval_qrs [--records 101,106] [--no-baselines] [--workers 2]
+[--resample HZ]``.  ``--resample`` feeds every detector the records resampled (polyphase) to HZ, e.g.
+130 as a Polar H10 or 500; detections are mapped back to the record's own sample numbering and scored
+against the unchanged reference.  Progress goes to stderr, tables to stdout.
 """
 
 from __future__ import annotations
@@ -34,10 +36,44 @@ BLOCK_S = 0.25  # seconds per feed when streaming a record (the daemon's replay 
 METHODS = ("vigil-2lead", "vigil-lead1", "neurokit2", "xqrs")
 
 
+def read_signal(path: Path, channels: list[int] | None = None,
+                rate: float | None = None) -> tuple[np.ndarray, float, float]:
+    """A WFDB record's signal (µV, NaN as 0, shape (n, leads)), its own rate and the rate returned.
+
+    With `rate`, the signal is resampled (polyphase, :func:`scipy.signal.resample_poly`) to it.
+    """
+    import wfdb
+
+    rec = wfdb.rdrecord(str(path), channels=channels)
+    x = np.nan_to_num(rec.p_signal * 1000.0)  # mV -> µV
+    fs = float(rec.fs)
+    if not rate or abs(rate - fs) < 1e-9:
+        return x, fs, fs
+    from fractions import Fraction
+
+    import scipy.signal as sps
+
+    fr = Fraction(rate / fs).limit_denominator(1000)
+    y = sps.resample_poly(x, fr.numerator, fr.denominator, axis=0)
+    return np.asarray(y, dtype=float), fs, fs * fr.numerator / fr.denominator
+
+
+def to_record_samples(beats: list[tuple[int, str]], fs_used: float, fs_record: float) -> list[tuple[int, str]]:
+    """Beat indices at `fs_used` mapped to the record's own numbering at `fs_record`."""
+    if fs_used == fs_record:
+        return beats
+    k = fs_record / fs_used
+    return [(int(round(s * k)), c) for s, c in beats]
+
+
 def stream_record(path: Path, n_leads: int, block: int | None = None, channel: int = 0,
                   latencies: list[float] | None = None,
-                  beyond_rules: list[float] | None = None) -> tuple[list[tuple[int, str]], float]:
+                  beyond_rules: list[float] | None = None,
+                  rate: float | None = None) -> tuple[list[tuple[int, str]], float]:
     """Run the streaming analyser over a WFDB record; return its beats (sample, label) and fs.
+
+    With `rate` the analyser is fed the record resampled to it; the beats are returned in the
+    record's own sample numbering and the returned fs is the record's.
 
     `block` is the feed size in samples (default 0.25 s).  When `latencies` is given, the emission
     latency (s) of every beat after the QRS detector's learning period is appended to it: from the
@@ -47,20 +83,16 @@ def stream_record(path: Path, n_leads: int, block: int | None = None, channel: i
     ``Detection.due`` (the integrator peak, the end of the 2 s learning period or, for a searchback
     beat, the end of its searchback interval, whichever is latest).
     """
-    import wfdb
-
     from vigil.model import Beat
     from vigil.signal.analyzer import EcgAnalyzer
     from vigil.signal.qrs import LEARN_S, Detection
 
-    rec = wfdb.rdrecord(str(path))
-    sig = rec.p_signal * 1000.0  # mV -> µV
-    sig = np.nan_to_num(sig)
+    sig, fs_record, fs = read_signal(path, rate=rate)
     cols = [channel] if n_leads == 1 else list(range(min(n_leads, sig.shape[1])))
     x = sig[:, cols]
-    an = EcgAnalyzer(float(rec.fs), n_leads=len(cols), rhythm=False, qt=False)
-    block = block or int(round(BLOCK_S * rec.fs))
-    learned = int(LEARN_S * rec.fs)
+    an = EcgAnalyzer(fs, n_leads=len(cols), rhythm=False, qt=False)
+    block = block or int(round(BLOCK_S * fs))
+    learned = int(LEARN_S * fs)
     beats: list[tuple[int, str]] = []
     detected: list[Detection] = []
     if beyond_rules is not None:
@@ -79,44 +111,42 @@ def stream_record(path: Path, n_leads: int, block: int | None = None, channel: i
             if isinstance(o, Beat):
                 beats.append((o.sample, o.label))
                 if latencies is not None and o.sample >= learned:
-                    latencies.append((emitted_at - o.sample) / float(rec.fs))
+                    latencies.append((emitted_at - o.sample) / fs)
         if beyond_rules is not None:
-            beyond_rules.extend((emitted_at - d.due) / float(rec.fs) for d in detected)
+            beyond_rules.extend((emitted_at - d.due) / fs for d in detected)
     for o in an.flush():
         if isinstance(o, Beat):
             beats.append((o.sample, o.label))
-    return beats, float(rec.fs)
+    return to_record_samples(beats, fs, fs_record), fs_record
 
 
-def baseline_record(path: Path, method: str) -> list[tuple[int, str]]:
-    """Beats of a baseline detector on lead 1 (all labelled N: no classification)."""
-    import wfdb
-
-    rec = wfdb.rdrecord(str(path), channels=[0])
-    x = np.nan_to_num(rec.p_signal[:, 0])
+def baseline_record(path: Path, method: str, rate: float | None = None) -> list[tuple[int, str]]:
+    """Beats of a baseline detector on lead 1 (all labelled N: no classification), record numbering."""
+    sig, fs_record, fs = read_signal(path, channels=[0], rate=rate)
+    x = sig[:, 0] / 1000.0  # the detectors' own unit, mV
     if method == "neurokit2":
         import neurokit2 as nk
 
-        _, info = nk.ecg_peaks(x, sampling_rate=int(rec.fs))
+        _, info = nk.ecg_peaks(x, sampling_rate=int(round(fs)))
         peaks = info["ECG_R_Peaks"]
     else:
         import wfdb.processing as wp
 
-        peaks = wp.xqrs_detect(sig=x, fs=rec.fs, verbose=False)
-    return [(int(p), "N") for p in peaks]
+        peaks = wp.xqrs_detect(sig=x, fs=fs, verbose=False)
+    return to_record_samples([(int(p), "N") for p in peaks], fs, fs_record)
 
 
-def _job(args: tuple[str, str, str]) -> tuple[str, str, str, BeatScore, float, list[float], list[float]]:
-    db, rec, method = args
+def _job(args: tuple[str, str, str, float | None]) -> tuple[str, str, str, BeatScore, float, list[float], list[float]]:
+    db, rec, method, rate = args
     path = data_root() / db / rec
     t0 = time.perf_counter()
     latencies: list[float] = []
     beyond: list[float] = []
     if method.startswith("vigil"):
         beats, _ = stream_record(path, 2 if method == "vigil-2lead" else 1, latencies=latencies,
-                                 beyond_rules=beyond)
+                                 beyond_rules=beyond, rate=rate)
     else:
-        beats = baseline_record(path, method)
+        beats = baseline_record(path, method, rate)
     ref, fs = read_reference(str(path), "atr")
     if not fs:
         import wfdb
@@ -160,14 +190,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-baselines", action="store_true", help="skip neurokit2 and XQRS")
     p.add_argument("--methods", default="", help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--resample", type=float, default=None, metavar="HZ",
+                   help="feed the detectors the records resampled to HZ (e.g. 130, 500)")
     args = p.parse_args(argv)
+    if args.resample is not None and not 100.0 <= args.resample <= 2000.0:
+        p.error(f"--resample {args.resample:g}: expected a rate between 100 and 2000 Hz")
     root = data_root()
     mit = present_records(root, "mitdb", args.records)
     nst = present_records(root, "nstdb", among=NSTDB)
     methods: tuple[str, ...] = METHODS[:2] if args.no_baselines else METHODS
     if args.methods:
         methods = tuple(m for m in METHODS if m in args.methods.split(","))
-    jobs = [(db, r, m) for m in methods for db, recs in (("mitdb", mit), ("nstdb", nst)) for r in recs]
+    jobs = [(db, r, m, args.resample) for m in methods for db, recs in (("mitdb", mit), ("nstdb", nst)) for r in recs]
     if not jobs:
         print(f"no mitdb/nstdb records under {root}")
         return 1
@@ -184,7 +218,9 @@ def main(argv: list[str]) -> int:
                   file=sys.stderr, flush=True)
     print("EC57 beat-by-beat (bxb rules): 150 ms match window, first 5 min excluded, reference VF/VFL "
           "episodes ([ to ]) excluded; VEB excludes paced records "
-          f"({', '.join(sorted(PACED_RECORDS))}). Records: {root}")
+          f"({', '.join(sorted(PACED_RECORDS))}). Records: {root}"
+          + (f"; signals resampled to {args.resample:g} Hz, detections mapped back to the records' "
+             "numbering" if args.resample else ""))
     summary = []
     for m in methods:
         rows = [(r, results["mitdb", r, m]) for r in mit]
