@@ -13,14 +13,17 @@ model is trained on all records and written to ``vigil/data/models/beat_classifi
 chosen threshold (``--threshold``: best min(Se, +P) of the cross-validation).
 
 With ``--gate 0.90`` a second, gated model is trained as well: it decides every beat the rule calls V or
-that correlates below 0.90 with the dominant template.  The reported beat label is V when the veto
-model keeps the rule's call (the strict label, the only V evidence VT runs count) *or* the gated model
-accepts the beat; ``--cv --gate`` prints that union ("label = strict | gated") per gated threshold, and
-with the gated threshold chosen per held-out record on the other records only (nested).  ``--write
---gate 0.90 --threshold T`` writes the gated model to ``beat_label_model.json``; ``--write`` alone writes
-the veto model to ``beat_classifier.json``.
+that correlates below 0.90 with the dominant template, and alone gives the reported beat label
+(``BeatClassifier.labels``; section "gate + model"); the strict label (rule V kept by the veto model) is
+the only V evidence VT runs count.  ``--cv --gate`` prints every section per threshold, then per section
+the best threshold of the grid (with per-record counts) and the threshold chosen per held-out record on
+the other records only (nested); "label = strict | gated" is the union of the two (not shipped).
+``--write --gate 0.90 --threshold T`` writes the gated model to ``beat_label_model.json``; ``--write``
+alone writes the veto model to ``beat_classifier.json``.  ``--cv --gate 0.90 --next-rr W`` measures the
+gated model with features known only after the beat (`post_rr_features`: the following RR interval,
+censored at W s, and the next beat's correlation; W = 0 waits without bound); nothing is written then.
 
-Usage: ``python -m vigil.evaluation.train_beats [--cv] [--write --threshold -1.5] [--gate 0.90] [--workers 2]`` (training needs
+Usage: ``python -m vigil.evaluation.train_beats [--cv] [--write --threshold -1.5] [--gate 0.90 [--next-rr W]] [--workers 2] [--reuse]`` (training needs
 scikit-learn, installed with neurokit2; the analyser itself only reads the JSON).
 """
 
@@ -285,8 +288,8 @@ def _se_ppv(c: list[int] | tuple[int, int, int]) -> tuple[float, float]:
     return 100.0 * vv / max(1, vv + m), 100.0 * vv / max(1, vv + f)
 
 
-def nested_union(per_rec: dict[str, dict[float, tuple[int, int, int]]]) -> tuple[list[int], dict[str, float]]:
-    """Gross counts when each record's gated threshold is the best min(Se, +P) of the *other* records."""
+def nested(per_rec: dict[str, dict[float, tuple[int, int, int]]]) -> tuple[list[int], dict[str, float]]:
+    """Gross counts when each record's threshold is the best min(Se, +P) of the *other* records."""
     tot = [0, 0, 0]
     chosen: dict[str, float] = {}
     for rec in per_rec:
@@ -303,23 +306,27 @@ def nested_union(per_rec: dict[str, dict[float, tuple[int, int, int]]]) -> tuple
     return tot, chosen
 
 
+PerRecord = dict[str, dict[int, dict[str, dict[float, tuple[int, int, int]]]]]  # section -> leads -> record -> t
+
+
 Counts = dict[float, dict[int, list[int]]]
 
 
 def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[str], thresholds: list[float],
-                   workers: int = 2) -> tuple[dict[str, Counts], dict[int, dict[str, dict[float, tuple[int, int, int]]]]]:
-    """Leave-one-record-out gross (Vv, missed, false) per section, threshold and lead count, and the union per record.
+                   workers: int = 2) -> tuple[dict[str, Counts], PerRecord]:
+    """Leave-one-record-out gross (Vv, missed, false) per section, threshold and lead count, and per record.
 
     Sections: "rule + veto" (the rule's V calls the veto model keeps), and with a gate "gate + model"
-    (the gated model alone on its candidates) and "label = strict | gated" (the veto model's V at
-    `STRICT_THRESHOLD`, or the gated model's at the threshold).
+    (the gated model alone on its candidates: the reported label ``BeatClassifier.labels`` ships) and
+    "label = strict | gated" (the veto model's V at `STRICT_THRESHOLD`, or the gated model's at the
+    threshold; not shipped).
     """
     from vigil.signal.beats import BeatFeatures, rule_v
 
     gate_corr = GATE_CORR
     names = ["rule + veto"] + (["gate + model", "label = strict | gated"] if gate_corr is not None else [])
     res: dict[str, Counts] = {nm: {t: {1: [0, 0, 0], 2: [0, 0, 0]} for t in thresholds} for nm in names}
-    per_rec: dict[int, dict[str, dict[float, tuple[int, int, int]]]] = {1: {}, 2: {}}
+    per_rec: PerRecord = {nm: {1: {}, 2: {}} for nm in names}
     global _CV_DATA
     import pickle
 
@@ -348,14 +355,16 @@ def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[st
             rule = np.array([rule_v(BeatFeatures(*row)) for row in d["X"]], dtype=bool)
             strict = rule & (veto > STRICT_THRESHOLD)
             line = []
-            per_rec[n][rec] = {}
+            for nm in names:
+                per_rec[nm][n][rec] = {}
             for t in thresholds:
                 cs = {"rule + veto": veb_counts(d, rule & (veto > t))}
                 if gate_corr is not None:
                     gated = candidates(d["X"], gate_corr) & (logits[rec]["gated"][n] > t)
                     cs["gate + model"] = veb_counts(d, gated)
-                    cs["label = strict | gated"] = per_rec[n][rec][t] = veb_counts(d, strict | gated)
+                    cs["label = strict | gated"] = veb_counts(d, strict | gated)
                 for nm, c in cs.items():
+                    per_rec[nm][n][rec][t] = c
                     for k in range(3):
                         res[nm][t][n][k] += c[k]
                 line.append(cs[names[-1]])
@@ -415,20 +424,20 @@ def main(argv: list[str]) -> int:
                     se, ppv = _se_ppv(counts[t][n])
                     print(f"  {name:22s} log-odds threshold {t:+.2f} {n} lead(s): Vv={vv} missed={m} false={f} "
                           f"Se={se:.2f}% +P={ppv:.2f}%")
-        if GATE_CORR is not None:
+        for name in res if GATE_CORR is not None else ():
             for n in (2, 1):
-                c, chosen = nested_union(per_rec[n])
+                c, chosen = nested(per_rec[name][n])
                 se, ppv = _se_ppv(c)
                 picks = ", ".join(f"{t:+.2f} x{list(chosen.values()).count(t)}" for t in sorted(set(chosen.values())))
-                print(f"  label = strict | gated, gated threshold chosen on the other records (nested), {n} lead(s): "
+                print(f"  {name}, threshold chosen on the other records (nested), {n} lead(s): "
                       f"Vv={c[0]} missed={c[1]} false={c[2]} Se={se:.2f}% +P={ppv:.2f}% (thresholds {picks})")
             for n in (2, 1):
-                counts = res["label = strict | gated"]
+                counts = res[name]
                 t_best = max(ths, key=lambda t: min(_se_ppv(counts[t][n])))
                 se, ppv = _se_ppv(counts[t_best][n])
-                print(f"  label = strict | gated, best threshold of the grid {t_best:+.2f}, {n} lead(s): "
+                print(f"  {name}, best threshold of the grid {t_best:+.2f}, {n} lead(s): "
                       f"Se={se:.2f}% +P={ppv:.2f}%; per record (Vv, missed, false): "
-                      + " ".join(f"{r}:{per_rec[n][r][t_best]}" for r in recs))
+                      + " ".join(f"{r}:{per_rec[name][n][r][t_best]}" for r in recs))
     if args.write:
         x, y = _train_xy(data, recs, np.random.default_rng(0), GATE_CORR)
         doc = export(fit(x, y), args.threshold, GATE_CORR)
