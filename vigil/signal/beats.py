@@ -57,6 +57,11 @@ MAX_TEMPLATES = 5
 MATCH = 0.85  # correlation that counts as the same morphology
 DECAY = 0.985  # per-beat decay of template counts
 RR_MATCH = 0.80  # beats correlating at least this with the dominant template feed the RR history
+# The reference ("dominant") template is the most frequent one unless a template at most DOM_WIDTH_RATIO as
+# wide has at least DOM_COUNT_RATIO of its count: then that narrower one (conducted beats are narrower than
+# ventricular ones), so frequent PVCs or a ventricular run do not become the patient's normal beat.
+DOM_COUNT_RATIO = 0.5
+DOM_WIDTH_RATIO = 0.8
 # V rule thresholds (grid-searched on MIT-BIH DS1 in the first version, i.e. in-sample there)
 CORR_V = 0.40  # below: ventricular regardless of width
 CORR_WIDE = 0.80  # below with a wider or taller complex: ventricular
@@ -185,7 +190,8 @@ class BeatClassifier:
 
     Up to `MAX_TEMPLATES` running templates are kept, each with a decaying count of the beats that
     matched it (correlation ≥ `MATCH`, best over ±30 ms shifts); the template with the largest count
-    is the dominant (normal) morphology.  Beats before any template are labelled N.
+    is the dominant (normal) morphology, unless a markedly narrower template is at least half as frequent
+    (`_dominant`).  Beats before any template are labelled N.
     """
 
     def __init__(self, fs: float, n_leads: int = 1, model: TreeEnsemble | None = None,
@@ -300,6 +306,25 @@ class BeatClassifier:
             self._rstats[j] = None
             self.counts[j] = 1.0
 
+    def _dominant(self) -> int:
+        """Index of the reference template: the most frequent, unless a markedly narrower one is frequent too.
+
+        Among templates at most `DOM_WIDTH_RATIO` as wide (lead 1) as the most frequent one and with at
+        least `DOM_COUNT_RATIO` of its decaying count, the most frequent is taken instead.  Counts alone
+        let frequent PVCs (bigeminy, couplets) or a ventricular run become the reference, after which
+        V beats match it and are labelled N (mitdb 208: 158 of 298 V beats in 7.5-15 min).
+        """
+        d = argmax(self.counts)
+        if len(self.counts) < 2:
+            return d
+        floor = DOM_COUNT_RATIO * self.counts[d]
+        max_width = DOM_WIDTH_RATIO * self._rule_stats(d)[0]
+        best = d
+        for j, c in enumerate(self.counts):
+            if j != d and c >= floor and self._rule_stats(j)[0] <= max_width and (best == d or c > self.counts[best]):
+                best = j
+        return best
+
     def _rule_stats(self, j: int) -> tuple[float, float]:
         """Width and peak-to-peak of template `j`, lead 1 (what the V rule compares against; cached)."""
         st = self._rstats[j]
@@ -342,7 +367,7 @@ class BeatClassifier:
         matches = self._match_all(v, vv)
         k = argmax([mt[0] for mt in matches])
         corr_k, sh_k = matches[k]
-        d_before = argmax(self.counts)
+        d_before = self._dominant()
         share = self.counts[k] / (sum(self.counts) or 1.0) if corr_k >= MATCH else 0.0
         is_dom = 1.0 if (corr_k >= MATCH and k == d_before) else 0.0
         tpl_pair: tuple[FloatArray, FloatArray] | None = None  # (matched, dominant) when they differ
@@ -356,7 +381,7 @@ class BeatClassifier:
             self.counts[k] += 1.0
         else:
             self._new_template(full)
-        d = argmax(self.counts)
+        d = self._dominant()
         corr_d, sh_d = self._best_of(v, vv, *self._centred(d))
         out = _Match(full=full, seg=seg, dom_full=self.templates[d], dom=d, corr=corr_d,
                      shift=sh_d, prematurity=prem, rr_cv=cv, prev_corr=self._prev_corr, share=share,
