@@ -331,9 +331,11 @@ def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[st
     import pickle
 
     # The veto model never sees the --next-rr features: its held-out log-odds depend only on the beat
-    # features, so they are kept (keyed by a fingerprint of those features) and not retrained per variant.
+    # features, so they are kept (keyed by the records, a fingerprint of those features and the training
+    # constants) and not retrained per variant.
     veto_path = CACHE / "cv_veto_logits.pkl"
-    key = (tuple(records), round(float(sum(float(np.sum(data[r, n]["X"])) for r in records for n in (1, 2))), 6))
+    key = (tuple(records), round(float(sum(float(np.sum(data[r, n]["X"])) for r in records for n in (1, 2))), 6),
+           N_TREES, DEPTH, RATE, N_KEEP, UNUSED)
     veto_known: dict[str, Any] | None = None
     if veto_path.exists():
         cached_key, cached = pickle.loads(veto_path.read_bytes())
