@@ -192,7 +192,7 @@ def _train_xy(data: dict[tuple[str, int], dict[str, Any]], records: list[str],
               rng: np.random.Generator, gate: float | None = None) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """Training rows: all V and a random `N_KEEP` of the rest (veto model), or the candidates of `gate`."""
     xs, ys = [], []
-    for (rec, _), d in data.items():
+    for (rec, _), d in sorted(data.items(), key=lambda kv: kv[0]):  # fixed order: the fit subsamples rows
         if rec not in records:
             continue
         cls = d["cls"]
