@@ -14,21 +14,26 @@ from vigil.signal.beats import BeatClassifier
 FS = 360.0
 
 
+SHAPES = {"N": (0.010, 1000.0), "V": (0.040, -900.0),  # narrow upright conducted beat, wide inverted PVC
+          "L": (0.040, 900.0), "v": (0.010, -1000.0)}  # wide upright conducted beat (LBBB), narrow inverted PVC
+
+
 def _shape(kind: str, n: int, centre: int, rng: np.random.Generator) -> np.ndarray:
-    """A narrow upright QRS ("N", sigma 10 ms) or a wide inverted one ("V", sigma 40 ms), with a little noise."""
+    """A Gaussian QRS of `SHAPES[kind]` (sigma s, amplitude µV) with a little noise."""
     t = (np.arange(n) - centre) / FS
-    sigma, amp = (0.010, 1000.0) if kind == "N" else (0.040, -900.0)
+    sigma, amp = SHAPES[kind]
     return amp * np.exp(-0.5 * (t / sigma) ** 2) + rng.normal(0.0, 5.0, n)
 
 
 def _corr_to_reference(pattern: str, cycles: int) -> list[tuple[str, float]]:
-    """Feed `pattern` repeated `cycles` times; each beat's correlation with the reference template."""
+    """Feed `pattern` repeated `cycles` times (PVCs V/v 0.5 s after the previous beat, others 0.8 s);
+    each beat's correlation with the reference template."""
     cl = BeatClassifier(FS, 1)
     rng = np.random.default_rng(3)
     n = cl.pre + 1 + cl.window
     out, r = [], 1000
     for kind in pattern * cycles:
-        r += int((0.5 if kind == "V" else 0.8) * FS)
+        r += int((0.5 if kind in "Vv" else 0.8) * FS)
         f = cl.features(_shape(kind, n, cl.pre, rng)[None, :], r)
         if f is not None:
             out.append((kind, f.corr))
@@ -49,6 +54,15 @@ def test_a_rare_narrow_template_does_not_take_over() -> None:
     last = _corr_to_reference("NVVVVV", 30)[-24:]
     assert min(c for k, c in last if k == "V") > 0.95
     assert max(c for k, c in last if k == "N") < 0.5
+
+
+def test_a_narrower_but_premature_template_does_not_take_over() -> None:
+    """L L v: wide conducted beats (LBBB-like) with narrow PVCs, a third of the beats. The narrow template
+    has half the wide one's count but its beats come early (RR 0.5 s against 0.8 s), so the conducted
+    beat stays the reference: only narrower templates that are not premature take over."""
+    last = _corr_to_reference("LLv", 30)[-24:]
+    assert min(c for k, c in last if k == "L") > 0.95
+    assert max(c for k, c in last if k == "v") < 0.5
 
 
 def test_record_208_keeps_its_ventricular_beats_ventricular(data_root: Path) -> None:

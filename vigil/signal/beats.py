@@ -58,10 +58,12 @@ MATCH = 0.85  # correlation that counts as the same morphology
 DECAY = 0.985  # per-beat decay of template counts
 RR_MATCH = 0.80  # beats correlating at least this with the dominant template feed the RR history
 # The reference ("dominant") template is the most frequent one unless a template at most DOM_WIDTH_RATIO as
-# wide has at least DOM_COUNT_RATIO of its count: then that narrower one (conducted beats are narrower than
-# ventricular ones), so frequent PVCs or a ventricular run do not become the patient's normal beat.
+# wide has at least DOM_COUNT_RATIO of its count and its beats are not premature against it (mean RR before
+# them >= DOM_RR_RATIO of the frequent template's): then that narrower one (conducted beats are narrower than
+# ventricular ones and come on time), so frequent PVCs or a ventricular run do not become the normal beat.
 DOM_COUNT_RATIO = 0.5
 DOM_WIDTH_RATIO = 0.8
+DOM_RR_RATIO = 0.9
 # V rule thresholds (grid-searched on MIT-BIH DS1 in the first version, i.e. in-sample there)
 CORR_V = 0.40  # below: ventricular regardless of width
 CORR_WIDE = 0.80  # below with a wider or taller complex: ventricular
@@ -215,6 +217,7 @@ class BeatClassifier:
         self._stats: list[_TemplateStats | None] = []  # per-template feature references (see _tpl_stats)
         self._rstats: list[tuple[float, float] | None] = []  # per-template V-rule references (_rule_stats)
         self.counts: list[float] = []
+        self._rr_before: list[float] = []  # per template: running mean RR before its beats (samples; 0 = unknown)
         self._rr: deque[float] = deque(maxlen=8)
         self._last_r: int | None = None
         self._prev_corr = 1.0
@@ -289,7 +292,7 @@ class BeatClassifier:
         k = int(np.argmax(c))
         return float(c[k]), k
 
-    def _new_template(self, seg: FloatArray) -> None:
+    def _new_template(self, seg: FloatArray, rr: float = 0.0) -> None:
         n = 2 * self.half + 1 + self.pre_n
         tpl = seg[:, self.shift:self.shift + n].copy()
         if len(self.templates) < MAX_TEMPLATES:
@@ -298,6 +301,7 @@ class BeatClassifier:
             self._stats.append(None)
             self._rstats.append(None)
             self.counts.append(1.0)
+            self._rr_before.append(rr)
         else:
             j = int(np.argmin(self.counts))
             self.templates[j] = tpl
@@ -305,23 +309,28 @@ class BeatClassifier:
             self._stats[j] = None
             self._rstats[j] = None
             self.counts[j] = 1.0
+            self._rr_before[j] = rr
 
     def _dominant(self) -> int:
         """Index of the reference template: the most frequent, unless a markedly narrower one is frequent too.
 
-        Among templates at most `DOM_WIDTH_RATIO` as wide (lead 1) as the most frequent one and with at
-        least `DOM_COUNT_RATIO` of its decaying count, the most frequent is taken instead.  Counts alone
-        let frequent PVCs (bigeminy, couplets) or a ventricular run become the reference, after which
-        V beats match it and are labelled N (mitdb 208: 158 of 298 V beats in 7.5-15 min).
+        Among templates at most `DOM_WIDTH_RATIO` as wide (lead 1) as the most frequent one, with at
+        least `DOM_COUNT_RATIO` of its decaying count and a mean preceding RR at least `DOM_RR_RATIO` of
+        its (not premature: a narrow PVC in a bundle-branch-block patient must not take over), the most
+        frequent is taken instead.  Counts alone let frequent PVCs (bigeminy, couplets) or a ventricular
+        run become the reference, after which V beats match it and are labelled N (mitdb 208: 158 of 298
+        V beats in 7.5-15 min).
         """
         d = argmax(self.counts)
         if len(self.counts) < 2:
             return d
         floor = DOM_COUNT_RATIO * self.counts[d]
         max_width = DOM_WIDTH_RATIO * self._rule_stats(d)[0]
+        min_rr = DOM_RR_RATIO * self._rr_before[d]
         best = d
         for j, c in enumerate(self.counts):
-            if j != d and c >= floor and self._rule_stats(j)[0] <= max_width and (best == d or c > self.counts[best]):
+            if (j != d and c >= floor and self._rule_stats(j)[0] <= max_width and self._rr_before[j] >= min_rr
+                    and (best == d or c > self.counts[best])):
                 best = j
         return best
 
@@ -379,8 +388,10 @@ class BeatClassifier:
             self._stats[k] = None
             self._rstats[k] = None
             self.counts[k] += 1.0
+            if rr is not None:
+                self._rr_before[k] = float(rr) if self._rr_before[k] <= 0 else 0.9 * self._rr_before[k] + 0.1 * rr
         else:
-            self._new_template(full)
+            self._new_template(full, float(rr or 0))
         d = self._dominant()
         corr_d, sh_d = self._best_of(v, vv, *self._centred(d))
         out = _Match(full=full, seg=seg, dom_full=self.templates[d], dom=d, corr=corr_d,
