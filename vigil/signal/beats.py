@@ -192,8 +192,8 @@ class BeatClassifier:
 
     Up to `MAX_TEMPLATES` running templates are kept, each with a decaying count of the beats that
     matched it (correlation ≥ `MATCH`, best over ±30 ms shifts); the template with the largest count
-    is the dominant (normal) morphology, unless a markedly narrower template is at least half as frequent
-    (`_dominant`).  Beats before any template are labelled N.
+    is the dominant (normal) morphology, unless a markedly narrower template whose beats are not
+    premature is at least half as frequent (`_dominant`).  Beats before any template are labelled N.
     """
 
     def __init__(self, fs: float, n_leads: int = 1, model: TreeEnsemble | None = None,
