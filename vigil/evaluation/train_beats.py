@@ -332,10 +332,11 @@ def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[st
 
     # The veto model never sees the --next-rr features: its held-out log-odds depend only on the beat
     # features, so they are kept (keyed by the records, a fingerprint of those features and the training
-    # constants) and not retrained per variant.
+    # constants) and not retrained per variant.  "rows in record order" marks caches written since the
+    # training rows stopped depending on worker completion order (older ones are recomputed).
     veto_path = CACHE / "cv_veto_logits.pkl"
     key = (tuple(records), round(float(sum(float(np.sum(data[r, n]["X"])) for r in records for n in (1, 2))), 6),
-           N_TREES, DEPTH, RATE, N_KEEP, UNUSED)
+           N_TREES, DEPTH, RATE, N_KEEP, UNUSED, "rows in record order")
     veto_known: dict[str, Any] | None = None
     if veto_path.exists():
         cached_key, cached = pickle.loads(veto_path.read_bytes())
