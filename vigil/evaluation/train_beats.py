@@ -33,6 +33,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from multiprocessing import get_context
@@ -47,7 +48,7 @@ from vigil.evaluation.ec57 import PACED_RECORDS, SKIP_MITDB_S, match, read_refer
 
 log = logging.getLogger(__name__)
 
-CACHE = Path("/tmp/vigil-beat-features")
+CACHE = Path(os.environ.get("VIGIL_BEAT_CACHE", "/tmp/vigil-beat-features"))  # a separate one per worktree
 N_TREES = 100
 DEPTH = 3
 RATE = 0.1
@@ -82,14 +83,18 @@ def stream_beats(rec: str, n_leads: int) -> tuple[Any, npt.NDArray[np.float64], 
     rows: list[tuple[int, BeatFeatures]] = []
 
     class Recorder(BeatClassifier):
+        template_ids: list[int] = []
+
         def classify(self, seg: Any, r_: int) -> Any:
             out = super().classify(seg, r_)
             if out[1] is not None:
                 rows.append((r_, out[1]))
+                self.template_ids.append(self.last_template)
             return out
 
     an = EcgAnalyzer(fs, n_leads=n_leads, rhythm=False, qt=False)
     an.classifier = Recorder(fs, n_leads)
+    an.classifier.template_ids = []  # per row: the template the beat matched or created (TemplateVote)
     for i in range(0, len(x), 250):
         an.feed(x[i:i + 250], i)
     return an, x, fs, rows
@@ -115,10 +120,11 @@ def reference_classes(rec: str, det: list[int], fs: float) -> tuple[npt.NDArray[
 
 def record_features(rec: str, n_leads: int) -> dict[str, Any]:
     """Stream one mitdb record; return per-detection features, reference class and a scored mask."""
-    _an, _x, fs, rows = stream_beats(rec, n_leads)
+    an, _x, fs, rows = stream_beats(rec, n_leads)
     cls, scored, v_missed = reference_classes(rec, [s for s, _ in rows], fs)
     return {"X": np.array([f.vector() for _, f in rows]), "cls": cls, "scored": scored, "v_undetected": v_missed,
-            "samples": np.array([s for s, _ in rows], dtype=np.int64), "fs": fs}
+            "samples": np.array([s for s, _ in rows], dtype=np.int64), "fs": fs,
+            "template": np.array(an.classifier.template_ids, dtype=np.int64)}
 
 
 POST_RR_NAMES = ("next_rr_ratio", "next_prev_ratio", "pause_index", "next_corr", "next_missing")
@@ -267,6 +273,65 @@ def veb_counts(d: dict[str, Any], is_v: npt.NDArray[np.bool_]) -> tuple[int, int
 
 
 _CV_DATA: Any = None
+# The shipped template vote of the label model (written into beat_label_model.json with --write --gate).
+# Chosen by `vote_sweep` (leave-one-record-out, nested); non_candidate -4 was the first value tried
+# (-2 and -6 gave nested 2-lead VEB within 0.4 point of it) and is not swept.
+VOTE_WEIGHTS = (0.5, 0.75, 0.9)
+VOTE_RATES = (0.005, 0.01, 0.02, 0.05)
+VOTE_MIN_BEATS = (1, 5)
+VOTE_NON_CANDIDATE = -4.0
+
+
+def shipped_vote() -> Any:
+    """The `TemplateVote` the label model is written with."""
+    from vigil.signal.beats import TemplateVote
+
+    return TemplateVote(weight=0.9, rate=0.01, min_beats=5, non_candidate=VOTE_NON_CANDIDATE)
+
+
+def template_ids(d: dict[str, Any]) -> npt.NDArray[np.int64]:
+    """Per beat of one record: the template it matched or created (the cache must hold them)."""
+    if "template" not in d:
+        raise SystemExit(f"the features cached in {CACHE} predate template ids (TemplateVote); run without --reuse")
+    return np.asarray(d["template"], dtype=np.int64)
+
+
+def vote_sweep(data: dict[tuple[str, int], dict[str, Any]], records: list[str],
+               logits: dict[str, Any], thresholds: list[float]) -> None:
+    """Print VEB of the gated model's held-out log-odds with each `TemplateVote` of the grid, and nested.
+
+    The last lines choose the vote *and* the threshold per held-out record on the other records only.
+    """
+    from vigil.signal.beats import TemplateVote, voted
+
+    grid: list[TemplateVote | None] = [None] + [
+        TemplateVote(w, a, m, VOTE_NON_CANDIDATE) for w in VOTE_WEIGHTS for a in VOTE_RATES for m in VOTE_MIN_BEATS]
+    print("Template vote sweep (gated model, held-out log-odds; vote = weight, rate, min_beats; None = no vote)")
+    for n in (2, 1):
+        per: dict[str, dict[tuple[int, float], tuple[int, int, int]]] = {r: {} for r in records}
+        for gi, v in enumerate(grid):
+            tot = {t: [0, 0, 0] for t in thresholds}
+            for r in records:
+                d = data[r, n]
+                cand = candidates(d["X"], GATE_CORR)
+                z = logits[r]["gated"][n]
+                zz = z if v is None else voted(z, cand, template_ids(d), v)
+                for t in thresholds:
+                    per[r][gi, t] = veb_counts(d, cand & (zz > t))
+                    for k in range(3):
+                        tot[t][k] += per[r][gi, t][k]
+            t_best = max(thresholds, key=lambda t: min(_se_ppv(tot[t])))
+            one, _ = nested({r: {t: per[r][gi, t] for t in thresholds} for r in records})
+            name = "None" if v is None else f"{v.weight}, {v.rate}, {v.min_beats}"
+            print(f"  {n} lead(s) vote {name:16s} nested threshold Se={_se_ppv(one)[0]:.2f}% +P={_se_ppv(one)[1]:.2f}%"
+                  f"  best threshold {t_best:+.2f} Se={_se_ppv(tot[t_best])[0]:.2f}% +P={_se_ppv(tot[t_best])[1]:.2f}%")
+        both, chosen = nested(per)
+        se, ppv = _se_ppv(both)
+        picks = sorted(set(chosen.values()), key=lambda k: -list(chosen.values()).count(k))[:3]
+        print(f"  {n} lead(s): vote and threshold chosen on the other records (nested): Vv={both[0]} missed={both[1]} "
+              f"false={both[2]} Se={se:.2f}% +P={ppv:.2f}% (most chosen: "
+              + "; ".join(f"{'None' if grid[g] is None else grid[g]} at {t:+.2f} x{list(chosen.values()).count((g, t))}"
+                          for g, t in picks) + ")")
 
 
 def _cv_fold(rec: str) -> dict[str, dict[int, npt.NDArray[np.float64]]]:
@@ -288,12 +353,12 @@ def _se_ppv(c: list[int] | tuple[int, int, int]) -> tuple[float, float]:
     return 100.0 * vv / max(1, vv + m), 100.0 * vv / max(1, vv + f)
 
 
-def nested(per_rec: dict[str, dict[float, tuple[int, int, int]]]) -> tuple[list[int], dict[str, float]]:
+def nested(per_rec: dict[str, dict[Any, tuple[int, int, int]]]) -> tuple[list[int], dict[str, Any]]:
     """Gross counts when each record's threshold is the best min(Se, +P) of the *other* records."""
     tot = [0, 0, 0]
-    chosen: dict[str, float] = {}
+    chosen: dict[str, Any] = {}
     for rec in per_rec:
-        best: tuple[float, float] | None = None
+        best: tuple[float, Any] | None = None
         for t in next(iter(per_rec.values())):
             c = [sum(per_rec[r][t][k] for r in per_rec if r != rec) for k in range(3)]
             score = min(_se_ppv(c))
@@ -313,18 +378,21 @@ Counts = dict[float, dict[int, list[int]]]
 
 
 def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[str], thresholds: list[float],
-                   workers: int = 2) -> tuple[dict[str, Counts], PerRecord]:
-    """Leave-one-record-out gross (Vv, missed, false) per section, threshold and lead count, and per record.
+                   workers: int = 2) -> tuple[dict[str, Counts], PerRecord, dict[str, Any]]:
+    """Leave-one-record-out gross (Vv, missed, false) per section, threshold and lead count, per record, and the held-out log-odds.
 
     Sections: "rule + veto" (the rule's V calls the veto model keeps), and with a gate "gate + model"
-    (the gated model alone on its candidates: the reported label ``BeatClassifier.labels`` ships) and
-    "label = strict | gated" (the veto model's V at `STRICT_THRESHOLD`, or the gated model's at the
-    threshold; not shipped).
+    (the gated model alone on its candidates, each beat on its own log-odds), "gate + model + vote" (the
+    same log-odds blended by the shipped `TemplateVote`: the reported label ``BeatClassifier.labels``
+    ships) and "label = strict | gated" (the veto model's V at `STRICT_THRESHOLD`, or the gated model's
+    at the threshold; not shipped).
     """
-    from vigil.signal.beats import BeatFeatures, rule_v
+    from vigil.signal.beats import BeatFeatures, rule_v, voted
 
     gate_corr = GATE_CORR
-    names = ["rule + veto"] + (["gate + model", "label = strict | gated"] if gate_corr is not None else [])
+    vote = shipped_vote()
+    names = ["rule + veto"] + (["gate + model", "gate + model + vote", "label = strict | gated"]
+                               if gate_corr is not None else [])
     res: dict[str, Counts] = {nm: {t: {1: [0, 0, 0], 2: [0, 0, 0]} for t in thresholds} for nm in names}
     per_rec: PerRecord = {nm: {1: {}, 2: {}} for nm in names}
     global _CV_DATA
@@ -360,11 +428,15 @@ def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[st
             line = []
             for nm in names:
                 per_rec[nm][n][rec] = {}
+            if gate_corr is not None:
+                cand = candidates(d["X"], gate_corr)
+                z_voted = voted(logits[rec]["gated"][n], cand, template_ids(d), vote)
             for t in thresholds:
                 cs = {"rule + veto": veb_counts(d, rule & (veto > t))}
                 if gate_corr is not None:
-                    gated = candidates(d["X"], gate_corr) & (logits[rec]["gated"][n] > t)
+                    gated = cand & (logits[rec]["gated"][n] > t)
                     cs["gate + model"] = veb_counts(d, gated)
+                    cs["gate + model + vote"] = veb_counts(d, cand & (z_voted > t))
                     cs["label = strict | gated"] = veb_counts(d, strict | gated)
                 for nm, c in cs.items():
                     per_rec[nm][n][rec][t] = c
@@ -373,7 +445,7 @@ def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[st
                 line.append(cs[names[-1]])
             print(f"cv {rec} {n} lead ({names[-1]}): "
                   + " ".join(f"{t:+.2f}:{c}" for t, c in zip(thresholds, line, strict=True)), file=sys.stderr, flush=True)
-    return res, per_rec
+    return res, per_rec, logits
 
 
 def main(argv: list[str]) -> int:
@@ -390,7 +462,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--next-rr", type=float, default=None, metavar="W",
                    help="measurement only (with --cv --gate): the gated model also sees the next RR and next beat's "
                         "correlation, known within W s after the beat (0 = wait without bound)")
+    p.add_argument("--vote-sweep", action="store_true",
+                   help="with --cv --gate: VEB of every template vote of the grid, and the vote chosen by nested validation")
     args = p.parse_args(argv)
+    if args.vote_sweep and not (args.cv and args.gate is not None):
+        p.error("--vote-sweep needs --cv --gate")
     global GATE_CORR, NEXT_RR_WAIT
     GATE_CORR = args.gate
     if args.next_rr is not None:
@@ -416,8 +492,8 @@ def main(argv: list[str]) -> int:
     data = {k: v for k, v in data.items() if k[0] in recs}
     print(f"features in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     if args.cv:
-        ths = [-2.0, -1.5, -1.25, -1.0, -0.5, 0.0, 0.5, 1.0]
-        res, per_rec = cross_validate(data, recs, ths, args.workers)
+        ths = [-2.0, -1.75, -1.5, -1.25, -1.0, -0.75, -0.5, 0.0, 0.5, 1.0]
+        res, per_rec, logits = cross_validate(data, recs, ths, args.workers)
         print("Leave-one-record-out VEB (EC57 gross, non-paced DS1 records; each record scored by a model "
               "not trained on it)")
         for name, counts in res.items():
@@ -441,9 +517,13 @@ def main(argv: list[str]) -> int:
                 print(f"  {name}, best threshold of the grid {t_best:+.2f}, {n} lead(s): "
                       f"Se={se:.2f}% +P={ppv:.2f}%; per record (Vv, missed, false): "
                       + " ".join(f"{r}:{per_rec[name][n][r][t_best]}" for r in recs))
+        if args.vote_sweep:
+            vote_sweep(data, recs, logits, ths)
     if args.write:
         x, y = _train_xy(data, recs, np.random.default_rng(0), GATE_CORR)
         doc = export(fit(x, y), args.threshold, GATE_CORR)
+        if GATE_CORR is not None:
+            doc["template_vote"] = shipped_vote().as_json()
         from vigil.signal.beats import LABEL_MODEL_PATH, MODEL_PATH
 
         path = MODEL_PATH if GATE_CORR is None else LABEL_MODEL_PATH

@@ -30,7 +30,9 @@ rule misses them); it is the better per-beat classifier under leave-one-record-o
 *strict* label is the rule's V call not vetoed by ``beat_classifier.json``; it alone is what VT runs
 and the VT alarm count (``Beat.strict_label``), because runs of the gated model's extra V calls raised
 false VT alarms on CinC 2015 (couplets, bigeminy and trigeminy count the reported label).  The two can disagree either way: a beat
-may be labelled V without counting toward VT, or count toward VT while labelled N or S.
+may be labelled V without counting toward VT, or count toward VT while labelled N or S.  The gated
+model's log-odds of a beat are blended with those of the earlier beats of the same running template
+(`TemplateVote`, parameters in the model file), so one morphology gets one label, as on a bedside monitor.
 """
 
 from __future__ import annotations
@@ -152,6 +154,9 @@ class TreeEnsemble:
         # candidates); without it the model only vetoes the rule's V calls.
         gate = doc.get("gate_corr")
         self.gate_corr: float | None = None if gate is None else float(gate)  # see `candidate_v`
+        vote = doc.get("template_vote")  # blend a candidate's log-odds with its template's (see TemplateVote)
+        self.vote: TemplateVote | None = None if vote is None else TemplateVote(
+            float(vote["weight"]), float(vote["rate"]), int(vote["min_beats"]), float(vote["non_candidate"]))
         # each tree: parallel lists feature, threshold, left, right, value (leaf when feature < 0)
         self.trees: list[tuple[list[int], list[float], list[int], list[int], list[float]]] = [
             (t["feature"], t["threshold"], t["left"], t["right"], t["value"]) for t in doc["trees"]]
@@ -169,6 +174,61 @@ class TreeEnsemble:
     def probability(self, x: list[float]) -> float:
         """P(V) for feature vector `x`."""
         return 1.0 / (1.0 + math.exp(-self.logit(x)))
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateVote:
+    """A beat's V log-odds blended with the running mean log-odds of the earlier beats of its template.
+
+    Every beat that matched (or created) a running template adds a value to that template's score: its
+    own log-odds when it was a V candidate, `non_candidate` otherwise.  The score is the mean of those
+    values over the template's first ``1 / rate`` beats and an exponential average (rate `rate`) after.
+    A candidate whose template already holds `min_beats` beats is decided on
+    ``(1 - weight) · own + weight · score``.  Beats of one morphology are thus labelled together, as a
+    bedside monitor labels a template, while the first beats of a new shape are decided on their own.
+    The score only looks back, so the label is still final when the beat is emitted.  The parameters
+    are chosen with the label model by leave-one-record-out validation (``train_beats --vote-sweep``).
+    """
+
+    weight: float
+    rate: float
+    min_beats: int
+    non_candidate: float
+
+    def blend(self, logit: float, score: float, n: int) -> float:
+        """The log-odds the threshold applies to: own `logit` blended with a template `score` over `n` beats."""
+        return logit if n < self.min_beats else (1.0 - self.weight) * logit + self.weight * score
+
+    def update(self, score: float, n: int, value: float) -> float:
+        """The template's score after a beat with `value` joins its `n` earlier beats."""
+        return value if n <= 0 else score + max(self.rate, 1.0 / (n + 1)) * (value - score)
+
+    def as_json(self) -> dict[str, float | int]:
+        """The ``template_vote`` entry of a model document."""
+        return {"weight": self.weight, "rate": self.rate, "min_beats": self.min_beats,
+                "non_candidate": self.non_candidate}
+
+
+def voted(logits: npt.NDArray[np.float64], candidate: npt.NDArray[np.bool_], template_ids: npt.NDArray[np.int64],
+          vote: TemplateVote) -> npt.NDArray[np.float64]:
+    """Offline `TemplateVote` over one stream's beats in order (what `BeatClassifier.labels` does live).
+
+    `logits` are the beats' own log-odds (used where `candidate`), `template_ids` the serial number of
+    the template each beat matched or created (``BeatClassifier.last_template``).  Returns the
+    blended log-odds (own log-odds where the template is too young; meaningless where not a candidate).
+    """
+    out = np.array(logits, dtype=np.float64, copy=True)
+    score: dict[int, float] = {}
+    count: dict[int, int] = {}
+    for i, t in enumerate(np.asarray(template_ids).tolist()):
+        n = count.get(t, 0)
+        s = score.get(t, 0.0)
+        value = float(logits[i]) if candidate[i] else vote.non_candidate
+        if candidate[i]:
+            out[i] = vote.blend(value, s, n)
+        score[t] = vote.update(s, n, value)
+        count[t] = n + 1
+    return out
 
 
 def load_model(path: Path = MODEL_PATH) -> TreeEnsemble | None:
@@ -206,6 +266,7 @@ class BeatClassifier:
         self.half = max(2, int(round(HALF_S * fs)))
         self.shift = max(1, int(round(SHIFT_S * fs)))
         self.pre_n = max(1, int(round(PRE_S * fs)))
+        self._next_id = 0
         self.reset()
 
     def reset(self) -> None:
@@ -221,6 +282,10 @@ class BeatClassifier:
         self._rr: deque[float] = deque(maxlen=8)
         self._last_r: int | None = None
         self._prev_corr = 1.0
+        self._vote_score: list[float] = []  # per template slot: TemplateVote score and beats counted
+        self._vote_n: list[int] = []
+        self._ids: list[int] = []  # per template slot: its serial number (never reused, even after a reset)
+        self.last_template = -1  # serial number of the template the last beat matched or created
 
     @property
     def window(self) -> int:
@@ -292,7 +357,8 @@ class BeatClassifier:
         k = int(np.argmax(c))
         return float(c[k]), k
 
-    def _new_template(self, seg: FloatArray, rr: float = 0.0) -> None:
+    def _new_template(self, seg: FloatArray, rr: float = 0.0) -> int:
+        """Start a template from this beat (replacing the least frequent when full); its slot."""
         n = 2 * self.half + 1 + self.pre_n
         tpl = seg[:, self.shift:self.shift + n].copy()
         if len(self.templates) < MAX_TEMPLATES:
@@ -302,6 +368,10 @@ class BeatClassifier:
             self._rstats.append(None)
             self.counts.append(1.0)
             self._rr_before.append(rr)
+            self._vote_score.append(0.0)
+            self._vote_n.append(0)
+            self._ids.append(self._next_id)
+            j = len(self.templates) - 1
         else:
             j = int(np.argmin(self.counts))
             self.templates[j] = tpl
@@ -310,6 +380,12 @@ class BeatClassifier:
             self._rstats[j] = None
             self.counts[j] = 1.0
             self._rr_before[j] = rr
+            self._vote_score[j] = 0.0
+            self._vote_n[j] = 0
+            self._ids[j] = self._next_id
+        self.last_template = self._next_id
+        self._next_id += 1
+        return j
 
     def _dominant(self) -> int:
         """Index of the reference template: the most frequent, unless a markedly narrower one is frequent too.
@@ -388,15 +464,17 @@ class BeatClassifier:
             self._stats[k] = None
             self._rstats[k] = None
             self.counts[k] += 1.0
+            self.last_template = self._ids[k]
             if rr is not None:
                 self._rr_before[k] = float(rr) if self._rr_before[k] <= 0 else 0.9 * self._rr_before[k] + 0.1 * rr
+            slot = k
         else:
-            self._new_template(full, float(rr or 0))
+            slot = self._new_template(full, float(rr or 0))
         d = self._dominant()
         corr_d, sh_d = self._best_of(v, vv, *self._centred(d))
         out = _Match(full=full, seg=seg, dom_full=self.templates[d], dom=d, corr=corr_d,
                      shift=sh_d, prematurity=prem, rr_cv=cv, prev_corr=self._prev_corr, share=share,
-                     is_dom=is_dom, tpl_corr=1.0 if corr_k >= MATCH else 0.0, tpl_pair=tpl_pair)
+                     is_dom=is_dom, tpl_corr=1.0 if corr_k >= MATCH else 0.0, tpl_pair=tpl_pair, slot=slot)
         self._prev_corr = corr_d
         if rr is not None and corr_d >= RR_MATCH:
             self._rr.append(float(rr))
@@ -480,10 +558,18 @@ class BeatClassifier:
         lm = self.label_model
         if lm is not None:
             is_v = _gate(rule, mt.corr, lm)
+            vote = lm.vote
+            value = vote.non_candidate if vote is not None else 0.0
             if is_v:
                 if x is None:
                     x = self._features(mt).vector()
-                is_v = lm.logit(x) > lm.threshold
+                value = z = lm.logit(x)
+                if vote is not None:
+                    z = vote.blend(z, self._vote_score[mt.slot], self._vote_n[mt.slot])
+                is_v = z > lm.threshold
+            if vote is not None:
+                self._vote_score[mt.slot] = vote.update(self._vote_score[mt.slot], self._vote_n[mt.slot], value)
+                self._vote_n[mt.slot] += 1
         other = _supraventricular(mt.prematurity, mt.rr_cv, mt.corr)
         return ("V" if is_v else other), ("V" if strict else other)
 
@@ -518,6 +604,7 @@ class _Match:
     is_dom: float
     tpl_corr: float
     tpl_pair: tuple[FloatArray, FloatArray] | None
+    slot: int  # the template slot the beat matched or created
 
 
 def _rule_v(corr: float, width_ratio: float, amp_ratio: float, prematurity: float) -> bool:
