@@ -138,3 +138,15 @@ def test_the_vote_removes_false_v_on_203(rec203) -> None:
     hits_vote, false_vote = counts(True)
     hits_plain, false_plain = counts(False)
     assert hits_vote >= hits_plain and false_vote <= false_plain - 8
+
+
+def test_external_qtdb_record_221_keeps_its_v_beats(data_root) -> None:  # type: ignore[no-untyped-def]
+    """qtdb sel221 (MIT-BIH DS2 record 221 at 250 Hz, never trained on): `eval_qrs`'s external job scores its
+    ~160 V beats after 5 min with the packaged models (all found, no false V when measured; floors below)."""
+    from vigil.evaluation.eval_qrs import _job
+
+    db, rec, method, sc, _, _, _ = _job(("qtdb", "sel221", "vigil-2lead", None))
+    vv, missed, false = sc.veb_counts()
+    assert (db, rec, method) == ("qtdb", "sel221", "vigil-2lead")
+    assert vv + missed > 150 and sc.se > 0.995
+    assert sc.veb_se >= 0.97 and sc.veb_ppv >= 0.97

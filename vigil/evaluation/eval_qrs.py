@@ -1,6 +1,12 @@
 """EC57-style QRS and VEB tables on mitdb and nstdb for Vigil's streaming analyser, neurokit2's
 default detector (``nk.ecg_peaks``) and wfdb's XQRS, side by side.
 
+The QT Database's records (qtdb, 250 Hz, 15 min) carry the beat labels of their source databases
+(MIT-BIH Arrhythmia incl. DS2 records 103/123/221/231, MIT-BIH Supraventricular Arrhythmia, Long-Term
+and Normal Sinus Rhythm, European ST-T) in ``.atr``.  None of them is used to train or to choose
+anything in the beat classifier (only DS1 mitdb is), so the qtdb table is an *external* VEB check on
+records from other patients, devices and leads; it is scored with the same rules (``--no-qtdb`` skips it).
+
 Usage: ``python -m vigil.evaluation.eval_qrs [--records 101,106] [--no-baselines] [--workers 2]
 [--resample HZ]``.  ``--resample`` feeds every detector the records resampled (polyphase) to HZ, e.g.
 130 as a Polar H10 or 500; detections are mapped back to the record's own sample numbering and scored
@@ -190,6 +196,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-baselines", action="store_true", help="skip neurokit2 and XQRS")
     p.add_argument("--methods", default="", help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-qtdb", action="store_true", help="skip the external qtdb QRS/VEB table")
     p.add_argument("--resample", type=float, default=None, metavar="HZ",
                    help="feed the detectors the records resampled to HZ (e.g. 130, 500)")
     args = p.parse_args(argv)
@@ -198,10 +205,13 @@ def main(argv: list[str]) -> int:
     root = data_root()
     mit = present_records(root, "mitdb", args.records)
     nst = present_records(root, "nstdb", among=NSTDB)
+    qt = [] if args.no_qtdb or args.records else [
+        r for r in present_records(root, "qtdb") if (root / "qtdb" / f"{r}.atr").exists()]
     methods: tuple[str, ...] = METHODS[:2] if args.no_baselines else METHODS
     if args.methods:
         methods = tuple(m for m in METHODS if m in args.methods.split(","))
-    jobs = [(db, r, m, args.resample) for m in methods for db, recs in (("mitdb", mit), ("nstdb", nst)) for r in recs]
+    jobs = [(db, r, m, args.resample) for m in methods for db, recs in (("mitdb", mit), ("nstdb", nst), ("qtdb", qt))
+            for r in recs]
     if not jobs:
         print(f"no mitdb/nstdb records under {root}")
         return 1
@@ -245,6 +255,15 @@ def main(argv: list[str]) -> int:
         nrows = [(r, results["nstdb", r, m]) for r in nst]
         if nrows:
             print(_table(f"--- {m}: nstdb ---", nrows, veb))
+        qrows = [(r, results["qtdb", r, m]) for r in qt]
+        if qrows:
+            qgross = sum((s for _, s in qrows), BeatScore())
+            print(_table(f"--- {m}: qtdb (external: not used to train or choose anything; 250 Hz) ---",
+                         qrows + [("gross", qgross)], veb))
+            if veb:
+                vv, vm, vf = qgross.veb_counts()
+                print(f"VEB gross (qtdb, external): Vv={vv} missed={vm} false={vf} "
+                      f"Se={_pct(qgross.veb_se)}% +P={_pct(qgross.veb_ppv)}%")
         summary.append((m, gross, veb_gross, dict(nrows)))
     print("\nSummary (gross mitdb QRS Se/+P, VEB Se/+P, nstdb 118e12 Se/+P)")
     for m, g, vg, nr in summary:
