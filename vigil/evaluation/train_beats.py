@@ -22,8 +22,14 @@ the other records only (nested); "label = strict | gated" is the union of the tw
 alone writes the veto model to ``beat_classifier.json``.  ``--cv --gate 0.90 --next-rr W`` measures the
 gated model with features known only after the beat (`post_rr_features`: the following RR interval,
 censored at W s, and the next beat's correlation; W = 0 waits without bound); nothing is written then.
+The reported label also applies the label model's template vote (``beats.TemplateVote``: a beat's
+log-odds blended with those of its template's earlier beats; section "gate + model + vote");
+``--cv --gate 0.90 --vote-sweep`` scores every vote of a grid on the same held-out log-odds and chooses
+vote and threshold per held-out record on the others (nested); ``--write --gate`` writes the shipped
+vote (`shipped_vote`) into the model.  Features and held-out log-odds are cached in ``$VIGIL_BEAT_CACHE``
+(default /tmp/vigil-beat-features; use one per worktree).
 
-Usage: ``python -m vigil.evaluation.train_beats [--cv] [--write --threshold -1.5] [--gate 0.90 [--next-rr W]] [--workers 2] [--reuse]`` (training needs
+Usage: ``python -m vigil.evaluation.train_beats [--cv] [--write --threshold -1.5] [--gate 0.90 [--next-rr W | --vote-sweep]] [--workers 2] [--reuse]`` (training needs
 scikit-learn, installed with neurokit2; the analyser itself only reads the JSON).
 """
 
