@@ -76,16 +76,20 @@ STRICT_THRESHOLD = -1.5  # the shipped veto model's log-odds threshold (beat_cla
 UNUSED = ("pre_corr", "pre_amp_ratio")
 
 
-def stream_beats(rec: str, n_leads: int) -> tuple[Any, npt.NDArray[np.float64], float, list[tuple[int, Any]]]:
-    """Stream one mitdb record through the analyser; (analyser, signal in µV, fs, [(R sample, features)])."""
-    import wfdb
+RESAMPLE_HZ: float | None = None  # --resample: features of the records resampled to this rate (a device's)
 
+
+def stream_beats(rec: str, n_leads: int) -> tuple[Any, npt.NDArray[np.float64], float, list[tuple[int, Any]]]:
+    """Stream one mitdb record through the analyser; (analyser, signal in µV, fs, [(R sample, features)]).
+
+    With `RESAMPLE_HZ` the record is resampled first; fs and the R samples are then at that rate.
+    """
+    from vigil.evaluation.eval_qrs import read_signal
     from vigil.signal.analyzer import EcgAnalyzer
     from vigil.signal.beats import BeatClassifier, BeatFeatures
 
-    r = wfdb.rdrecord(str(data_root() / "mitdb" / rec))
-    x = np.nan_to_num(r.p_signal * 1000.0)[:, :n_leads]
-    fs = float(r.fs)
+    sig, _fs_record, fs = read_signal(data_root() / "mitdb" / rec, rate=RESAMPLE_HZ)
+    x = sig[:, :n_leads]
     rows: list[tuple[int, BeatFeatures]] = []
 
     class Recorder(BeatClassifier):
@@ -126,11 +130,21 @@ def reference_classes(rec: str, det: list[int], fs: float) -> tuple[npt.NDArray[
 
 def record_features(rec: str, n_leads: int) -> dict[str, Any]:
     """Stream one mitdb record; return per-detection features, reference class and a scored mask."""
+    from vigil.evaluation.eval_qrs import to_record_samples
+
     an, _x, fs, rows = stream_beats(rec, n_leads)
-    cls, scored, v_missed = reference_classes(rec, [s for s, _ in rows], fs)
+    fs_record = _record_fs(rec)
+    at_record = [s for s, _ in to_record_samples([(s, "N") for s, _ in rows], fs, fs_record)]
+    cls, scored, v_missed = reference_classes(rec, at_record, fs_record)
     return {"X": np.array([f.vector() for _, f in rows]), "cls": cls, "scored": scored, "v_undetected": v_missed,
             "samples": np.array([s for s, _ in rows], dtype=np.int64), "fs": fs,
             "template": np.array(an.classifier.template_ids, dtype=np.int64)}
+
+
+def _record_fs(rec: str) -> float:
+    import wfdb
+
+    return float(wfdb.rdheader(str(data_root() / "mitdb" / rec)).fs)
 
 
 POST_RR_NAMES = ("next_rr_ratio", "next_prev_ratio", "pause_index", "next_corr", "next_missing")
@@ -468,13 +482,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--next-rr", type=float, default=None, metavar="W",
                    help="measurement only (with --cv --gate): the gated model also sees the next RR and next beat's "
                         "correlation, known within W s after the beat (0 = wait without bound)")
+    p.add_argument("--resample", type=float, default=None, metavar="HZ",
+                   help="features from the records resampled to HZ (e.g. 130, a Polar H10); use its own VIGIL_BEAT_CACHE")
     p.add_argument("--vote-sweep", action="store_true",
                    help="with --cv --gate: VEB of every template vote of the grid, and the vote chosen by nested validation")
     args = p.parse_args(argv)
     if args.vote_sweep and not (args.cv and args.gate is not None):
         p.error("--vote-sweep needs --cv --gate")
-    global GATE_CORR, NEXT_RR_WAIT
+    global GATE_CORR, NEXT_RR_WAIT, RESAMPLE_HZ
     GATE_CORR = args.gate
+    RESAMPLE_HZ = args.resample
     if args.next_rr is not None:
         if args.write or args.gate is None:
             p.error("--next-rr is a measurement with --cv --gate; the analyser has no such features (not written)")
