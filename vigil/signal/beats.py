@@ -209,6 +209,32 @@ class TemplateVote:
                 "non_candidate": self.non_candidate}
 
 
+class _SlotVotes:
+    """Per template slot: a `TemplateVote`'s score and the number of beats folded into it."""
+
+    __slots__ = ("n", "score")
+
+    def __init__(self) -> None:
+        self.score: list[float] = []
+        self.n: list[int] = []
+
+    def clear(self, slot: int) -> None:
+        """Forget slot `slot` (a new template there); the slot may be the next one."""
+        if slot == len(self.score):
+            self.score.append(0.0)
+            self.n.append(0)
+        else:
+            self.score[slot], self.n[slot] = 0.0, 0
+
+    def decide(self, vote: TemplateVote, slot: int, logit: float | None, threshold: float) -> bool:
+        """V or not for a beat of `slot` with own `logit` (None: not a candidate); the beat joins the score."""
+        is_v = logit is not None and vote.blend(logit, self.score[slot], self.n[slot]) > threshold
+        value = vote.non_candidate if logit is None else logit
+        self.score[slot] = vote.update(self.score[slot], self.n[slot], value)
+        self.n[slot] += 1
+        return is_v
+
+
 def voted(logits: npt.NDArray[np.float64], candidate: npt.NDArray[np.bool_], template_ids: npt.NDArray[np.int64],
           vote: TemplateVote) -> npt.NDArray[np.float64]:
     """Offline `TemplateVote` over one stream's beats in order (what `BeatClassifier.labels` does live).
@@ -282,8 +308,8 @@ class BeatClassifier:
         self._rr: deque[float] = deque(maxlen=8)
         self._last_r: int | None = None
         self._prev_corr = 1.0
-        self._vote_score: list[float] = []  # per template slot: TemplateVote score and beats counted
-        self._vote_n: list[int] = []
+        self._label_votes = _SlotVotes()  # the label model's TemplateVote state per template slot
+        self._strict_votes = _SlotVotes()  # the veto model's (strict label)
         self._ids: list[int] = []  # per template slot: its serial number (never reused, even after a reset)
         self.last_template = -1  # serial number of the template the last beat matched or created
 
@@ -368,8 +394,6 @@ class BeatClassifier:
             self._rstats.append(None)
             self.counts.append(1.0)
             self._rr_before.append(rr)
-            self._vote_score.append(0.0)
-            self._vote_n.append(0)
             self._ids.append(self._next_id)
             j = len(self.templates) - 1
         else:
@@ -380,9 +404,9 @@ class BeatClassifier:
             self._rstats[j] = None
             self.counts[j] = 1.0
             self._rr_before[j] = rr
-            self._vote_score[j] = 0.0
-            self._vote_n[j] = 0
             self._ids[j] = self._next_id
+        self._label_votes.clear(j)
+        self._strict_votes.clear(j)
         self.last_template = self._next_id
         self._next_id += 1
         return j
@@ -532,6 +556,22 @@ class BeatClassifier:
         """The reported label of one beat (the first of `labels`)."""
         return self.labels(seg, r)[0]
 
+    def _decide(self, model: TreeEnsemble, votes: _SlotVotes, rule: bool, mt: _Match,
+                x: list[float] | None) -> tuple[bool, list[float] | None]:
+        """`model`'s V decision on a matched beat (with its template vote, if any) and the feature vector.
+
+        The features are computed only for the model's candidates, once (`x` passes them on).
+        """
+        cand = _gate(rule, mt.corr, model)
+        logit: float | None = None
+        if cand:
+            if x is None:
+                x = self._features(mt).vector()
+            logit = model.logit(x)
+        if model.vote is not None:
+            return votes.decide(model.vote, mt.slot, logit, model.threshold), x
+        return logit is not None and logit > model.threshold, x
+
     def labels(self, seg: FloatArray, r: int) -> tuple[BeatLabel, BeatLabel]:
         """(label, strict label) of one beat, computing the model features only for V candidates.
 
@@ -550,26 +590,10 @@ class BeatClassifier:
         strict = rule
         x: list[float] | None = None
         if self.model is not None:
-            strict = _gate(rule, mt.corr, self.model)
-            if strict:
-                x = self._features(mt).vector()
-                strict = self.model.logit(x) > self.model.threshold
+            strict, x = self._decide(self.model, self._strict_votes, rule, mt, x)
         is_v = strict
-        lm = self.label_model
-        if lm is not None:
-            is_v = _gate(rule, mt.corr, lm)
-            vote = lm.vote
-            value = vote.non_candidate if vote is not None else 0.0
-            if is_v:
-                if x is None:
-                    x = self._features(mt).vector()
-                value = z = lm.logit(x)
-                if vote is not None:
-                    z = vote.blend(z, self._vote_score[mt.slot], self._vote_n[mt.slot])
-                is_v = z > lm.threshold
-            if vote is not None:
-                self._vote_score[mt.slot] = vote.update(self._vote_score[mt.slot], self._vote_n[mt.slot], value)
-                self._vote_n[mt.slot] += 1
+        if self.label_model is not None:
+            is_v, x = self._decide(self.label_model, self._label_votes, rule, mt, x)
         other = _supraventricular(mt.prematurity, mt.rr_cv, mt.corr)
         return ("V" if is_v else other), ("V" if strict else other)
 
