@@ -150,3 +150,27 @@ def test_external_qtdb_record_221_keeps_its_v_beats(data_root) -> None:  # type:
     assert (db, rec, method) == ("qtdb", "sel221", "vigil-2lead")
     assert vv + missed > 150 and sc.se > 0.995
     assert sc.veb_se >= 0.97 and sc.veb_ppv >= 0.97
+
+
+def test_the_veto_models_vote_removes_false_strict_v_on_203(rec203) -> None:
+    """The strict label (what VT runs count) has its own template vote: on 10 min of vendored 203 it keeps every
+    true strict V call and removes false ones (38 -> 19 when measured; a training record, so wiring only)."""
+    from vigil.signal.beats import MODEL_PATH
+
+    x, fs, ref = rec203
+    ref_v = [s for s, c in ref if c == "V" and s < len(x)]
+
+    def counts(vote: bool) -> tuple[int, int]:
+        cl = BeatClassifier(fs, 2)
+        veto = load_model(MODEL_PATH)
+        assert veto is not None and veto.vote is not None
+        if not vote:
+            veto.vote = None
+        cl.model = veto
+        called = [b.sample for b in _beats(x, fs, cl) if b.rhythm_label == "V"]
+        hits = len(match(ref_v, called, int(0.15 * fs)))
+        return hits, len(called) - hits
+
+    hits_vote, false_vote = counts(True)
+    hits_plain, false_plain = counts(False)
+    assert hits_vote >= hits_plain and false_vote <= false_plain - 12
