@@ -306,7 +306,7 @@ def shipped_vote() -> Any:
     """The `TemplateVote` the label model is written with."""
     from vigil.signal.beats import TemplateVote
 
-    return TemplateVote(weight=0.9, rate=0.01, min_beats=5, non_candidate=VOTE_NON_CANDIDATE)
+    return TemplateVote(weight=0.9, rate=0.01, min_beats=5, non_candidate=VOTE_NON_CANDIDATE, every_beat_max_leads=1)
 
 
 def shipped_veto_vote() -> Any:
@@ -356,6 +356,23 @@ def vote_sweep(data: dict[tuple[str, int], dict[str, Any]], records: list[str],
             name = "None" if v is None else f"{v.weight}, {v.rate}, {v.min_beats}"
             print(f"  {n} lead(s) vote {name:16s} nested threshold Se={_se_ppv(one)[0]:.2f}% +P={_se_ppv(one)[1]:.2f}%"
                   f"  best threshold {t_best:+.2f} Se={_se_ppv(tot[t_best])[0]:.2f}% +P={_se_ppv(tot[t_best])[1]:.2f}%")
+        shipped = shipped_vote()
+        modes: dict[str, dict[tuple[str, float], tuple[int, int, int]]] = {r: {} for r in records}
+        for r in records:
+            d = data[r, n]
+            cand = candidates(d["X"], GATE_CORR)
+            for mode in ("candidates", "every beat"):
+                zz = voted(logits[r]["gated"][n], cand, template_ids(d), shipped, mode == "every beat")
+                for t in thresholds:
+                    modes[r][mode, t] = veb_counts(d, (zz > t) if mode == "every beat" else cand & (zz > t))
+        for mode in ("candidates", "every beat"):
+            one, _ = nested({r: {t: modes[r][mode, t] for t in thresholds} for r in records})
+            print(f"  {n} lead(s) shipped vote deciding {mode:10s}: nested threshold Se={_se_ppv(one)[0]:.2f}% "
+                  f"+P={_se_ppv(one)[1]:.2f}%")
+        one, chosen_modes = nested(modes)
+        print(f"  {n} lead(s) shipped vote, mode and threshold chosen on the other records (nested): "
+              f"Se={_se_ppv(one)[0]:.2f}% +P={_se_ppv(one)[1]:.2f}% (every beat in "
+              f"{sum(1 for m, _ in chosen_modes.values() if m == 'every beat')} of {len(records)} folds)")
         both, chosen = nested(per)
         se, ppv = _se_ppv(both)
         picks = sorted(set(chosen.values()), key=lambda k: -list(chosen.values()).count(k))[:3]
@@ -462,7 +479,8 @@ def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[st
                 per_rec[nm][n][rec] = {}
             if gate_corr is not None:
                 cand = candidates(d["X"], gate_corr)
-                z_voted = voted(logits[rec]["gated"][n], cand, template_ids(d), vote)
+                every = vote.every_beat(n)
+                z_voted = voted(logits[rec]["gated"][n], cand, template_ids(d), vote, every)
             veto_voted = voted(veto, rule, template_ids(d), shipped_veto_vote())
             for t in thresholds:
                 cs = {"rule + veto": veb_counts(d, rule & (veto > t)),
@@ -470,7 +488,7 @@ def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[st
                 if gate_corr is not None:
                     gated = cand & (logits[rec]["gated"][n] > t)
                     cs["gate + model"] = veb_counts(d, gated)
-                    cs["gate + model + vote"] = veb_counts(d, cand & (z_voted > t))
+                    cs["gate + model + vote"] = veb_counts(d, (z_voted > t) if every else cand & (z_voted > t))
                     cs["label = strict | gated"] = veb_counts(d, strict | gated)
                 for nm, c in cs.items():
                     per_rec[nm][n][rec][t] = c

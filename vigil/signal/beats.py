@@ -156,7 +156,8 @@ class TreeEnsemble:
         self.gate_corr: float | None = None if gate is None else float(gate)  # see `candidate_v`
         vote = doc.get("template_vote")  # blend a candidate's log-odds with its template's (see TemplateVote)
         self.vote: TemplateVote | None = None if vote is None else TemplateVote(
-            float(vote["weight"]), float(vote["rate"]), int(vote["min_beats"]), float(vote["non_candidate"]))
+            float(vote["weight"]), float(vote["rate"]), int(vote["min_beats"]), float(vote["non_candidate"]),
+            int(vote.get("every_beat_max_leads", 0)))
         # each tree: parallel lists feature, threshold, left, right, value (leaf when feature < 0)
         self.trees: list[tuple[list[int], list[float], list[int], list[int], list[float]]] = [
             (t["feature"], t["threshold"], t["left"], t["right"], t["value"]) for t in doc["trees"]]
@@ -188,12 +189,22 @@ class TemplateVote:
     bedside monitor labels a template, while the first beats of a new shape are decided on their own.
     The score only looks back, so the label is still final when the beat is emitted.  The parameters
     are chosen with the label model by leave-one-record-out validation (``train_beats --vote-sweep``).
+
+    With at most `every_beat_max_leads` leads the vote decides every beat, not only candidates: a
+    non-candidate is V when ``(1 - weight) · non_candidate + weight · score`` passes the threshold.  One
+    lead separates shapes less well, so V beats of a ventricular template often correlate ≥ the gate
+    with the dominant beat; their template's score labels them (chosen per lead count, leave-one-record-out).
     """
 
     weight: float
     rate: float
     min_beats: int
     non_candidate: float
+    every_beat_max_leads: int = 0
+
+    def every_beat(self, n_leads: int) -> bool:
+        """Whether the vote decides every beat (not only the model's candidates) for `n_leads` leads."""
+        return n_leads <= self.every_beat_max_leads
 
     def blend(self, logit: float, score: float, n: int) -> float:
         """The log-odds the threshold applies to: own `logit` blended with a template `score` over `n` beats."""
@@ -206,7 +217,7 @@ class TemplateVote:
     def as_json(self) -> dict[str, float | int]:
         """The ``template_vote`` entry of a model document."""
         return {"weight": self.weight, "rate": self.rate, "min_beats": self.min_beats,
-                "non_candidate": self.non_candidate}
+                "non_candidate": self.non_candidate, "every_beat_max_leads": self.every_beat_max_leads}
 
 
 class _SlotVotes:
@@ -226,22 +237,27 @@ class _SlotVotes:
         else:
             self.score[slot], self.n[slot] = 0.0, 0
 
-    def decide(self, vote: TemplateVote, slot: int, logit: float | None, threshold: float) -> bool:
-        """V or not for a beat of `slot` with own `logit` (None: not a candidate); the beat joins the score."""
-        is_v = logit is not None and vote.blend(logit, self.score[slot], self.n[slot]) > threshold
+    def decide(self, vote: TemplateVote, slot: int, logit: float | None, threshold: float,
+               every_beat: bool = False) -> bool:
+        """V or not for a beat of `slot` with own `logit` (None: not a candidate); the beat joins the score.
+
+        A non-candidate is decided by the vote too when `every_beat`, else it is not V.
+        """
         value = vote.non_candidate if logit is None else logit
+        is_v = (logit is not None or every_beat) and vote.blend(value, self.score[slot], self.n[slot]) > threshold
         self.score[slot] = vote.update(self.score[slot], self.n[slot], value)
         self.n[slot] += 1
         return is_v
 
 
 def voted(logits: npt.NDArray[np.float64], candidate: npt.NDArray[np.bool_], template_ids: npt.NDArray[np.int64],
-          vote: TemplateVote) -> npt.NDArray[np.float64]:
+          vote: TemplateVote, every_beat: bool = False) -> npt.NDArray[np.float64]:
     """Offline `TemplateVote` over one stream's beats in order (what `BeatClassifier.labels` does live).
 
     `logits` are the beats' own log-odds (used where `candidate`), `template_ids` the serial number of
     the template each beat matched or created (``BeatClassifier.last_template``).  Returns the
-    blended log-odds (own log-odds where the template is too young; meaningless where not a candidate).
+    blended log-odds (own log-odds where the template is too young).  Where not a candidate the value
+    is the blended `non_candidate` with `every_beat` (V where it passes the threshold), else meaningless.
     """
     out = np.array(logits, dtype=np.float64, copy=True)
     score: dict[int, float] = {}
@@ -250,7 +266,7 @@ def voted(logits: npt.NDArray[np.float64], candidate: npt.NDArray[np.bool_], tem
         n = count.get(t, 0)
         s = score.get(t, 0.0)
         value = float(logits[i]) if candidate[i] else vote.non_candidate
-        if candidate[i]:
+        if candidate[i] or every_beat:
             out[i] = vote.blend(value, s, n)
         score[t] = vote.update(s, n, value)
         count[t] = n + 1
@@ -569,7 +585,7 @@ class BeatClassifier:
                 x = self._features(mt).vector()
             logit = model.logit(x)
         if model.vote is not None:
-            return votes.decide(model.vote, mt.slot, logit, model.threshold), x
+            return votes.decide(model.vote, mt.slot, logit, model.threshold, model.vote.every_beat(self.n_leads)), x
         return logit is not None and logit > model.threshold, x
 
     def labels(self, seg: FloatArray, r: int) -> tuple[BeatLabel, BeatLabel]:
