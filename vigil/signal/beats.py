@@ -32,7 +32,9 @@ and the VT alarm count (``Beat.strict_label``), because runs of the gated model'
 false VT alarms on CinC 2015 (couplets, bigeminy and trigeminy count the reported label).  The two can disagree either way: a beat
 may be labelled V without counting toward VT, or count toward VT while labelled N or S.  The gated
 model's log-odds of a beat are blended with those of the earlier beats of the same running template
-(`TemplateVote`, parameters in the model file), so one morphology gets one label, as on a bedside monitor.
+(`TemplateVote`, parameters in the model file), so one morphology gets one label, as on a bedside monitor;
+with one lead the vote decides every beat, not only the model's candidates.  The strict label's veto model
+has a template vote of its own.
 """
 
 from __future__ import annotations
