@@ -149,28 +149,34 @@ def test_one_lead_every_beat_vote_finds_more_true_v(data_root) -> None:  # type:
     assert hits_every >= hits_cand + 40 and false_every <= false_cand + 3, (hits_every, hits_cand, false_every, false_cand)
 
 
+def _v_counts(rec: tuple[np.ndarray, float, list[tuple[int, str]]], strict: bool, vote: bool) -> tuple[int, int]:
+    """(true, false) V calls of the reported (or strict) label on a record, with or without that model's vote."""
+    from vigil.signal.beats import MODEL_PATH
+
+    x, fs, ref = rec
+    ref_v = [s for s, c in ref if c == "V" and s < len(x)]
+    cl = BeatClassifier(fs, 2)
+    model = load_model(MODEL_PATH if strict else LABEL_MODEL_PATH)
+    assert model is not None and model.vote is not None
+    if not vote:
+        model.vote = None
+    if strict:
+        cl.model = model
+    else:
+        cl.label_model = model
+    called = [b.sample for b in _beats(x, fs, cl) if (b.rhythm_label if strict else b.label) == "V"]
+    hits = len(match(ref_v, called, int(0.15 * fs)))
+    return hits, len(called) - hits
+
+
 def test_the_vote_removes_false_v_on_203(rec203) -> None:
     """10 min of mitdb 203 (multiform V in AF): the vote keeps every true V call and drops a third of the false ones.
 
     203 is a training record, so this checks the wiring (31 -> 20 false V at the shipped threshold);
     ``train_beats --cv --gate 0.90`` measures the gain on records the model never saw.
     """
-    x, fs, ref = rec203
-    ref_v = [s for s, c in ref if c == "V" and s < len(x)]
-
-    def counts(vote: bool) -> tuple[int, int]:
-        cl = BeatClassifier(fs, 2)
-        lm = load_model(LABEL_MODEL_PATH)
-        assert lm is not None
-        if not vote:
-            lm.vote = None
-        cl.label_model = lm
-        called = [b.sample for b in _beats(x, fs, cl) if b.label == "V"]
-        hits = len(match(ref_v, called, int(0.15 * fs)))
-        return hits, len(called) - hits
-
-    hits_vote, false_vote = counts(True)
-    hits_plain, false_plain = counts(False)
+    hits_vote, false_vote = _v_counts(rec203, strict=False, vote=True)
+    hits_plain, false_plain = _v_counts(rec203, strict=False, vote=False)
     assert hits_vote >= hits_plain and false_vote <= false_plain - 8
 
 
@@ -189,22 +195,6 @@ def test_external_qtdb_record_221_keeps_its_v_beats(data_root) -> None:  # type:
 def test_the_veto_models_vote_removes_false_strict_v_on_203(rec203) -> None:
     """The strict label (what VT runs count) has its own template vote: on 10 min of vendored 203 it keeps every
     true strict V call and removes false ones (38 -> 19 when measured; a training record, so wiring only)."""
-    from vigil.signal.beats import MODEL_PATH
-
-    x, fs, ref = rec203
-    ref_v = [s for s, c in ref if c == "V" and s < len(x)]
-
-    def counts(vote: bool) -> tuple[int, int]:
-        cl = BeatClassifier(fs, 2)
-        veto = load_model(MODEL_PATH)
-        assert veto is not None and veto.vote is not None
-        if not vote:
-            veto.vote = None
-        cl.model = veto
-        called = [b.sample for b in _beats(x, fs, cl) if b.rhythm_label == "V"]
-        hits = len(match(ref_v, called, int(0.15 * fs)))
-        return hits, len(called) - hits
-
-    hits_vote, false_vote = counts(True)
-    hits_plain, false_plain = counts(False)
+    hits_vote, false_vote = _v_counts(rec203, strict=True, vote=True)
+    hits_plain, false_plain = _v_counts(rec203, strict=True, vote=False)
     assert hits_vote >= hits_plain and false_vote <= false_plain - 12
