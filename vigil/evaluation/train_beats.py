@@ -88,12 +88,15 @@ def stream_beats(rec: str, n_leads: int) -> tuple[Any, npt.NDArray[np.float64], 
     from vigil.signal.analyzer import EcgAnalyzer
     from vigil.signal.beats import BeatClassifier, BeatFeatures
 
-    sig, _fs_record, fs = read_signal(data_root() / "mitdb" / rec, rate=RESAMPLE_HZ)
+    sig, fs_record, fs = read_signal(data_root() / "mitdb" / rec, rate=RESAMPLE_HZ)
     x = sig[:, :n_leads]
     rows: list[tuple[int, BeatFeatures]] = []
 
     class Recorder(BeatClassifier):
-        template_ids: list[int] = []
+        def __init__(self, fs: float, n_leads: int) -> None:
+            super().__init__(fs, n_leads)
+            self.template_ids: list[int] = []  # per row: the template the beat matched or created (TemplateVote)
+            self.record_fs = fs_record  # the record's own rate (R samples are at `fs`)
 
         def classify(self, seg: Any, r_: int) -> Any:
             out = super().classify(seg, r_)
@@ -104,7 +107,6 @@ def stream_beats(rec: str, n_leads: int) -> tuple[Any, npt.NDArray[np.float64], 
 
     an = EcgAnalyzer(fs, n_leads=n_leads, rhythm=False, qt=False)
     an.classifier = Recorder(fs, n_leads)
-    an.classifier.template_ids = []  # per row: the template the beat matched or created (TemplateVote)
     for i in range(0, len(x), 250):
         an.feed(x[i:i + 250], i)
     return an, x, fs, rows
@@ -133,18 +135,12 @@ def record_features(rec: str, n_leads: int) -> dict[str, Any]:
     from vigil.evaluation.eval_qrs import to_record_samples
 
     an, _x, fs, rows = stream_beats(rec, n_leads)
-    fs_record = _record_fs(rec)
+    fs_record = an.classifier.record_fs
     at_record = [s for s, _ in to_record_samples([(s, "N") for s, _ in rows], fs, fs_record)]
     cls, scored, v_missed = reference_classes(rec, at_record, fs_record)
     return {"X": np.array([f.vector() for _, f in rows]), "cls": cls, "scored": scored, "v_undetected": v_missed,
             "samples": np.array([s for s, _ in rows], dtype=np.int64), "fs": fs,
             "template": np.array(an.classifier.template_ids, dtype=np.int64)}
-
-
-def _record_fs(rec: str) -> float:
-    import wfdb
-
-    return float(wfdb.rdheader(str(data_root() / "mitdb" / rec)).fs)
 
 
 POST_RR_NAMES = ("next_rr_ratio", "next_prev_ratio", "pause_index", "next_corr", "next_missing")
