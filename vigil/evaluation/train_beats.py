@@ -429,8 +429,8 @@ def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[st
     the veto model's template vote, `shipped_veto_vote`: the strict label that ships), and with a gate "gate + model"
     (the gated model alone on its candidates, each beat on its own log-odds), "gate + model + vote" (the
     same log-odds blended by the shipped `TemplateVote`: the reported label ``BeatClassifier.labels``
-    ships) and "label = strict | gated" (the veto model's V at `STRICT_THRESHOLD`, or the gated model's
-    at the threshold; not shipped).
+    ships) and "label = strict | gated" (the shipped strict label — the veto model's voted V at
+    `STRICT_THRESHOLD` — or the reported label's V at the threshold; not shipped).
     """
     from vigil.signal.beats import BeatFeatures, rule_v, voted
 
@@ -469,7 +469,8 @@ def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[st
             d = data[rec, n]
             veto = logits[rec]["veto"][n]
             rule = np.array([rule_v(BeatFeatures(*row)) for row in d["X"]], dtype=bool)
-            strict = rule & (veto > STRICT_THRESHOLD)
+            veto_voted = voted(veto, rule, template_ids(d), shipped_veto_vote())
+            strict = rule & (veto_voted > STRICT_THRESHOLD)  # the shipped strict label (veto model with its vote)
             line = []
             for nm in names:
                 per_rec[nm][n][rec] = {}
@@ -477,15 +478,15 @@ def cross_validate(data: dict[tuple[str, int], dict[str, Any]], records: list[st
                 cand = candidates(d["X"], gate_corr)
                 every = vote.every_beat(n)
                 z_voted = voted(logits[rec]["gated"][n], cand, template_ids(d), vote, every)
-            veto_voted = voted(veto, rule, template_ids(d), shipped_veto_vote())
             for t in thresholds:
                 cs = {"rule + veto": veb_counts(d, rule & (veto > t)),
                       "rule + veto + vote": veb_counts(d, rule & (veto_voted > t))}
                 if gate_corr is not None:
                     gated = cand & (logits[rec]["gated"][n] > t)
                     cs["gate + model"] = veb_counts(d, gated)
-                    cs["gate + model + vote"] = veb_counts(d, (z_voted > t) if every else cand & (z_voted > t))
-                    cs["label = strict | gated"] = veb_counts(d, strict | gated)
+                    label_v = (z_voted > t) if every else cand & (z_voted > t)
+                    cs["gate + model + vote"] = veb_counts(d, label_v)
+                    cs["label = strict | gated"] = veb_counts(d, strict | label_v)
                 for nm, c in cs.items():
                     per_rec[nm][n][rec][t] = c
                     for k in range(3):
