@@ -238,3 +238,16 @@ def test_pipeline_raises_a_system_fault_while_analysis_runs_behind_the_data(vend
         pipe.feed("d", o)
     faults = [(e.active, e.device_id) for _m, e in mem.technicals if e.kind is TechnicalKind.ALARM_SYSTEM_FAULT]
     assert faults == [(True, LAG_SOURCE), (False, LAG_SOURCE)]
+
+
+def test_unnamed_signal_in_volts_is_the_ecg(tmp_path) -> None:
+    """A WFDB signal without a lead name (qtdb's "record N, signal k") is replayed as ECG when it is in mV."""
+    import wfdb
+
+    x = np.stack([np.full(2500, 50.0), np.sin(np.arange(2500) / 40.0)], axis=1)
+    wfdb.wrsamp("rec", fs=250, units=["NU", "mV"], sig_name=["PLETH", "record 7, signal 1"], p_signal=x,
+                fmt=["16", "16"], write_dir=str(tmp_path))
+    rec = load_record(tmp_path / "rec")
+    ecg = rec.channel("ecg")
+    assert ecg is not None and ecg.source_name == "record 7, signal 1"
+    assert rec.channel("pleth") is not None

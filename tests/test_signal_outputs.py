@@ -182,3 +182,49 @@ def test_wander_ratio_separates_wander_from_vf_rates():
     for hz in (2.0, 4.5, 7.0):  # VT/VF rates with the same wander stay below the limit
         _, ratio = wander_ratio(drift + 800.0 * np.sin(2 * np.pi * hz * t), fs)
         assert ratio < WANDER_RATIO / 2
+
+
+@pytest.mark.parametrize(("names", "units", "expected"), [
+    (["MLII", "V1"], ["mV", "mV"], [0, 1]),  # mitdb
+    (["D3", "V4"], ["mV", "mV"], [0, 1]),  # qtdb sele0114
+    (["CM5", "CC5"], ["mV", "mV"], [0, 1]),  # qtdb chest leads
+    (["MLIII", "V4"], ["mV", "mV"], [0, 1]),  # European ST-T
+    (["record 14046, signal 0", "record 14046, signal 1"], ["mV", "mV"], [0, 1]),  # qtdb: no lead names
+    (["RESP", "PLETH", "II", "V", "AVR", "ABP"], ["NU", "NU", "mV", "mV", "mV", "mmHg"], [2, 3, 4]),  # BIDMC/CinC
+    (["noise1", "noise2"], ["mV", "mV"], []),  # nstdb noise records
+    (["ABP", "signal 1"], ["mmHg", "NU"], []),  # an unnamed signal not in volts is not taken for ECG
+])
+def test_ecg_signals_by_name_then_by_unit(names: list[str], units: list[str], expected: list[int]):
+    from vigil.edge.records import ecg_signals
+
+    assert ecg_signals(names, units) == expected
+
+
+def _write_record(tmp_path: Path, names: list[str], units: list[str], x: np.ndarray, fs: int = 250) -> Path:
+    import wfdb
+
+    wfdb.wrsamp("rec", fs=fs, units=units, sig_name=names, p_signal=x, fmt=["16"] * len(names),
+                write_dir=str(tmp_path))
+    return tmp_path / "rec"
+
+
+def test_analyze_fuses_two_unnamed_leads(vendored_records: Path, tmp_path: Path, capsys):
+    """Signals named only "record N, signal k" (as in qtdb) are ECG by their unit: both leads are analysed."""
+    import wfdb
+
+    r = wfdb.rdrecord(str(vendored_records / "119"), sampto=360 * 20)
+    path = _write_record(tmp_path, ["record 119, signal 0", "record 119, signal 1"], ["mV", "mV"],
+                         r.p_signal, fs=360)
+    assert cli_main(["analyze", str(path)]) == 0
+    out = capsys.readouterr()
+    assert "ECG record 119, signal 0 + record 119, signal 1 (two leads fused)" in out.out
+    assert "no ECG signal" not in out.err
+
+
+def test_analyze_without_ecg_names_the_signal_it_falls_back_to(tmp_path: Path, capsys):
+    rng = np.random.default_rng(0)
+    path = _write_record(tmp_path, ["RESP", "noise1"], ["NU", "mV"], rng.normal(0, 0.1, (250 * 10, 2)))
+    assert cli_main(["analyze", str(path)]) == 0
+    out = capsys.readouterr()
+    assert "no ECG signal among ['RESP', 'noise1']; analysing signal 0 (RESP); choose one with --channel" in out.err
+    assert "ECG RESP" in out.out

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from typing import Any
 from vigil.errors import VigilError
 
 HELP = "run the streaming ECG analyser over a record and print JSON"
-_ECG = re.compile(r"^(ecg.*|mlii|ml2|i|ii|iii|v\d?|avr|avl|avf|d\d|lead.*)$", re.IGNORECASE)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +44,8 @@ def _base(path: Path) -> Path:
     return path
 
 
-def _load_signals(record: str, channel: int | None) -> tuple[str, float, Any]:
-    """(record name, fs, samples in µV as (n,) or (n, 2))."""
+def _load_signals(record: str, channel: int | None) -> tuple[str, float, Any, list[str]]:
+    """(record name, fs, samples in µV as (n,) or (n, 2), the names of the signals analysed)."""
     import numpy as np
 
     path = Path(record)
@@ -60,7 +58,7 @@ def _load_signals(record: str, channel: int | None) -> tuple[str, float, Any]:
             if ch is None:
                 raise VigilError(f"{record}: no ECG signal")
             x = ch.physical() * (1000.0 if ch.unit.lower() == "mv" else 1.0)
-            return path.name.split("_Signals")[0], ch.fs, x
+            return path.name.split("_Signals")[0], ch.fs, x, [ch.source_name]
     import wfdb
 
     base = _base(path)
@@ -79,11 +77,17 @@ def _load_signals(record: str, channel: int | None) -> tuple[str, float, Any]:
             raise VigilError(f"{record}: --channel {channel} out of range (0..{len(names) - 1})")
         cols = [channel]
     else:
-        cols = [i for i, n in enumerate(names) if _ECG.match(n.strip())][:2] or [0]
+        from vigil.edge.records import ecg_signals
+
+        cols = ecg_signals(names, units)[:2]
+        if not cols:
+            cols = [0]
+            print(f"vigil analyze: {base.name}: no ECG signal among {names}; analysing signal 0 "
+                  f"({names[0] if names else '?'}); choose one with --channel", file=sys.stderr)
     scale = np.array([1000.0 if units[c].lower() == "mv" else (1.0 if units[c].lower() in ("uv", "µv") else 1000.0)
                       for c in cols])
     x = np.nan_to_num(rec.p_signal[:, cols] * scale)
-    return base.name, float(rec.fs), (x[:, 0] if len(cols) == 1 else x)
+    return base.name, float(rec.fs), (x[:, 0] if len(cols) == 1 else x), [names[c] for c in cols]
 
 
 def analyse_signals(name: str, fs: float, x: Any, block_s: float = 1.0) -> dict[str, Any]:
@@ -152,13 +156,15 @@ def rhythm_from_annotations(record: str, ext: str, block_s: float = 1.0) -> dict
             "episodes": eps, "qt": [], "hr": []}
 
 
-def _summary(doc: dict[str, Any]) -> str:
+def _summary(doc: dict[str, Any], signals: list[str] | None = None) -> str:
     from collections import Counter
 
     labels = Counter(b["label"] for b in doc["beats"])
     eps = Counter(e["label"] for e in doc["episodes"])
     bpm = [h["bpm"] for h in doc["hr"]]
-    lines = [f"record {doc['record']} at {doc['fs']:g} Hz",
+    lines = [f"record {doc['record']} at {doc['fs']:g} Hz"
+             + (f", ECG {' + '.join(signals)}" if signals else "")
+             + (" (two leads fused)" if signals and len(signals) > 1 else ""),
              f"beats: {len(doc['beats'])} (" + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) + ")"]
     if bpm:
         lines.append(f"HR: median {sorted(bpm)[len(bpm) // 2]:.0f} bpm (min {min(bpm):.0f}, max {max(bpm):.0f})")
@@ -171,14 +177,15 @@ def _summary(doc: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the analysis and print JSON or a summary."""
+    signals: list[str] | None = None
     if args.beats_from:
         doc = rhythm_from_annotations(args.record, args.beats_from, args.block)
     else:
-        name, fs, x = _load_signals(args.record, args.channel)
+        name, fs, x, signals = _load_signals(args.record, args.channel)
         doc = analyse_signals(name, fs, x, args.block)
     if args.json:
         json.dump(doc, sys.stdout, separators=(",", ":"))
         sys.stdout.write("\n")
     else:
-        print(_summary(doc))
+        print(_summary(doc, signals))
     return 0

@@ -31,7 +31,15 @@ from vigil.model import ChannelKind, Metric
 
 log = logging.getLogger(__name__)
 
-_ECG_NAMES = re.compile(r"^(I|II|III|AVR|AVL|AVF|V\d?|MLI+|ML\d|MCL\d?|ECG.*|D\d|CM\d|ML\d?|EKG.*)$", re.I)
+# ECG lead names: limb and augmented leads, precordial V1-V9 (and right-sided V3R-V6R, Frank VX/VY/VZ),
+# modified limb leads (MLI-MLIII, ML5), modified chest leads (MCL1, CM5, CC5, CS5, CB5, CR5), Holter D1-D4,
+# and anything called ECG/EKG or "lead ...".
+_ECG_NAMES = re.compile(r"^(I|II|III|AVR|AVL|AVF|V|V\d{1,2}R?|V[XYZ]|MLI{1,3}|ML\d|MCL\d?|C[MCSBR]\d?|D\d|"
+                        r"ECG.*|EKG.*|LEAD\b.*)$", re.I)
+# Names of signals that are not ECG even in volts (nstdb's noise1/noise2, EEG, EMG ...), or another kind
+_NOT_ECG_NAMES = re.compile(r"^(NOISE|EEG|EOG|EMG|CVP|PAP|ICP|LAP|RAP|SPO2|SAO2|CO2|TEMP|FLOW|PCG|SOUND|STATUS|"
+                            r"MARKER|EVENT|TRIGGER|PACE)", re.I)
+_VOLTAGE_UNITS = frozenset({"mv", "uv", "µv", "v"})
 _KIND_NAMES: list[tuple[re.Pattern[str], ChannelKind]] = [
     (re.compile(r"^(PLETH|PPG|SPO2WAVE)", re.I), ChannelKind.PLETH),
     (re.compile(r"^(ABP|ART|AOBP|BP)$", re.I), ChannelKind.ABP),
@@ -49,6 +57,29 @@ def channel_kind(name: str) -> ChannelKind | None:
         if pat.match(n):
             return kind
     return None
+
+
+def ecg_signals(names: list[str], units: list[str]) -> list[int]:
+    """Indices of a record's ECG signals in record order: a lead name, or an uninformative name in volts.
+
+    A signal whose name says nothing (qtdb's "record 14046, signal 0", an unknown chest lead) counts as
+    ECG when its unit is a voltage (an unset unit is WFDB's default, mV) and its name is not that of
+    another kind of signal (PLETH, ABP, RESP, noise, EEG ...).
+    """
+    out = []
+    for i, name in enumerate(names):
+        n = name.strip()
+        unit = (units[i] if i < len(units) else "") or "mV"
+        if _ECG_NAMES.match(n) or (channel_kind(n) is None and not _NOT_ECG_NAMES.match(n)
+                                   and unit.strip().lower() in _VOLTAGE_UNITS):
+            out.append(i)
+    return out
+
+
+def signal_kinds(names: list[str], units: list[str]) -> list[ChannelKind | None]:
+    """`channel_kind` of every signal, with `ecg_signals`' voltage rule for uninformative names."""
+    ecg = set(ecg_signals(names, units))
+    return [ChannelKind.ECG if i in ecg else channel_kind(n) for i, n in enumerate(names)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +180,9 @@ def _select(names: list[str], kinds: list[ChannelKind | None], channel: int | st
     raise RecordError(f"{path}: no signal named {channel!r} (signals: {names})")
 
 
-def _assemble(path: Path, fs: float, names: list[str], units: list[str],
+def _assemble(path: Path, fs: float, names: list[str], kinds: list[ChannelKind | None],
               columns: list[tuple[npt.NDArray[np.int32], str, float]], primary: int,
               ecg_leads: int = 1) -> list[RecordChannel]:
-    kinds = [channel_kind(n) for n in names]
     more_ecg = [i for i, k in enumerate(kinds) if i != primary and k is ChannelKind.ECG][:max(0, ecg_leads - 1)]
     order = [primary] + more_ecg + [i for i, k in enumerate(kinds)
                                     if i != primary and k in (ChannelKind.PLETH, ChannelKind.ABP)]
@@ -207,7 +237,7 @@ def load_wfdb(path: str | Path, channel: int | str | None = None, start_s: float
     if d is None or d.ndim != 2 or d.shape[0] == 0:
         raise RecordError(f"{hea}: record holds no samples")
     names = [str(n) for n in rec.sig_name]
-    kinds = [channel_kind(n) for n in names]
+    kinds = signal_kinds(names, [str(u or "mV") for u in rec.units])
     primary = _select(names, kinds, channel, hea)
     columns = []
     for i in range(len(names)):
@@ -218,7 +248,7 @@ def load_wfdb(path: str | Path, channel: int | str | None = None, start_s: float
         samples, unit, g = _to_storage(kind, rec.units[i] or "mV", 1.0 / gain, col, float(rec.baseline[i]))
         samples[invalid] = 0
         columns.append((samples, unit, g))
-    chans = _assemble(hea, fs, names, [str(u) for u in rec.units], columns, primary, ecg_leads)
+    chans = _assemble(hea, fs, names, kinds, columns, primary, ecg_leads)
     return Record(base, chans, [])
 
 
@@ -316,7 +346,7 @@ def load_bidmc(path: str | Path, channel: int | str | None = None, start_s: floa
         kind = ChannelKind.ECG if i == primary else (kinds[i] or ChannelKind.RESP)
         unit = "mV" if kind is ChannelKind.ECG else ("mmHg" if kind is ChannelKind.ABP else "NU")
         columns.append(_physical_to_storage(kind, unit, data[:, i + 1]))
-    chans = _assemble(sig_path, fs, names, [], columns, primary)
+    chans = _assemble(sig_path, fs, names, kinds, columns, primary)
     numerics: list[RecordNumeric] = []
     if num_path is not None:
         nh, nd = _read_csv(num_path)
