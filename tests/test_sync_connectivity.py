@@ -85,7 +85,7 @@ async def test_open_breaker_asks_the_probe_before_any_trial_request(tmp_path: Pa
             uplink.up()
             bk.faults.always(None)
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and store.outbox_stats()["booking"].delivered < 3:
+            while time.monotonic() < deadline and worker.outbox_stats(fresh=True)["booking"].delivered < 3:  # locked
                 await asyncio.sleep(0.05)
         finally:
             stop.set()

@@ -123,7 +123,7 @@ async def test_hour_long_outage_of_every_receiver(tmp_path: Path) -> None:
             tw.twilio.script(TwilioFault.server_error(503, processed=True))  # sent, but the client saw a 503
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
-                stats = store.outbox_stats()
+                stats = worker.outbox_stats(fresh=True)  # under the worker's store lock: its thread shares the connection
                 if all(stats[n].pending + stats[n].inflight == 0 for n in ("booking", "fhir", "email", "sms")):
                     break
                 await asyncio.sleep(0.1)

@@ -393,6 +393,12 @@ class VirtualPeripheral:
         """Sleep `seconds` of device time (scaled by `speed`)."""
         await asyncio.sleep(seconds / self.speed)
 
+    async def until_subscribed(self, *chars: Characteristic, poll_s: float = 0.01) -> None:
+        """Wait (real time) until a connected central has enabled notifications or indications of one of `chars`."""
+        while not any(cccds.get(c.handle, b"\x00\x00")[0] & 0x03
+                      for cccds in self.device.gatt_server.subscribers.values() for c in chars):
+            await asyncio.sleep(poll_s)
+
 
 class HeartRatePeripheral(VirtualPeripheral):
     """Heart Rate Service strap: HRM with contact and RR every second."""
@@ -439,8 +445,14 @@ class BloodPressurePeripheral(VirtualPeripheral):
         return [Service("1810", [self.bpm, self.icp, Characteristic("2A49", Characteristic.Properties.READ, Characteristic.READABLE, b"\x00\x00")])]
 
     async def stream(self) -> None:
-        """Inflate (ICP every 0.2 s) then indicate the result; repeat every 30 s."""
+        """Once the central listens to the cuff pressure, inflate (ICP every 0.2 s) then indicate the result; every 30 s.
+
+        Waiting for the subscription (not a fixed delay after connecting) keeps a slow central from missing
+        the first pressures: like a cuff whose measurement is started once the station is connected.  A
+        central that subscribes to the measurement only starts it too.
+        """
         nan = encode_sfloat(math.nan)
+        await self.until_subscribed(self.icp, self.bpm)
         while True:
             await self.tick(0.5)
             for p in (40, 80, 120, 160, 140, 110, 90):
