@@ -228,3 +228,13 @@ def test_analyze_without_ecg_names_the_signal_it_falls_back_to(tmp_path: Path, c
     out = capsys.readouterr()
     assert "no ECG signal among ['RESP', 'noise1']; analysing signal 0 (RESP); choose one with --channel" in out.err
     assert "ECG RESP" in out.out
+
+
+def test_analyze_fuses_two_bidmc_leads_unless_a_channel_is_chosen(vendored_records: Path, capsys):
+    """A BIDMC CSV (RESP, PLETH, II, V, AVR, ABP) is analysed on II + V, as WFDB records on their first two ECG leads."""
+    csv = str(vendored_records / "bidmc_04_Signals.csv")
+    assert cli_main(["analyze", csv]) == 0
+    assert "ECG II + V (two leads fused)" in capsys.readouterr().out
+    assert cli_main(["analyze", csv, "--channel", "3"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith("ECG V")

@@ -53,12 +53,13 @@ def _load_signals(record: str, channel: int | None) -> tuple[str, float, Any, li
         from vigil.edge.records import is_bidmc, load_bidmc
 
         if is_bidmc(path):
-            rec = load_bidmc(path, channel=channel)
-            ch = rec.channel("ecg")
-            if ch is None:
+            rec = load_bidmc(path, channel=channel, ecg_leads=1 if channel is not None else 2)
+            chans = [c for c in (rec.channel("ecg"), rec.channel("ecg2")) if c is not None]
+            if not chans:
                 raise VigilError(f"{record}: no ECG signal")
-            x = ch.physical() * (1000.0 if ch.unit.lower() == "mv" else 1.0)
-            return path.name.split("_Signals")[0], ch.fs, x, [ch.source_name]
+            leads = [c.physical() * (1000.0 if c.unit.lower() == "mv" else 1.0) for c in chans]
+            x = leads[0] if len(leads) == 1 else np.stack(leads, axis=1)
+            return path.name.split("_Signals")[0], chans[0].fs, x, [c.source_name for c in chans]
     import wfdb
 
     base = _base(path)

@@ -323,8 +323,11 @@ def _read_csv(path: Path) -> tuple[list[str], npt.NDArray[np.float64]]:
 
 
 def load_bidmc(path: str | Path, channel: int | str | None = None, start_s: float = 0.0,
-               duration_s: float | None = None) -> Record:
-    """Read a BIDMC record: `<stem>_Signals.csv` (125 Hz, mV/NU/mmHg) and `<stem>_Numerics.csv` (1 Hz)."""
+               duration_s: float | None = None, ecg_leads: int = 1) -> Record:
+    """Read a BIDMC record: `<stem>_Signals.csv` (125 Hz, mV/NU/mmHg) and `<stem>_Numerics.csv` (1 Hz).
+
+    `ecg_leads` > 1 keeps that many ECG leads ("ecg", then "ecg2", ...), as for WFDB records.
+    """
     sig_path, num_path = _bidmc_paths(Path(path))
     if not sig_path.is_file():
         raise RecordError(f"{sig_path}: signals file not found")
@@ -346,7 +349,7 @@ def load_bidmc(path: str | Path, channel: int | str | None = None, start_s: floa
         kind = ChannelKind.ECG if i == primary else (kinds[i] or ChannelKind.RESP)
         unit = "mV" if kind is ChannelKind.ECG else ("mmHg" if kind is ChannelKind.ABP else "NU")
         columns.append(_physical_to_storage(kind, unit, data[:, i + 1]))
-    chans = _assemble(sig_path, fs, names, kinds, columns, primary)
+    chans = _assemble(sig_path, fs, names, kinds, columns, primary, ecg_leads)
     numerics: list[RecordNumeric] = []
     if num_path is not None:
         nh, nd = _read_csv(num_path)
