@@ -188,7 +188,7 @@ def test_wander_ratio_separates_wander_from_vf_rates():
     (["MLII", "V1"], ["mV", "mV"], [0, 1]),  # mitdb
     (["D3", "V4"], ["mV", "mV"], [0, 1]),  # qtdb sele0114
     (["CM5", "CC5"], ["mV", "mV"], [0, 1]),  # qtdb chest leads
-    (["MLIII", "V4"], ["mV", "mV"], [0, 1]),  # European ST-T
+    (["MLIII", "V4"], ["mV", "mV"], [0, 1]),  # modified limb lead III
     (["record 14046, signal 0", "record 14046, signal 1"], ["mV", "mV"], [0, 1]),  # qtdb: no lead names
     (["RESP", "PLETH", "II", "V", "AVR", "ABP"], ["NU", "NU", "mV", "mV", "mV", "mmHg"], [2, 3, 4]),  # BIDMC/CinC
     (["noise1", "noise2"], ["mV", "mV"], []),  # nstdb noise records
