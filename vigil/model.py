@@ -184,7 +184,7 @@ class QualityReport:
 
     sample: int  # end of the assessed second
     quality: float  # 0 (unusable) .. 1 (clean)
-    flags: tuple[str, ...] = ()  # "flatline", "saturation", "lead_off", "noise" (+ "wander" or "qrs_visible" saying why it cannot hide a QRS), "detector_disagreement"
+    flags: tuple[str, ...] = ()  # "flatline", "saturation", "lead_off", "noise" (+ "wander" or "qrs_visible" saying why it cannot hide a QRS), "detector_disagreement", "pacer" (pacemaker pulses were cut out of it)
     channel: str = "ecg"
 
 

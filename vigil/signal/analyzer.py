@@ -1,6 +1,7 @@
 """The streaming ECG analyser: one instance per ECG channel, fed sample blocks of any size.
 
-Pipeline per block: baseline removal (0.5 Hz high-pass) → 40 Hz low-pass (the "band-passed" ECG)
+Pipeline per block: pacemaker pulses cut out of the raw samples (``pace``; a few samples are held
+back for it) → baseline removal (0.5 Hz high-pass) → 40 Hz low-pass (the "band-passed" ECG)
 → Pan–Tompkins QRS detection over one or two leads (``vigil.signal.qrs``) → R-peak localisation
 on the band-passed primary lead → beat class (``beats``) → RR/HR (``hr``), HRV (``hrv``), signal
 quality per second (``quality``) → rhythm (``rhythm.RhythmTracker``) and QT (``qt.QtMeasurer``).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from vigil.signal import filters
 from vigil.signal.beats import BeatClassifier
 from vigil.signal.hr import HrEstimator
 from vigil.signal.hrv import HrvEstimator
+from vigil.signal.pace import PaceRejector
 from vigil.signal.qrs import QrsDetector, Ring
 from vigil.signal.quality import QRS_HALF_S, WANDER_CONTEXT_S, QualityAssessor, obscures_qrs
 from vigil.signal.small import median, median_array
@@ -65,6 +68,7 @@ class EcgAnalyzer:
         self._hp = [filters.baseline_filter(fs) for _ in range(n_leads)]
         self._lp = [filters.lowpass_filter(fs) for _ in range(n_leads)]
         self.lp_delay = int(round(filters.lowpass_delay(fs)))
+        self.pace = PaceRejector(fs, n_leads)
         self.detector = QrsDetector(fs, n_leads)
         self.classifier = BeatClassifier(fs, n_leads)
         self.hr = HrEstimator(fs, channel)
@@ -88,6 +92,7 @@ class EcgAnalyzer:
 
     # ------------------------------------------------------------------ lifecycle
     def _start(self, seq: int) -> None:
+        self.pace.reset(seq)
         for f in self._hp:
             f.reset()
         for f in self._lp:
@@ -123,6 +128,10 @@ class EcgAnalyzer:
         elif self.next_seq is None:
             self._start(seq)
         self.next_seq = seq + len(x)
+        x, seq = self.pace.feed(x, seq)  # pacemaker pulses blanked; the newest few samples wait for the next block
+        return self._in_chunks(x, seq)
+
+    def _in_chunks(self, x: FloatArray, seq: int) -> list[AnalysisOutput]:
         if len(x) == 0:
             return []
         chunk = int(self.fs)  # long blocks are processed a second at a time (ring buffers stay bounded)
@@ -169,7 +178,8 @@ class EcgAnalyzer:
 
     def flush(self) -> list[AnalysisOutput]:
         """Finish the stream: close open rhythm episodes at the last sample fed."""
-        out: list[AnalysisOutput] = []
+        held, seq = self.pace.flush()
+        out: list[AnalysisOutput] = self._in_chunks(held, seq)
         close = getattr(self.rhythm, "close", None)
         if close is not None and self.next_seq is not None:
             out.extend(close(self.next_seq))
@@ -218,9 +228,11 @@ class EcgAnalyzer:
             n_beats = sum(1 for s in self._recent_beats if a <= s < end)
             amps = [v for s, v in self._recent_amps if s < end][-QRS_AMP_BEATS:]  # the same whatever the block split
             qrs_uv = median(amps) if amps else 0.0
-            reports.append(self.quality.assess(end, self.raw.get(a, end), self.hp.get(a, end),
-                                               self.bp.get(a, end), self.detector.slope.get(a, end),
-                                               n_beats, noise_ratio, context=self.raw.get(end - ctx, end),
-                                               qrs_uv=qrs_uv))
+            q = self.quality.assess(end, self.raw.get(a, end), self.hp.get(a, end),
+                                    self.bp.get(a, end), self.detector.slope.get(a, end),
+                                    n_beats, noise_ratio, context=self.raw.get(end - ctx, end), qrs_uv=qrs_uv)
+            if self.pace.count and any(a <= p < end for p in self.pace.pulses):
+                q = replace(q, flags=(*q.flags, "pacer"))  # informational: the pulses were cut out
+            reports.append(q)
             self.quality.next_end = end + p
         return reports
