@@ -52,7 +52,7 @@ FLAT_STEP = 0.25  # steps before the pulse and after its return, as a fraction o
 RETURN = 0.3  # the sample after the pulse is back within this fraction of its height (or beyond)
 TAIL_FIT_S = 0.012  # the span after a pulse that decides whether it left a recharge tail, and fits it ...
 TAIL_FIT_MIN = 4  # ... in at least this many samples
-TAIL_FLOOR = 0.1  # the fit stops at the first sample below this fraction of the tail's first (a fast tail's end is noise)
+TAIL_FLOOR = 0.05  # the fit stops at the first sample below this fraction of the tail's first (a fast tail's end is noise)
 TAIL_MIN_UV = 100.0  # a tail starting smaller than this is left alone
 TAIL_RESIDUAL = 0.06  # an exponential: the fit misses no tail sample by more than this fraction of the first
 TAIL_END_UV = 5.0  # a tail is subtracted until it has decayed below this
@@ -70,7 +70,7 @@ class PaceRejector:
         self.enabled = fs >= MIN_FS
         self.max_width = int(math.ceil(PULSE_MAX_S * fs)) + 1
         self.tail_fit = max(TAIL_FIT_MIN, int(math.ceil(TAIL_FIT_S * fs)))
-        self.after = 2 + self.tail_fit  # samples needed after a pulse run: the return, the next one, a tail
+        self.after = 3 + self.tail_fit  # samples needed after a pulse run: the return, up to two more, a tail
         self.hold = self.max_width + self.after if self.enabled else 0  # the newest samples wait for these
         self.pulses: deque[int] = deque(maxlen=max_pulses)  # sample indices of pulses found, oldest first
         self.count = 0  # pulses found since the stream began
@@ -139,8 +139,33 @@ class PaceRejector:
             done = max(ends)
 
     def _candidates(self, buf: FloatArray, lo: int, hi: int) -> list[int]:
-        """Starts in [lo, hi) passing the height, flatness-before and return tests in some lead (vectorised)."""
-        idx = np.arange(lo, hi)
+        """Starts in [lo, hi) that may hold a pulse in some lead: flat before, `TAILED_MIN_UV` reached, and back.
+
+        Necessary conditions of `_pulse_at` on contiguous slices (a pulse's height is at most the reach
+        over the longest run; its return at least the lowest after any run), so that the exact tests
+        run only on the few starts that pass.
+        """
+        hit: npt.NDArray[np.bool_] | None = None
+        for k in range(self.n_leads):
+            col = buf[:, k]
+            level = col[lo - 1:hi - 1]
+            before = col[lo - 2:hi - 2]
+            pre = np.maximum(np.abs(level - before), np.abs(before - col[lo - 3:hi - 3]))
+            first = col[lo:hi] - level
+            sign = np.sign(first)  # the run's side (all its samples lie on the side of the first)
+            reach = np.abs(first)
+            back = sign * (col[lo + 1:hi + 1] - level)  # the lowest return after any run length
+            for w in range(2, self.max_width + 1):
+                np.maximum(reach, np.abs(col[lo + w - 1:hi + w - 1] - level), out=reach)
+                np.minimum(back, sign * (col[lo + w:hi + w] - level), out=back)
+            ok = (reach >= TAILED_MIN_UV) & (pre <= FLAT_STEP * reach) & (back <= RETURN * reach)
+            hit = ok if hit is None else hit | ok
+        if hit is None or not hit.any():
+            return []
+        return self._exact(buf, np.flatnonzero(hit) + lo)
+
+    def _exact(self, buf: FloatArray, idx: npt.NDArray[np.intp]) -> list[int]:
+        """The starts of `idx` passing the height, flatness-before and return tests in some lead (vectorised)."""
         hit = np.zeros(len(idx), dtype=bool)
         for k in range(self.n_leads):
             col = buf[:, k]
@@ -216,6 +241,8 @@ class PaceRejector:
         sample periods).
         """
         fit = self._tail_fit(buf[:, k], i, w)
+        if fit is None:  # the sample after the pulse may hold the rest of it (a pulse straddling two periods)
+            fit = self._tail_fit(buf[:, k], i, w + 1)
         if fit is None:
             return i + w + 1
         j, amp, decay = fit
