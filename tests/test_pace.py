@@ -157,3 +157,19 @@ def test_flush_releases_every_sample() -> None:
         total += len(y)
     y, first = rej.flush()
     assert first == total and total + len(y) == 1024 and pace.MIN_FS <= 500.0
+
+
+def test_the_vt_stage_reads_the_ecg_with_the_pulses_cut_out() -> None:
+    """The spectral VT detector gets raw ECG from the pipeline, so it cuts pulses out as the analyser does."""
+    from vigil.signal.vt import VtStage
+
+    fs = 500.0
+    rng = np.random.default_rng(5)
+    n = int(12 * fs)
+    times = list(0.5 + 0.8 * np.arange(14))
+    x = rng.normal(0.0, 10.0, n) + pace_pulses(n, fs, times, 20.0, 1.0, tail_mv=2.0, tau_ms=4.0)
+    stage = VtStage()
+    for i in range(0, n, 125):
+        stage.feed_ecg(x[i:i + 125], fs, (i + 125) / fs)
+    rejector = stage._spec["ecg"][2]
+    assert rejector.count == len(times)

@@ -17,8 +17,9 @@ line between their neighbours, a tail that fits an exponential is subtracted, an
 index is reported.
 
 A pulse (found in any lead) is a run of 1 to ``ceil(2 ms × fs) + 1`` samples on one side of the
-sample before it, the farthest at least `MIN_UV` from it (`TAILED_MIN_UV` when a tail of at least
-`MIN_UV` follows: most of a short pulse can fall in one sample period with its tail), such that
+sample before it, starting with a jump of at least `TAILED_MIN_UV` and reaching at least `MIN_UV`
+(`TAILED_MIN_UV` when a tail of at least `MIN_UV` follows: most of a short pulse can fall in one
+sample period with its tail), such that
 
 * the signal was flat before it: each of the two steps into the sample before the run is at most
   `FLAT_STEP` of the pulse height;
@@ -61,7 +62,7 @@ CONTEXT = 3  # released samples kept to test the next block's first candidates
 
 
 class PaceRejector:
-    """Streaming pacemaker-pulse blanking on raw samples (n, leads); holds back a few samples for the tests."""
+    """Streaming pacemaker-pulse blanking on raw samples (n, leads); a block's last samples may wait for the next."""
 
     def __init__(self, fs: float, n_leads: int = 1, max_pulses: int = 256) -> None:
         """Create a rejector for `n_leads` leads at `fs` Hz, remembering the last `max_pulses` pulse samples."""
@@ -71,7 +72,7 @@ class PaceRejector:
         self.max_width = int(math.ceil(PULSE_MAX_S * fs)) + 1
         self.tail_fit = max(TAIL_FIT_MIN, int(math.ceil(TAIL_FIT_S * fs)))
         self.after = 3 + self.tail_fit  # samples needed after a pulse run: the return, up to two more, a tail
-        self.hold = self.max_width + self.after if self.enabled else 0  # the newest samples wait for these
+        self.hold = self.max_width + self.after if self.enabled else 0  # at most this many samples wait (`_undecided`)
         self.pulses: deque[int] = deque(maxlen=max_pulses)  # sample indices of pulses found, oldest first
         self.count = 0  # pulses found since the stream began
         self.reset(0)
@@ -100,7 +101,8 @@ class PaceRejector:
         if last_start > self._scanned:
             self._scan(buf, self._scanned, last_start)
             self._scanned = last_start
-        upto = max(self._released, n - self.hold)
+        upto = max(self._released, self._undecided(buf, max(self._scanned, CONTEXT), n))
+        self._scanned = max(self._scanned, upto)  # the starts released untested could not begin a pulse
         out = buf[self._released:upto].copy()
         first = self._start + self._released
         keep = max(0, upto - CONTEXT)
@@ -109,6 +111,19 @@ class PaceRejector:
         self._released = upto - keep
         self._scanned -= keep
         return out, first
+
+    def _undecided(self, buf: FloatArray, lo: int, n: int) -> int:
+        """The first start in [lo, n) that could still begin a pulse, else n: a jump of `TAILED_MIN_UV` in some lead.
+
+        Samples before it are final and are released at once, so a block is held back only when one
+        of its last samples jumps (within a QRS, say), not by a fixed delay — which, with blocks
+        aligned to the analysis steps, delayed every step by a whole block.
+        """
+        if lo >= n:
+            return n
+        jumps = np.abs(buf[lo:n] - buf[lo - 1:n - 1]).max(axis=1) >= TAILED_MIN_UV
+        first = int(np.argmax(jumps))
+        return lo + first if jumps[first] else n
 
     def flush(self) -> tuple[FloatArray, int]:
         """Release the held samples at the end of a stream (the last few are not tested for pulses)."""
@@ -158,7 +173,7 @@ class PaceRejector:
             for w in range(2, self.max_width + 1):
                 np.maximum(reach, np.abs(col[lo + w - 1:hi + w - 1] - level), out=reach)
                 np.minimum(back, sign * (col[lo + w:hi + w] - level), out=back)
-            ok = (reach >= TAILED_MIN_UV) & (pre <= FLAT_STEP * reach) & (back <= RETURN * reach)
+            ok = (np.abs(first) >= TAILED_MIN_UV) & (pre <= FLAT_STEP * reach) & (back <= RETURN * reach)
             hit = ok if hit is None else hit | ok
         if hit is None or not hit.any():
             return []
@@ -173,6 +188,7 @@ class PaceRejector:
             pre = np.maximum(np.abs(level - col[idx - 2]), np.abs(col[idx - 2] - col[idx - 3]))
             lo_dev = np.full(len(idx), np.inf)  # the run's deviations so far: min and max
             hi_dev = np.full(len(idx), -np.inf)
+            opens = np.abs(col[idx] - level) >= TAILED_MIN_UV  # a run starts with a jump
             for w in range(1, self.max_width + 1):
                 dev = col[idx + w - 1] - level
                 lo_dev = np.minimum(lo_dev, dev)
@@ -180,7 +196,7 @@ class PaceRejector:
                 up = lo_dev > 0
                 height = np.where(up, hi_dev, np.where(hi_dev < 0, -lo_dev, 0.0))  # 0 unless one-sided
                 back = np.where(up, col[idx + w] - level, level - col[idx + w])
-                hit |= (height >= TAILED_MIN_UV) & (pre <= FLAT_STEP * height) & (back <= RETURN * height)
+                hit |= opens & (height >= TAILED_MIN_UV) & (pre <= FLAT_STEP * height) & (back <= RETURN * height)
         return idx[hit].tolist()
 
     def _pulse_at(self, buf: FloatArray, i: int) -> int:
@@ -189,6 +205,8 @@ class PaceRejector:
             col = buf[:, k]
             level = float(col[i - 1])
             pre = max(abs(level - col[i - 2]), abs(col[i - 2] - col[i - 3]))
+            if abs(col[i] - level) < TAILED_MIN_UV:
+                continue  # a run starts with a jump (the same rule `_undecided` releases by)
             for w in range(1, self.max_width + 1):
                 dev = col[i:i + w] - level
                 if not (np.all(dev > 0) or np.all(dev < 0)):

@@ -58,6 +58,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from vigil.signal.pace import PaceRejector
 from vigil.signal.vtspec import MAX_VT_RATE_HZ, VT_RATE_HZ, SpecParams, SpectralVtDetector
 
 FloatArray = npt.NDArray[np.float64]
@@ -232,7 +233,8 @@ class VtStage:
         self.candidate = False  # a short ventricular run confirmed by a changed pulse (see on_beat)
         self.last: dict[str, PulseResponse] = {}
         self._last_eval: tuple[float, float] | None = None  # (run start, time) of `last`
-        self._spec: dict[str, list] = {}  # ECG channel -> [SpectralVtDetector, t_mono of its last sample]
+        self._spec: dict[str, list] = {}  # ECG channel -> [SpectralVtDetector, t_mono of its last sample,
+        #                                  its PaceRejector, samples fed to that rejector]
         self._spec_checked = -math.inf  # when `spectral` was last recomputed
         self.spectral = False  # the spectral detector sees a fast wide-complex rhythm (see feed_ecg)
         self._spec_start: float | None = None
@@ -252,16 +254,20 @@ class VtStage:
         entry = self._spec.get(channel)
         if entry is None or entry[0].fs != fs or entry[0].n_leads != x.shape[1]:
             entry = self._spec[channel] = [SpectralVtDetector(fs, x.shape[1], SpecParams(
-                spi_min=p.spi_min, window_s=p.spec_window_s, hold=p.spec_hold, sub_max=p.spec_sub_max)), t_end]
+                spi_min=p.spi_min, window_s=p.spec_window_s, hold=p.spec_hold, sub_max=p.spec_sub_max)), t_end,
+                PaceRejector(fs, x.shape[1]), 0]
         elif abs(t_end - len(x) / fs - entry[1]) > 1.0:  # a jump: start afresh
             entry[0].reset()
+            entry[3] = 0
         entry[1] = t_end
-        entry[0].feed(x)
+        clean, _ = entry[2].feed(x, entry[3])  # pacemaker pulses cut out, as the analyser does (a few samples wait)
+        entry[3] += len(x)
+        entry[0].feed(clean)
         before = self.spectral
         if entry[0].evaluated or t_end - self._spec_checked >= EVAL_EVERY_S:  # `on` changes only at evaluations
             self._spec_checked = t_end
             self.spectral = any(d.on and now_t >= t_end - 2.0 and self._leads_agree(d, t_end)
-                                for d, now_t in self._spec.values())
+                                for d, now_t, *_ in self._spec.values())
         if self.spectral and not before:
             self._spec_start = t_end - p.spec_window_s / 2
         elif not self.spectral:
@@ -319,7 +325,7 @@ class VtStage:
         if not rates:
             return True
         rate = max(rates)
-        for other, t in self._spec.values():
+        for other, t, *_ in self._spec.values():
             if other is det or t < now - 2.0:
                 continue
             for r, _, p2p in other.last:
@@ -330,7 +336,7 @@ class VtStage:
     def _run_interval(self) -> float | None:
         """Mean interval (s) of the V beats of the open run (else the spectral rate's), or None."""
         if self._run_start is None:
-            f0 = max((f for d, _ in self._spec.values() if d.on for f, spi, _ in d.last
+            f0 = max((f for d, *_ in self._spec.values() if d.on for f, spi, _ in d.last
                       if spi >= self.params.spi_min and VT_RATE_HZ < f <= MAX_VT_RATE_HZ), default=0.0)
             return 1.0 / f0 if self.spectral and f0 > 0 else None
         fs = self._fs()
