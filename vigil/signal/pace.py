@@ -157,7 +157,7 @@ class PaceRejector:
         """Starts in [lo, hi) that may hold a pulse in some lead: flat before, `TAILED_MIN_UV` reached, and back.
 
         Necessary conditions of `_pulse_at` on contiguous slices (a pulse's height is at most the reach
-        over the longest run; its return at least the lowest after any run), so that the exact tests
+        over the longest run; its return at least the lowest after any run), so that its exact tests
         run only on the few starts that pass.
         """
         hit: npt.NDArray[np.bool_] | None = None
@@ -177,27 +177,7 @@ class PaceRejector:
             hit = ok if hit is None else hit | ok
         if hit is None or not hit.any():
             return []
-        return self._exact(buf, np.flatnonzero(hit) + lo)
-
-    def _exact(self, buf: FloatArray, idx: npt.NDArray[np.intp]) -> list[int]:
-        """The starts of `idx` passing the height, flatness-before and return tests in some lead (vectorised)."""
-        hit = np.zeros(len(idx), dtype=bool)
-        for k in range(self.n_leads):
-            col = buf[:, k]
-            level = col[idx - 1]
-            pre = np.maximum(np.abs(level - col[idx - 2]), np.abs(col[idx - 2] - col[idx - 3]))
-            lo_dev = np.full(len(idx), np.inf)  # the run's deviations so far: min and max
-            hi_dev = np.full(len(idx), -np.inf)
-            opens = np.abs(col[idx] - level) >= TAILED_MIN_UV  # a run starts with a jump
-            for w in range(1, self.max_width + 1):
-                dev = col[idx + w - 1] - level
-                lo_dev = np.minimum(lo_dev, dev)
-                hi_dev = np.maximum(hi_dev, dev)
-                up = lo_dev > 0
-                height = np.where(up, hi_dev, np.where(hi_dev < 0, -lo_dev, 0.0))  # 0 unless one-sided
-                back = np.where(up, col[idx + w] - level, level - col[idx + w])
-                hit |= opens & (height >= TAILED_MIN_UV) & (pre <= FLAT_STEP * height) & (back <= RETURN * height)
-        return idx[hit].tolist()
+        return (np.flatnonzero(hit) + lo).tolist()
 
     def _pulse_at(self, buf: FloatArray, i: int) -> int:
         """Width (samples) of a pulse starting at buf[i] in some lead (every rule of the module doc), or 0."""
