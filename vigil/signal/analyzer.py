@@ -85,7 +85,7 @@ class EcgAnalyzer:
         self.qt: Any = _QtMeasurer(fs, channel) if (qt and _QtMeasurer is not None) else None
         self.next_seq: int | None = None
         self._recent_beats: deque[int] = deque(maxlen=64)
-        self._recent_amps: deque[tuple[int, float]] = deque(maxlen=64)  # (R sample, QRS µV), newest last
+        self._recent_amps: deque[tuple[int, float, bool]] = deque(maxlen=64)  # (R sample, QRS µV, clean), newest last
         self.qrs_half = int(round(QRS_HALF_S * fs))
         self._last_r: int | None = None
         self._start(0)
@@ -207,11 +207,12 @@ class EcgAnalyzer:
         strict: BeatLabel = "N"
         if win.shape[1] == pre + w + 1:
             label, strict = self.classifier.labels(win, r)
-        if self._obscured_end is not None and r - self._obscured_end < Q_AFTER_NOISE_S * self.fs:
+        clean = self._obscured_end is None or r - self._obscured_end >= Q_AFTER_NOISE_S * self.fs
+        if not clean:
             label = "Q"  # noise in the last seconds: the shape is not to be trusted (rhythm keeps `strict`)
         qrs = self.bp.get(r_bp - self.qrs_half, r_bp + self.qrs_half)
         if qrs.size:
-            self._recent_amps.append((int(r), float(qrs.max() - qrs.min())))
+            self._recent_amps.append((int(r), float(qrs.max() - qrs.min()), clean))
         return Beat(sample=int(r), label=label, channel=self.channel,
                     strict_label=None if strict == label else strict)
 
@@ -226,11 +227,14 @@ class EcgAnalyzer:
             end = self.quality.next_end
             a = end - p
             n_beats = sum(1 for s in self._recent_beats if a <= s < end)
-            amps = [v for s, v in self._recent_amps if s < end][-QRS_AMP_BEATS:]  # the same whatever the block split
+            amps = [v for s, v, _ in self._recent_amps if s < end][-QRS_AMP_BEATS:]  # the same whatever the block split
             qrs_uv = median(amps) if amps else 0.0
+            clean_amps = [v for s, v, c in self._recent_amps if s < end and c][-QRS_AMP_BEATS:]
+            clean_uv = median(clean_amps) if clean_amps else 0.0
             q = self.quality.assess(end, self.raw.get(a, end), self.hp.get(a, end),
                                     self.bp.get(a, end), self.detector.slope.get(a, end),
-                                    n_beats, noise_ratio, context=self.raw.get(end - ctx, end), qrs_uv=qrs_uv)
+                                    n_beats, noise_ratio, context=self.raw.get(end - ctx, end), qrs_uv=qrs_uv,
+                                    clean_qrs_uv=clean_uv)
             if self.pace.count and any(a <= p < end for p in self.pace.pulses):
                 q = replace(q, flags=(*q.flags, "pacer"))  # informational: the pulses were cut out
             reports.append(q)

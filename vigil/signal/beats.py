@@ -6,7 +6,9 @@ are all relative to the patient's own dominant morphology, so they transfer betw
 * morphology — Pearson correlation with the dominant template over all leads and on lead 1 (best
   of ±30 ms shifts), and how the matched template itself compares with the dominant one;
 * QRS width — effective width (area / peak of the band-passed complex), absolute and as a ratio;
-* amplitude, energy, polarity (signed-area balance) and steepest slope relative to the template;
+* amplitude, energy, polarity (signed-area balance) and steepest slope relative to the template (the
+  polarity change signed by the template's own: + is towards the template's larger deflection, so an
+  inverted lead gives the same features);
 * rhythm — RR prematurity against the median RR of recent template-matching beats, the RR
   variability of those beats, and the previous beat's correlation (runs);
 * template statistics — share of recent beats matching the same template (OSEA-style multi-template
@@ -93,7 +95,7 @@ class BeatFeatures:
     amp_ratio: float
     amp_ratio_last: float  # last lead (= lead 1 with one lead)
     log_energy_ratio: float
-    polarity_change: float
+    polarity_change: float  # oriented by the dominant template's larger deflection: the same for an inverted lead
     slope_ratio: float
     prematurity: float  # RR / median recent RR (1.0 when unknown)
     rr_cv: float
@@ -550,7 +552,7 @@ class BeatClassifier:
             corr=mt.corr, corr0=_corr(core[0], dom[0]), width_ratio=width_ratio, width_ms=1000.0 * wb,
             amp_ratio=amp_ratio, amp_ratio_last=_ptp(core[-1]) / st.p2p_last,
             log_energy_ratio=math.log(max(float(np.sum(core * core)), 1e-12) / st.energy),
-            polarity_change=_polarity(core[0]) - st.polarity,
+            polarity_change=(_polarity(core[0]) - st.polarity) * (1.0 if st.polarity >= 0.0 else -1.0),
             slope_ratio=_slope(core[0]) / st.slope, prematurity=mt.prematurity, rr_cv=mt.rr_cv,
             prev_corr=mt.prev_corr, tpl_share=mt.share, tpl_is_dominant=mt.is_dom, tpl_corr=tpl_corr,
             pre_corr=pre_corr, pre_amp_ratio=pre_amp)
