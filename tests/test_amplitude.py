@@ -1,4 +1,4 @@
-"""The analyser across EC13's QRS amplitude range (0.5-5 mV) and with an inverted lead (vendored 119, 203)."""
+"""The analyser across EC13's QRS amplitude range (0.5-5 mV) and with an inverted lead (vendored 203)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from vigil.evaluation.ec57 import read_reference
-from vigil.evaluation.eval_amplitude import Run, agreement, analyse, baseline, qrs_amplitude_uv, scale_for, scaled
+from vigil.evaluation.eval_amplitude import (
+    Run,
+    agreement,
+    analyse,
+    baseline,
+    qrs_amplitude_uv,
+    scale_for,
+    scaled,
+)
 
 
 def _load(vendored: Path, rec: str, minutes: float) -> tuple[np.ndarray, float, list[int]]:
