@@ -60,17 +60,17 @@ def test_a_5_mv_qrs_is_not_noise(rec203, as_recorded):
     """A clean record made taller is no noisier: the baseline-move rule scales with the QRS.
 
     The ECG is scaled around its baseline, which stays as recorded (a taller QRS, the same electrode
-    wander).  Measured on these 6 minutes (as recorded: 1 noise second, 98 V): with a fixed 2 mV
-    limit 203 scaled to 5 mV had 13 noise seconds, 89 % rhythm agreement, 60 beats turned
-    unclassifiable (Q) after the noise and 85 V; with the limit at half the QRS amplitude 3, 94 %,
-    15 and 101.
+    wander).  Measured on these 6 minutes (as recorded: 1 noise second, 97-98 V): with a fixed 2 mV
+    limit 203 scaled to 5 mV had 14 noise seconds, 91 % rhythm agreement, 64 beats turned
+    unclassifiable (Q) after the noise and 82 V; with the limit at half the QRS amplitude 3, 96 %,
+    15 and 97.
     """
     x, fs, r_peaks = rec203
     k = scale_for("QRS 5 mV", qrs_amplitude_uv(x[:, 0], fs, r_peaks))
     tall = analyse(scaled(x, baseline(x, fs), k), fs)
     assert tall.noise_s <= as_recorded.noise_s + 6, (tall.noise_s, as_recorded.noise_s)
     same, total = agreement(as_recorded, tall)
-    assert same / total >= 0.92, (same, total)
+    assert same / total >= 0.93, (same, total)
     labels_tall = Counter(lab for _, lab in tall.beats)
     labels_rec = Counter(lab for _, lab in as_recorded.beats)
     assert labels_tall["Q"] - labels_rec["Q"] <= 35, (labels_tall, labels_rec)
@@ -79,17 +79,17 @@ def test_a_5_mv_qrs_is_not_noise(rec203, as_recorded):
 
 def test_a_0_5_mv_qrs_is_analysed_like_the_record(rec203, as_recorded):
     """EC13's smallest QRS with the baseline wander as recorded: the same beats; 203's AF/ectopy episodes
-    shift at their edges (couplets, short TACHY spells: 90 % of labelled seconds alike when measured)."""
+    shift at their edges (couplets, short TACHY spells: 95 % of labelled seconds alike when measured)."""
     x, fs, r_peaks = rec203
     k = scale_for("QRS 0.5 mV", qrs_amplitude_uv(x[:, 0], fs, r_peaks))
     small = analyse(scaled(x, baseline(x, fs), k), fs)
     assert len(small.beats) == pytest.approx(len(as_recorded.beats), abs=3)
     v_small = sum(1 for _, lab in small.beats if lab == "V")
     v_rec = sum(1 for _, lab in as_recorded.beats if lab == "V")
-    assert abs(v_small - v_rec) <= 0.05 * v_rec, (v_small, v_rec)
+    assert abs(v_small - v_rec) <= 0.06 * v_rec, (v_small, v_rec)
     assert small.noise_s <= as_recorded.noise_s + 2
     same, total = agreement(as_recorded, small)
-    assert same / total >= 0.85, (same, total)
+    assert same / total >= 0.90, (same, total)
 
 
 def test_an_inverted_lead_gives_the_same_beats_and_labels(rec203):
