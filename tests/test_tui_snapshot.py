@@ -225,3 +225,17 @@ async def test_alarm_off_reminder_event_pops_up() -> None:
         # the toast sits at the bottom right, its text after a "▌" edge, wrapped over lines
         toast = " ".join(line.rsplit("▌", 1)[1].strip() for line in screen_text(app) if "▌" in line)
         assert "ALARM OFF is still on: qtc_high of M02 (r resumes it)" in " ".join(toast.split()), toast
+
+
+async def test_a_redraw_tick_after_the_screens_are_gone_is_ignored() -> None:
+    """The redraw timer can fire once more while the app shuts down (seen in a full `make test`:
+    ``ScreenStackError: No screens on stack`` from `_tick`); that tick must do nothing."""
+    room = RoomView(ROOM)
+    feed(room, 2)
+    app = DashboardApp(Connection(ROOM), room, connect=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        ticks = app.ticks
+    assert not app.screen_stack
+    app._tick()  # the late tick
+    assert app.ticks == ticks

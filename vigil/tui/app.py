@@ -313,6 +313,8 @@ class DashboardApp(App[int]):
 
     # ------------------------------------------------------------------ redraw
     def _tick(self) -> None:
+        if not self.screen_stack:  # shutting down: the screens are gone but a last timer tick can still fire
+            return
         self.ticks += 1
         n_alarms = len(self.room.active_alarms())
         if self.alarm_cursor >= n_alarms:
