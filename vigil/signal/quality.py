@@ -10,9 +10,10 @@ Each second of stream is assessed once all beats in it are final:
   peak-to-peak (if that noise is below 15 % of the recent QRS amplitude, the second also gets
   `qrs_visible`: a quiet line whose noise could not hide a QRS; ASYSTOLE is not held back by it),
   or baseline (< 0.5 Hz) moving more than 2 mV within the second — or more than half the recent QRS
-  amplitude of beats outside noise, if that is larger (a 2 mV move hides no 5 mV QRS: with a fixed 2 mV, the 24 MIT-BIH
-  records scaled to EC13's largest QRS, 5 mV, had 681 seconds called noise against 75 as recorded,
-  with it 307; `vigil.evaluation.eval_amplitude`), or the QRS
+  amplitude of beats outside noise, if that is larger (this estimate leaks a share of every QRS, T wave
+  and VT complex: with a fixed 2 mV, the 24 MIT-BIH records with their ECG scaled to EC13's largest QRS,
+  5 mV, had 184 seconds called noise against 75 as recorded, with this limit 107;
+  `vigil.evaluation.eval_amplitude`), or the QRS
   detector's noise-peak level above 40 % of its signal-peak level, or baseline wander dominating
   the lead: over the last second, the peak-to-peak of the raw lead smoothed by a 0.5 s moving
   average (content below ~1.5 Hz: respiration/motion wander; the average has zeros at 2, 4, 6 Hz, so
