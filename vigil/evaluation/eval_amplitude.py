@@ -1,11 +1,12 @@
 """The analyser across EC13's QRS amplitude range and with inverted polarity, on real records.
 
 ANSI/AAMI EC13 (§4.1.2.1) asks a cardiac monitor to count QRS complexes of 0.5 to 5 mV.  The MIT-BIH
-records here have QRS complexes of ~0.6-3.8 mV (lead 0), so each record is scaled until its median
-QRS amplitude (0.5-40 Hz band-passed peak-to-peak within ±60 ms of each reference R, lead 0) is
-0.5, 1, 2 and 5 mV, and once inverted (× −1, as recorded otherwise).  Both leads get the same factor.
-Every condition runs through the full streaming analyser (two leads, rhythm on, 0.25 s feeds), and is
-compared with the record as recorded:
+records here have QRS complexes of ~0.6-3.8 mV (lead 0), so the ECG of each record is scaled around its
+own baseline (`baseline`: the baseline itself stays as recorded, since electrode wander does not grow
+with the heart's voltage) until its median QRS amplitude (0.5-40 Hz band-passed peak-to-peak within
+±60 ms of each reference R, lead 0) is 0.5, 1, 2 and 5 mV; once the whole lead is inverted (× −1, swapped
+electrodes).  Both leads get the same factor.  Every condition runs through the full streaming analyser
+(two leads, rhythm on, 0.25 s feeds), and is compared with the record as recorded:
 
 * QRS and VEB Se/+P (EC57 rules as ``eval_qrs``: 150 ms window, first 5 min excluded, reference VF
   spans excluded; VEB without the paced records);
@@ -16,7 +17,7 @@ compared with the record as recorded:
 * VT, VF and ASYSTOLE onsets (the alarm-bearing calls).
 
 Usage: ``python -m vigil.evaluation.eval_amplitude [--records 119,203] [--minutes 30] [--workers 2]``
-(≈ 20 min for the 24 records on 2 workers).  Progress goes to stderr, tables to stdout.
+(≈ 8 min for the 24 records on 2 workers, 16 on one).  Progress goes to stderr, tables to stdout.
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ from vigil.evaluation.ec57 import (
     read_vf_episodes,
     score,
 )
+from vigil.evaluation.eval_qrs import BLOCK_S, read_signal
+from vigil.signal.quality import QRS_HALF_S
 
 TARGETS_MV = (0.5, 1.0, 2.0, 5.0)  # EC13 §4.1.2.1: QRS amplitudes a monitor must count
 CONDITIONS = ("as recorded", *(f"QRS {t:g} mV" for t in TARGETS_MV), "inverted")
 ALARM_LABELS = ("VT", "VF", "ASYSTOLE")
-FEED_S = 0.25
-QRS_HALF_S = 0.06
 
 
 def qrs_amplitude_uv(x: np.ndarray, fs: float, r_peaks: list[int]) -> float:
@@ -87,7 +88,7 @@ def scaled(x: np.ndarray, base: np.ndarray, k: float) -> np.ndarray:
 
 
 def scale_for(condition: str, qrs_uv: float) -> float:
-    """The factor applied to the record's samples for a condition (see `CONDITIONS`)."""
+    """The factor `scaled` applies to the record's ECG for a condition (see `CONDITIONS`)."""
     if condition == "as recorded":
         return 1.0
     if condition == "inverted":
@@ -115,7 +116,7 @@ def analyse(x: np.ndarray, fs: float) -> Run:
     an = EcgAnalyzer(fs, n_leads=x.shape[1], qt=False)
     run = Run()
     spans: dict[tuple[str, int], int] = {}
-    block = int(round(FEED_S * fs))
+    block = int(round(BLOCK_S * fs))
 
     def take(outputs: Sequence[object], now: int) -> None:
         for o in outputs:
@@ -151,8 +152,6 @@ def agreement(a: Run, b: Run) -> tuple[int, int]:
 
 def _job(args: tuple[str, float]) -> tuple[str, dict[str, tuple[BeatScore, Run, float]], float]:
     rec, minutes = args
-    from vigil.evaluation.eval_qrs import read_signal
-
     t0 = time.perf_counter()
     path = data_root() / "mitdb" / rec
     x, fs, _ = read_signal(path)
@@ -193,7 +192,7 @@ def main(argv: list[str]) -> int:
         for k, (rec, out, dt) in enumerate(pool.imap_unordered(_job, [(r, args.minutes) for r in recs]), 1):
             results[rec] = out
             print(f"[{k}/{len(recs)}] mitdb/{rec} ({dt:.0f} s)", file=sys.stderr, flush=True)
-    print(f"EcgAnalyzer (2 leads, rhythm on, {FEED_S:g} s feeds) on {len(recs)} mitdb records scaled to EC13's "
+    print(f"EcgAnalyzer (2 leads, rhythm on, {BLOCK_S:g} s feeds) on {len(recs)} mitdb records, their ECG scaled around its baseline to EC13's "
           f"QRS amplitude range (lead 0 median band-passed QRS peak-to-peak) and inverted; {args.minutes:g} min each. "
           f"Records: {root}")
     print(f"{'condition':>12} {'QRS Se':>7} {'QRS +P':>7} {'VEB Se':>7} {'VEB +P':>7} {'noise s':>8} "
