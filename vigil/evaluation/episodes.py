@@ -3,7 +3,10 @@
 An episode is a half-open sample interval [start, end).  A reference episode is detected (episode
 Se) when any detected episode overlaps it; a detected episode is a true positive (episode +P) when
 it overlaps any reference episode.  Duration Se = overlap / reference duration; duration +P =
-overlap / detected duration.
+overlap / detected duration.  `score_ec57` applies the rest of the standard's comparison as the
+reference comparator `epicmp` (WFDB, G. Moody, after ANSI/AAMI EC38/EC57) implements it: a learning
+period (the first 5 minutes) left out, and reference-marked atrial flutter excluded from the detected
+episodes when AF positive predictivity is counted.
 """
 
 from __future__ import annotations
@@ -124,6 +127,49 @@ def score(reference: Iterable[Interval], detected: Iterable[Interval]) -> Episod
         det_true=sum(_overlaps_any(d, ref) for d in det),
         ref_duration=sum(e - s for s, e in ref),
         det_duration=sum(e - s for s, e in det),
+        overlap=overlap_length(ref, det),
+    )
+
+
+EC57_START_S = 300.0  # epicmp's default comparison start: the first 5 minutes are the learning period
+
+
+def clip(intervals: Sequence[Interval], start: int, end: int | None = None) -> list[Interval]:
+    """Cut sorted disjoint intervals to [start, end); intervals left empty are dropped."""
+    out: list[Interval] = []
+    for s, e in intervals:
+        s, e = max(s, start), e if end is None else min(e, end)
+        if e > s:
+            out.append((s, e))
+    return out
+
+
+def score_ec57(reference: Iterable[Interval], detected: Iterable[Interval], *, start: int,
+               end: int | None = None, exclusions: Iterable[Interval] = ()) -> EpisodeScore:
+    """Score episodes as WFDB's `epicmp` does for EC57 AF/VF comparisons (any overlap = match).
+
+    Both sets are cut to the comparison period [start, end) (epicmp's default start is 5 minutes in,
+    `EC57_START_S`).  For positive predictivity the `exclusions` (epicmp: reference atrial flutter
+    episodes, for AF) are removed from each detected episode: an episode lying wholly inside
+    exclusions is ignored, one whose start or end is excluded is shortened, and an exclusion inside
+    it only shortens its duration.  Sensitivity is counted without exclusions.  The exclusions must
+    not overlap the reference episodes (AFL and AFIB are different rhythm annotations), so one
+    overlap total serves both duration Se and duration +P.
+    """
+    ref = clip(merge(reference), start, end)
+    det = clip(merge(detected), start, end)
+    holes = merge(exclusions)
+    if overlap_length(ref, holes):
+        raise ValueError("exclusions overlap reference episodes")
+    kept = [pieces for d in det if (pieces := subtract([d], holes))]
+    windows = [(pieces[0][0], pieces[-1][1]) for pieces in kept]  # epicmp trims the ends only
+    return EpisodeScore(
+        ref_episodes=len(ref),
+        ref_detected=sum(_overlaps_any(r, det) for r in ref),
+        det_episodes=len(kept),
+        det_true=sum(_overlaps_any(w, ref) for w in windows),
+        ref_duration=sum(e - s for s, e in ref),
+        det_duration=sum(e - s for pieces in kept for s, e in pieces),
         overlap=overlap_length(ref, det),
     )
 

@@ -20,12 +20,14 @@ import numpy as np
 
 from vigil.datasets import data_root
 from vigil.evaluation.episodes import (
+    EC57_START_S,
     EpisodeScore,
     Interval,
     merge,
     overlap_length,
     rhythm_intervals,
     score,
+    score_ec57,
     subtract,
 )
 from vigil.model import Beat, BeatLabel, RhythmEpisode
@@ -158,7 +160,8 @@ def _pct(x: float) -> str:
 
 
 def _score_table(title: str, rows: list[tuple[str, EpisodeScore]], also_without: tuple[str, ...] = (),
-                 no_afl: list[tuple[str, EpisodeScore]] | None = None, fs: float = 250.0) -> None:
+                 no_afl: list[tuple[str, EpisodeScore]] | None = None, fs: float = 250.0,
+                 ec57: list[tuple[str, EpisodeScore]] | None = None) -> None:
     print(f"\n{title}")
     print(f"{'record':>8} {'ref':>4} {'det':>4} {'Ep Se%':>7} {'Ep +P%':>7} {'Dur Se%':>8} {'Dur +P%':>8} {'ref min':>8} {'det min':>8}")
     gross = EpisodeScore()
@@ -179,6 +182,13 @@ def _score_table(title: str, rows: list[tuple[str, EpisodeScore]], also_without:
             total = total + sc
         _score_row("grossAFL", total, fs)
         print("grossAFL = atrial flutter spans removed from both reference and detections (neither AF nor non-AF)")
+    if ec57:
+        total = EpisodeScore()
+        for _, sc in ec57:
+            total = total + sc
+        _score_row("EC57", total, fs)
+        print(f"EC57 = the standard's comparison as WFDB's epicmp runs it: from {EC57_START_S / 60:.0f} min (learning "
+              "period), reference atrial flutter excluded from the detections for +P")
 
 
 def _afl_table(db: str, rows: list[tuple[str, EpisodeScore, int]], fs: float) -> None:
@@ -214,6 +224,7 @@ def eval_afdb() -> None:
 
     rows = []
     no_afl: list[tuple[str, EpisodeScore]] = []
+    ec57: list[tuple[str, EpisodeScore]] = []
     afl_rows: list[tuple[str, EpisodeScore, int]] = []
     thresholds_only: list[af_cv.AfRecord] = []
     shapes: list[af_cv.AfRecord] = []
@@ -231,6 +242,7 @@ def eval_afdb() -> None:
         det = run.intervals("AF", n)
         rows.append((rec, score(ref, det)))
         no_afl.append((rec, score(subtract(ref, afl), subtract(det, afl))))
+        ec57.append((rec, score_ec57(ref, det, start=int(EC57_START_S * fs), exclusions=afl)))
         afl_rows.append((rec, score(afl, run.intervals("AFL", n)), overlap_length(afl, det)))
         replay_ok += merge(af.replay(trace, af.THRESHOLD_ON, af.THRESHOLD_OFF, n)) == det
         shipped = af_cv.as_arrays(trace)
@@ -240,7 +252,7 @@ def eval_afdb() -> None:
             sh: shipped if sh == af_cv.SHIPPED_SHAPE else af_cv.as_arrays(af_cv.beat_trace(fs, samples, labels, sh))
             for sh in af_cv.SHAPES}))
     _score_table("AF on afdb (beats from .qrs, RhythmTracker with signal=None; AFL counts as non-AF)", rows,
-                 also_without=UNAUDITED_AFDB, no_afl=no_afl)
+                 also_without=UNAUDITED_AFDB, no_afl=no_afl, ec57=ec57)
     _afl_table("afdb", afl_rows, 250.0)
     _progress("afdb cross-validation")
     print(f"\nAF cross-validation on afdb, leave one record out (offline replay reproduces the tracker on {replay_ok}/"
@@ -291,6 +303,7 @@ def eval_mitdb() -> None:
     full = analyzer_available()
     rows = []
     no_afl: list[tuple[str, EpisodeScore]] = []
+    ec57: list[tuple[str, EpisodeScore]] = []
     others: list[tuple[str, int, int, int, float]] = []
     afl_rows: list[tuple[str, EpisodeScore, int]] = []
     for rec in _records("mitdb"):
@@ -308,12 +321,13 @@ def eval_mitdb() -> None:
         afl = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"AFL"}, n)
         rows.append((rec, score(ref, run.intervals("AF", n))))
         no_afl.append((rec, score(subtract(ref, afl), subtract(run.intervals("AF", n), afl))))
+        ec57.append((rec, score_ec57(ref, run.intervals("AF", n), start=int(EC57_START_S * fs), exclusions=afl)))
         afl_rows.append((rec, score(afl, run.intervals("AFL", n)), overlap_length(afl, run.intervals("AF", n))))
         vf_ref = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"VFL", "VF"}, n)
         others.append((rec, len(run.intervals("ASYSTOLE", n)), len(run.intervals("VF", n)), len(vf_ref),
                        sum(e - s for s, e in run.intervals("NOISE", n)) / fs / 60.0))
     how = f"EcgAnalyzer full pipeline, {MITDB_LEADS} lead{'s' if MITDB_LEADS > 1 else ''}" if full else "reference .atr beats + 0.5-40 Hz band-passed lead 0"
-    _score_table(f"AF on mitdb ({how}; AFL counts as non-AF)", rows, no_afl=no_afl, fs=360.0)
+    _score_table(f"AF on mitdb ({how}; AFL counts as non-AF)", rows, no_afl=no_afl, fs=360.0, ec57=ec57)
     _afl_table("mitdb", afl_rows, 360.0)
     print("\nOther calls on mitdb (no asystole in these records; VF/VFL reference episodes shown)")
     print(f"{'record':>8} {'ASYSTOLE':>8} {'VF det':>6} {'VF ref':>6} {'NOISE min':>9}")
