@@ -118,15 +118,20 @@ def _overlaps_any(x: Interval, others: Sequence[Interval]) -> bool:
 
 def score(reference: Iterable[Interval], detected: Iterable[Interval]) -> EpisodeScore:
     """Score detected against reference episodes (any overlap = match)."""
-    ref = merge(reference)
-    det = merge(detected)
+    return _score(merge(reference), merge(detected), [])
+
+
+def _score(ref: list[Interval], det: list[Interval], holes: list[Interval]) -> EpisodeScore:
+    """Counts for merged reference and detected episodes, `holes` removed from the detections for +P."""
+    kept = [pieces for d in det if (pieces := subtract([d], holes))]
+    windows = [(pieces[0][0], pieces[-1][1]) for pieces in kept]  # epicmp trims the ends only
     return EpisodeScore(
         ref_episodes=len(ref),
         ref_detected=sum(_overlaps_any(r, det) for r in ref),
-        det_episodes=len(det),
-        det_true=sum(_overlaps_any(d, ref) for d in det),
+        det_episodes=len(kept),
+        det_true=sum(_overlaps_any(w, ref) for w in windows),
         ref_duration=sum(e - s for s, e in ref),
-        det_duration=sum(e - s for s, e in det),
+        det_duration=sum(e - s for pieces in kept for s, e in pieces),
         overlap=overlap_length(ref, det),
     )
 
@@ -161,17 +166,7 @@ def score_ec57(reference: Iterable[Interval], detected: Iterable[Interval], *, s
     holes = merge(exclusions)
     if overlap_length(ref, holes):
         raise ValueError("exclusions overlap reference episodes")
-    kept = [pieces for d in det if (pieces := subtract([d], holes))]
-    windows = [(pieces[0][0], pieces[-1][1]) for pieces in kept]  # epicmp trims the ends only
-    return EpisodeScore(
-        ref_episodes=len(ref),
-        ref_detected=sum(_overlaps_any(r, det) for r in ref),
-        det_episodes=len(kept),
-        det_true=sum(_overlaps_any(w, ref) for w in windows),
-        ref_duration=sum(e - s for s, e in ref),
-        det_duration=sum(e - s for pieces in kept for s, e in pieces),
-        overlap=overlap_length(ref, det),
-    )
+    return _score(ref, det, holes)
 
 
 def rhythm_intervals(samples: Sequence[int], notes: Sequence[str], labels: set[str], end: int) -> list[Interval]:
