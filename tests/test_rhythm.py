@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vigil.evaluation.episodes import merge, rhythm_intervals, score, score_ec57, subtract
+from vigil.evaluation.episodes import EC57_START_S, merge, rhythm_intervals, score, score_ec57, subtract
 from vigil.model import Beat, QualityReport, RhythmEpisode
 from vigil.signal.rhythm import RhythmTracker
 
@@ -571,7 +571,7 @@ def test_mitdb_af_through_the_analyser_two_leads(record: str, dur_se: float, dur
     s = score(ref, det)
     assert s.episode_se == 1.0 and s.duration_se >= dur_se and s.duration_ppv >= dur_ppv
     assert score(subtract(ref, afl), subtract(det, afl)).duration_ppv >= ppv_without_afl
-    ec57 = score_ec57(ref, det, start=int(300 * fs), exclusions=afl)  # epicmp: from 5 min, flutter excluded for +P
+    ec57 = score_ec57(ref, det, start=int(EC57_START_S * fs), exclusions=afl)  # epicmp: from 5 min, flutter excluded for +P
     assert ec57.episode_se == 1.0 and ec57.duration_ppv >= ec57_ppv
     assert not run.intervals("ASYSTOLE", n)
 

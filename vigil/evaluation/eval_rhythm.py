@@ -183,10 +183,7 @@ def _score_table(title: str, rows: list[tuple[str, EpisodeScore]], also_without:
         _score_row("grossAFL", total, fs)
         print("grossAFL = atrial flutter spans removed from both reference and detections (neither AF nor non-AF)")
     if ec57:
-        total = EpisodeScore()
-        for _, sc in ec57:
-            total = total + sc
-        _score_row("EC57", total, fs)
+        _score_row("EC57", sum((sc for _, sc in ec57), EpisodeScore()), fs)
         print(f"EC57 = the standard's comparison as WFDB's epicmp runs it: from {EC57_START_S / 60:.0f} min (learning "
               "period), reference atrial flutter excluded from the detections for +P")
 
