@@ -156,7 +156,9 @@ async def test_reconnect_backoff_grows_then_resets_after_streaming() -> None:
     async with sup:
         col = Collector(sup)
         feeder = asyncio.create_task(pump_bytes(dev, stop))
-        await wait_until(lambda: len(dev.connect_times) == 6 and sup.state is DeviceState.STREAMING)
+        # the state changes before the collector task has read the events queued with it: wait for the clear too
+        await wait_until(lambda: len(dev.connect_times) == 6 and sup.state is DeviceState.STREAMING
+                         and False in col.events(TechnicalKind.DEVICE_DISCONNECTED))
         assert sup.failures == 5 and sup.connects == 1
         assert col.events(TechnicalKind.DEVICE_DISCONNECTED) == [True, False]  # raised once, not per attempt
         await asyncio.sleep(0.2)
