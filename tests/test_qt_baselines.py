@@ -41,7 +41,7 @@ def test_summaries_per_lead_mean_and_best_lead_by_hand() -> None:
     assert mean.qt == [pytest.approx(0.0), pytest.approx(20.0)]  # beat 1: leads average to the reference
     best = summarise([[LeadMarks(102, 210), LeadMarks(100, 203)]], [(100, 200)], FS, [0, 1], best=True)
     assert best.qt == [pytest.approx(12.0)]  # lead 1 (QT +3 samples) beats lead 0 (+8)
-    rows = table_rows({"r": (FS, marks, refs)}, {"r": marks}, 2)
+    rows = table_rows({"r": (FS, marks, refs)}, {"r": marks}, [0, 1])
     assert rows[1].split()[:4] == ["ours", "lead", "0", "1"] and len(rows) == 1 + 2 * 4
 
 

@@ -16,9 +16,12 @@ lead. Errors are neurokit2 − cardiologist (ms), the same sign as ours.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -118,20 +121,19 @@ def fmt(v: list[float]) -> str:
 
 
 def table_rows(ours: dict[str, tuple[float, list[list[LeadMarks | None]], list[tuple[int, int]]]],
-               theirs: dict[str, list[list[LeadMarks | None]]], n_leads: int) -> list[str]:
+               theirs: dict[str, list[list[LeadMarks | None]]], leads: Sequence[int]) -> list[str]:
     """Lines comparing ours and neurokit2 over the same annotated beats, per lead, mean and best lead."""
     rows = [f"{'method':<10} {'leads':<22} {'beats':>5} {'failed':>6} {'QRS onset':>15} {'T end':>15} "
             f"{'QT':>15} {'|QT err|<=25ms':>14}"]
-    choices: list[tuple[str, list[int], bool]] = [(f"lead {k}", [k], False) for k in range(n_leads)]
-    if n_leads > 1:
-        choices += [("mean of leads", list(range(n_leads)), False),
-                    ("best lead (after fact)", list(range(n_leads)), True)]
-    for name, leads, best in choices:
+    choices: list[tuple[str, list[int], bool]] = [(f"lead {k}", [k], False) for k in leads]
+    if len(leads) > 1:
+        choices += [("mean of leads", list(leads), False), ("best lead (after fact)", list(leads), True)]
+    for name, use, best in choices:
         for method, source in (("ours", None), ("neurokit2", theirs)):
             tot = Summary([], [], [], 0)
             for rec, (fs, our_marks, refs) in ours.items():
                 marks = our_marks if source is None else source[rec]
-                s = summarise(marks, refs, fs, leads, best)
+                s = summarise(marks, refs, fs, use, best)
                 tot = Summary(tot.on + s.on, tot.te + s.te, tot.qt + s.qt, tot.failed + s.failed)
             within = 100.0 * np.mean(np.abs(tot.qt) <= 25.0) if tot.qt else float("nan")
             rows.append(f"{method:<10} {name:<22} {len(tot.qt):5d} {tot.failed:6d} {fmt(tot.on):>15} "
@@ -157,3 +159,23 @@ def neurokit_record(path: str, ref_peaks: Sequence[int], rate: float | None = No
         fs = rate
     per_lead = [neurokit_marks(x, fs, ref_peaks) for x in sig]
     return [[lead[i] for lead in per_lead] for i in range(len(ref_peaks))]
+
+
+def print_baseline_table(results: dict[str, tuple[float, list[Any]]], folder: Path, leads: Sequence[int],
+                         rate: float | None = None, ext: str = "q1c") -> None:
+    """Print ours beside neurokit2 on the annotated beats of `results` (eval_qt's per-record
+    ``(fs, [BeatResult, ...])``, whose ``.leads[k]`` is ``(qrs_on, t_end, checks)`` or None)."""
+    ours: dict[str, tuple[float, list[list[LeadMarks | None]], list[tuple[int, int]]]] = {}
+    theirs: dict[str, list[list[LeadMarks | None]]] = {}
+    for rec, (fs, beats) in results.items():
+        if not beats:
+            continue
+        ours[rec] = (fs, [[LeadMarks(d[0], d[1]) if d is not None else None for d in b.leads] for b in beats],
+                     [(b.ref.qrs_on, b.ref.t_end) for b in beats])
+        print(f"qtdb {rec} {ext} neurokit2", file=sys.stderr, flush=True)
+        theirs[rec] = neurokit_record(str(folder / rec), [b.ref.peak for b in beats], rate)
+    print(f"\nbaselines on the same .{ext} beats: neurokit2 ecg_process (its defaults: neurokit cleaning and peaks, "
+          "wavelet delineation; QRS onset = ECG_R_Onsets, T end = ECG_T_Offsets), beat by beat; ours as above. "
+          "wfdb XQRS detects QRS complexes only: no delineation, no QT row")
+    for line in table_rows(ours, theirs, leads):
+        print(line)
