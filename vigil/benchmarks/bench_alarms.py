@@ -15,6 +15,7 @@ SMS request <= 1 s.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 import statistics
@@ -25,6 +26,7 @@ from typing import Any, cast
 
 from vigil.alarms.audit import event_json
 from vigil.alarms.engine import AlarmEngine
+from vigil.cliargs import parse, summary
 from vigil.clock import SimulatedClock, SystemClock
 from vigil.config import VigilConfig
 from vigil.model import (
@@ -239,7 +241,11 @@ def _stats(x: list[float]) -> dict[str, float]:
 
 def main(argv: list[str]) -> int:
     """Run the three benchmarks and print a table."""
-    seconds = int(argv[argv.index("--seconds") + 1]) if "--seconds" in argv else 600
+    p = argparse.ArgumentParser(prog="python -m vigil.benchmarks.bench_alarms", description=summary(__doc__),
+                                allow_abbrev=False)
+    p.add_argument("--seconds", type=int, default=600, metavar="N",
+                   help="simulated seconds of the engine CPU benchmark (default: 600)")
+    seconds = parse(p, argv).seconds
     c = cpu_load(seconds)
     print(f"engine CPU, {GUESTS} guests, {c['sim_s']} simulated s: {c['cpu_s']:.2f} CPU s -> {c['cpu_pct']:.3f} % "
           f"(target < 1 %); {c['inputs']} inputs, {c['events']} alarm events, "

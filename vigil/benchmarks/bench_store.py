@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from vigil.cliargs import parse, summary
 from vigil.datasets import data_root, vendored
 from vigil.model import ChannelKind, SampleBlock
 from vigil.store import RecordStore, codec
@@ -86,7 +88,12 @@ def compression(records: list[Path], chunk_s: float) -> dict[str, float]:
 
 def main(argv: list[str]) -> int:
     """Print the store benchmark tables."""
-    seconds = int(argv[0]) if argv else 60
+    p = argparse.ArgumentParser(prog="python -m vigil.benchmarks.bench_store", description=summary(__doc__),
+                                allow_abbrev=False)
+    p.add_argument("seconds", nargs="?", type=int, default=60,
+                   help="seconds of 20-channel 500 Hz data written per mode (plain, aes-gcm) in the "
+                        "write-throughput table (default: 60)")
+    seconds = parse(p, argv).seconds
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         print(f"Write throughput: {CHANNELS} channels x {FS:.0f} Hz, blocks of {BLOCK}, commit every simulated "

@@ -17,11 +17,13 @@ Run: ``python -m vigil.evaluation.eval_afl`` (≈ 1 min).  Two measurements, pri
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections import Counter
 
 import numpy as np
 
+from vigil.cliargs import parse, summary
 from vigil.datasets import data_root
 
 BEAT_SYMBOLS = frozenset("NLRejAaJSVEF/fQ")
@@ -107,6 +109,9 @@ def _flagged(windows: list[tuple[int, float, float]], threshold: float) -> list[
 
 def main(argv: list[str]) -> int:
     """Print both feasibility tables."""
+    p = argparse.ArgumentParser(prog="python -m vigil.evaluation.eval_afl", description=summary(__doc__),
+                                allow_abbrev=False)
+    parse(p, argv)  # no options: --help, and an error for anything else
     import wfdb
 
     print("python -m vigil.evaluation.eval_afl")

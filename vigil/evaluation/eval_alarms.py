@@ -26,6 +26,7 @@ alarm <= 6 s after onset; extreme tachy/brady <= 10 s.
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import sys
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vigil.cliargs import ListChoices, parse, summary
 from vigil.datasets import data_root
 
 TYPE_CONDITION = {"Asystole": "asystole", "Bradycardia": "brady_extreme", "Tachycardia": "tachy_extreme",
@@ -459,12 +461,27 @@ def eval_time_to_alarm(max_records: int | None = None, spectral: bool = True) ->
     return 0
 
 
+SECTIONS = ("cinc", "cv", "tta", "tta-off")
+DEFAULT_SECTIONS = ("cinc", "cv", "tta")
+
+
 def main(argv: list[str]) -> int:
-    """Run the sections named in argv (cinc, tta) or both."""
-    max_records = None
-    if "--max-records" in argv:
-        max_records = int(argv[argv.index("--max-records") + 1])
-    sections = [a for a in argv if a in ("cinc", "cv", "tta", "tta-off")] or ["cinc", "cv", "tta"]
+    """Run the sections named in argv (cinc, cv, tta, tta-off), by default cinc, cv and tta."""
+    p = argparse.ArgumentParser(prog="python -m vigil.evaluation.eval_alarms", description=summary(__doc__),
+                                allow_abbrev=False)
+    p.add_argument("sections", nargs="*", choices=ListChoices(SECTIONS),
+                   help="sections to run, in any order (default: cinc cv tta): cinc = CinC 2015 score per "
+                        "alarm type with the default VT stage thresholds; cv = 5-fold cross-validation of "
+                        "the VT stage thresholds on the same records; tta = time to alarm from reference "
+                        "VT/VF onsets (mitdb, vfdb, cudb) and false VT per hour (mitdb, vfdb, cudb, nstdb); "
+                        "tta-off = the time-to-alarm section with the VT stage's spectral detector off "
+                        "(instead of on)")
+    p.add_argument("--max-records", type=int, default=None, metavar="N",
+                   help="use only the first N challenge2015 records (cinc, cv) and the first N records "
+                        "of the time-to-alarm list (tta); default: all")
+    args = parse(p, argv)
+    max_records = args.max_records
+    sections = args.sections or list(DEFAULT_SECTIONS)
     t = time.perf_counter()
     if "cinc" in sections or "cv" in sections:
         print("PhysioNet/CinC 2015 (challenge2015): alarm present in [284, 300] s, data up to 300 s")

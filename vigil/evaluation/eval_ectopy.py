@@ -14,12 +14,14 @@ Usage: ``python -m vigil.evaluation.eval_ectopy`` (~15 s on 2 workers).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
 
+from vigil.cliargs import parse, summary
 from vigil.datasets import data_root
 from vigil.evaluation.ec57 import PACED_RECORDS
 from vigil.evaluation.episodes import rhythm_intervals, score
@@ -89,6 +91,9 @@ def run_record(rec: str) -> tuple[str, dict[str, dict[str, list[Interval]]], dic
 
 def main(argv: list[str]) -> int:
     """Print episode Se/+P per pattern for strict and reported labels (see module docstring)."""
+    p = argparse.ArgumentParser(prog="python -m vigil.evaluation.eval_ectopy", description=summary(__doc__),
+                                allow_abbrev=False)
+    parse(p, argv)  # no options: --help, and an error for anything else
     root = data_root() / "mitdb"
     recs = sorted(f.stem for f in root.glob("*.hea") if f.stem not in PACED_RECORDS)
     tot: dict[tuple[str, str], list[int]] = {}

@@ -20,6 +20,7 @@ compatibility and changes nothing).
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import sys
@@ -27,6 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from vigil.cliargs import parse, summary
 from vigil.datasets import data_root
 from vigil.signal.delineate import Delineation, refine_r, zero_phase_lowpass
 from vigil.signal.qt import LEAD_AGREE_MS, SPLIT_HALF_MS, WAVELET_AGREE_MS, t_end_checks, t_end_uncertain
@@ -337,14 +339,30 @@ def _lim(v: float) -> str:
 
 def main(argv: list[str]) -> int:
     """Print QRS-onset, T-end and QT errors (ms) against qtdb .q1c/.q2c per record and overall."""
-
-    lead = "multi"
-    if "--lead" in argv:
-        lead = argv[argv.index("--lead") + 1]
+    p = argparse.ArgumentParser(prog="python -m vigil.evaluation.eval_qt", description=summary(__doc__),
+                                allow_abbrev=False)
+    p.add_argument("records", nargs="*", metavar="RECORD",
+                   help="qtdb records to evaluate, e.g. sel100 (default: every record with a .q1c file)")
+    p.add_argument("--lead", choices=("0", "1", "multi"), default="multi",
+                   help="lead delineated for the per-beat tables: 0, 1, or multi = both, their QRS onsets and "
+                        "T ends averaged (default: multi)")
+    p.add_argument("--resample", type=float, default=None, metavar="HZ",
+                   help="evaluate the records resampled to HZ (annotations scaled), e.g. 130 as a Polar H10 "
+                        "(default: the records' own 250 Hz)")
+    p.add_argument("--no-stream", action="store_true",
+                   help="skip the last table, the streaming QtMeasurer (lead 0) against each record's median "
+                        "annotated QT")
+    p.add_argument("--two-lead-stream", action="store_true",
+                   help="also run the streaming QtMeasurer fed both leads (summary only unless --stream-rows)")
+    p.add_argument("--stream-rows", action="store_true",
+                   help="with --two-lead-stream: print its per-record rows too")
+    p.add_argument("--stream", action="store_true",
+                   help="accepted for compatibility; changes nothing (the streaming table runs unless --no-stream)")
+    args = parse(p, argv)
+    lead: str = args.lead
     use = [0, 1] if lead == "multi" else [int(lead)]
-    rate = float(argv[argv.index("--resample") + 1]) if "--resample" in argv else None
-    names = [a for a in argv if not a.startswith("--") and a not in ("0", "1", "multi")
-             and (rate is None or a != argv[argv.index("--resample") + 1])]
+    rate: float | None = args.resample
+    names: list[str] = args.records
     folder = data_root() / "qtdb"
     records = names or sorted(p.stem for p in folder.glob("*.q1c"))
     print(f"python -m vigil.evaluation.eval_qt --lead {lead}" + (f" --resample {rate:g}" if rate else ""))
@@ -405,10 +423,10 @@ def main(argv: list[str]) -> int:
     for ext, data in by_ext.items():
         if data:
             _confidence_tables(data, use, ext, cv=ext == "q1c")
-    if "--no-stream" not in argv:
+    if not args.no_stream:
         _stream_table(records, folder, rate=rate)
-        if "--two-lead-stream" in argv:
-            _stream_table(records, folder, (0, 1), rows="--stream-rows" in argv, rate=rate)
+        if args.two_lead_stream:
+            _stream_table(records, folder, (0, 1), rows=args.stream_rows, rate=rate)
     return 0
 
 

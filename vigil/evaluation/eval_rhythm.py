@@ -9,6 +9,7 @@ Tables go to stdout, progress to stderr.  Scoring: `vigil.evaluation.episodes` (
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import math
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vigil.cliargs import ListChoices, parse, summary
 from vigil.datasets import data_root
 from vigil.evaluation.episodes import (
     EC57_START_S,
@@ -609,16 +611,34 @@ SECTIONS = {"afdb": eval_afdb, "mitdb": eval_mitdb, "vf": eval_vf, "vfwin": eval
 
 
 def main(argv: list[str]) -> int:
-    """Print the rhythm tables (sections: afdb mitdb vf challenge noise; default all)."""
+    """Print the rhythm tables (sections: afdb mitdb vf vfwin challenge noise; default all)."""
+    p = argparse.ArgumentParser(prog="python -m vigil.evaluation.eval_rhythm", description=summary(__doc__),
+                                allow_abbrev=False)
+    p.add_argument("sections", nargs="*", choices=ListChoices(SECTIONS),
+                   help="sections to run, in the order given (default: all): afdb = AF on afdb from the .qrs "
+                        "beats; mitdb = AF on mitdb; vf = VF on vfdb 418 and cudb cu01; vfwin = the VF detector "
+                        "alone, onset delays and false onsets per window setting; challenge = ASYSTOLE/VT/VF "
+                        "calls on challenge2015; noise = rhythm calls on the nstdb noise-stress records")
+    p.add_argument("--ref", action="store_true",
+                   help="feed reference .atr beats plus a 0.5-40 Hz band-passed lead 0 through RhythmTracker "
+                        "even when the full EcgAnalyzer pipeline is available (mitdb, vf, challenge, noise)")
+    p.add_argument("--leads", type=int, choices=(1, 2), default=None,
+                   help="mitdb leads fed to EcgAnalyzer: 2 = both, as `vigil analyze` feeds a 2-lead record, "
+                        "1 = lead 0 only (default: 2)")
+    p.add_argument("--feed", type=float, default=None, metavar="S",
+                   help="vfwin: feed the VF detector S-second blocks (default: 1; the daemon feeds 0.25)")
+    p.add_argument("--tried", action="store_true",
+                   help="vfwin: also run the detector variants tried for issue 3 (about 3 min)")
+    args = parse(p, argv)
     global FORCE_REFERENCE, MITDB_LEADS
-    FORCE_REFERENCE = "--ref" in argv
+    FORCE_REFERENCE = args.ref
     global VFWIN_FEED_S, VFWIN_TRIED
-    if "--leads" in argv:
-        MITDB_LEADS = int(argv[argv.index("--leads") + 1])
-    if "--feed" in argv:
-        VFWIN_FEED_S = float(argv[argv.index("--feed") + 1])
-    VFWIN_TRIED = "--tried" in argv
-    names = [a for a in argv if a in SECTIONS] or list(SECTIONS)
+    if args.leads is not None:
+        MITDB_LEADS = args.leads
+    if args.feed is not None:
+        VFWIN_FEED_S = args.feed
+    VFWIN_TRIED = args.tried
+    names: list[str] = args.sections or list(SECTIONS)
     if not Path(data_root()).exists():
         print(f"no data at {data_root()} (set VIGIL_DATA)")
         return 1
