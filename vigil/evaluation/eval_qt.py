@@ -12,7 +12,7 @@ Then the confident beats only (the T-end checks of `vigil.signal.qt`), with cove
 5-fold cross-validation of the rule that decides confidence.
 
 Run: ``python -m vigil.evaluation.eval_qt [--lead 0|1|multi] [--no-stream] [--two-lead-stream [--stream-rows]]
-[--resample HZ] [RECORD ...]`` (``--resample``: the records resampled to HZ, e.g. 130 as a Polar H10); the last table is the streaming `QtMeasurer` (30 s median beat, lead 0 as in the analyser)
+[--resample HZ] [--no-baselines] [RECORD ...]`` (``--resample``: the records resampled to HZ, e.g. 130 as a Polar H10); the last table is the streaming `QtMeasurer` (30 s median beat, lead 0 as in the analyser)
 against each record's median annotated QT (``--no-stream`` skips it; ``--two-lead-stream`` adds the
 QtMeasurer fed both leads, summary only unless ``--stream-rows``; ``--stream`` is accepted for
 compatibility and changes nothing).
@@ -356,6 +356,9 @@ def main(argv: list[str]) -> int:
                    help="also run the streaming QtMeasurer fed both leads (summary only unless --stream-rows)")
     p.add_argument("--stream-rows", action="store_true",
                    help="with --two-lead-stream: print its per-record rows too")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the neurokit2 baseline table (its ecg_process delineation on the same .q1c beats, "
+                        "~70 s)")
     p.add_argument("--stream", action="store_true",
                    help="accepted for compatibility; changes nothing (the streaming table runs unless --no-stream)")
     args = parse(p, argv)
@@ -420,6 +423,10 @@ def main(argv: list[str]) -> int:
         ae = np.abs(np.asarray(all_qt))
         if len(ae):
             print(f"QT |error|: median {np.median(ae):.1f} ms, within 25 ms {100 * np.mean(ae <= 25):.1f} %, within 50 ms {100 * np.mean(ae <= 50):.1f} %")
+    if by_ext["q1c"] and not args.no_baselines:
+        from vigil.evaluation.qt_baselines import print_baseline_table
+
+        print_baseline_table(by_ext["q1c"], folder, use, rate)
     for ext, data in by_ext.items():
         if data:
             _confidence_tables(data, use, ext, cv=ext == "q1c")

@@ -113,6 +113,7 @@ def _record(run: TrackerRun, e: RhythmEpisode, now: int) -> None:
 
 
 FORCE_REFERENCE = False  # set by --ref: use reference beats even when the analyser exists
+MITDB_BASELINES = True  # --no-baselines: skip mitdb's AF rows from neurokit2's and XQRS's beats
 MITDB_LEADS = 2  # mitdb leads fed to EcgAnalyzer: both, as `vigil analyze` feeds a 2-lead record (--leads 1: lead 0 only)
 
 
@@ -335,6 +336,52 @@ def eval_mitdb() -> None:
             print(f"{rec:>8} {asy:8d} {vf:6d} {vf_ref_n:6d} {noise_min:9.1f}")
     print(f"{'total':>8} {sum(o[1] for o in others):8d} {sum(o[2] for o in others):6d} {sum(o[3] for o in others):6d} "
           f"{sum(o[4] for o in others):9.1f}   (records with nothing to show are omitted)")
+    if MITDB_BASELINES:
+        eval_mitdb_baselines()
+
+
+def _baseline_beats_job(args: tuple[str, str]) -> tuple[str, str, list[tuple[int, str]]]:
+    from vigil.evaluation.eval_qrs import baseline_record
+
+    rec, method = args
+    return rec, method, baseline_record(data_root() / "mitdb" / rec, method)
+
+
+def eval_mitdb_baselines(workers: int = 2) -> None:
+    """AF on mitdb from neurokit2's and wfdb XQRS's beats (lead 0) through our rhythm tracker.
+
+    Neither library classifies beats or rhythms, so their beats (all N) go through the same
+    `RhythmTracker` as the reference-beat runs, with the 0.5-40 Hz band-passed lead 0 for the P-wave
+    evidence: the rows show what their QRS detection does to AF detection, beside our full analyser.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    import wfdb
+
+    recs = list(_records("mitdb"))
+    jobs = [(rec, method) for method in ("neurokit2", "xqrs") for rec in recs]
+    _progress(f"mitdb baselines: neurokit2 and XQRS beats on {len(recs)} records ({workers} workers)")
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+        found = list(ex.map(_baseline_beats_job, jobs))
+    for method in ("neurokit2", "xqrs"):
+        rows: list[tuple[str, EpisodeScore]] = []
+        ec57: list[tuple[str, EpisodeScore]] = []
+        for rec, m, beats in found:
+            if m != method:
+                continue
+            path = str(data_root() / "mitdb" / rec)
+            r = wfdb.rdrecord(path, channels=[0])
+            fs, n = float(r.fs), r.sig_len
+            atr = wfdb.rdann(path, "atr")
+            run = run_tracker(fs, [Beat(s, "N") for s, _ in beats], n,
+                              _bandpass(np.nan_to_num(r.p_signal[:, 0]) * 1000.0, fs))
+            ref = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"AFIB"}, n)
+            afl = rhythm_intervals(list(atr.sample), _aux(atr.aux_note), {"AFL"}, n)
+            rows.append((rec, score(ref, run.intervals("AF", n))))
+            ec57.append((rec, score_ec57(ref, run.intervals("AF", n), start=int(EC57_START_S * fs), exclusions=afl)))
+        name = "neurokit2 ecg_peaks" if method == "neurokit2" else "wfdb XQRS"
+        _score_table(f"AF on mitdb, baseline: {name} beats on lead 0 (all N: it classifies none) + our rhythm "
+                     "tracker and band-passed lead 0; AFL counts as non-AF", rows, fs=360.0, ec57=ec57)
 
 
 def _vf_reference(db: str, rec: str, n: int) -> list[Interval]:
@@ -403,6 +450,7 @@ def eval_vf() -> None:
               f"{_pct(long_hit / len(long_ref) if long_ref else float('nan')):>8} {_pct(s.episode_ppv):>7} "
               f"{_pct(s.duration_se):>8} {_pct(s.duration_ppv):>8} {med} {mx} {within:3d}/{len(ttd):<2d}")
     print("ttd = time from reference onset to the first open VF update (0 when VF was already open), on reference episodes >= 4 s.")
+    print("baselines: neurokit2 and wfdb (XQRS) have no VF/VFL detector, so there are no VF rows for them.")
 
 
 def _vf_decisions(x: np.ndarray, fs: float, feed_s: float = 1.0) -> list[tuple[bool, float]]:
@@ -627,6 +675,9 @@ def main(argv: list[str]) -> int:
                         "1 = lead 0 only (default: 2)")
     p.add_argument("--feed", type=float, default=None, metavar="S",
                    help="vfwin: feed the VF detector S-second blocks (default: 1; the daemon feeds 0.25)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="mitdb: skip the AF rows from neurokit2's and XQRS's beats through our rhythm tracker "
+                        "(about 1.5 min on 2 workers)")
     p.add_argument("--tried", action="store_true",
                    help="vfwin: also run the detector variants tried for issue 3 (about 3 min)")
     args = parse(p, argv)
@@ -638,13 +689,16 @@ def main(argv: list[str]) -> int:
     if args.feed is not None:
         VFWIN_FEED_S = args.feed
     VFWIN_TRIED = args.tried
+    global MITDB_BASELINES
+    MITDB_BASELINES = not args.no_baselines
     names: list[str] = args.sections or list(SECTIONS)
     if not Path(data_root()).exists():
         print(f"no data at {data_root()} (set VIGIL_DATA)")
         return 1
     print("python -m vigil.evaluation.eval_rhythm " + " ".join(names) + (" --ref" if FORCE_REFERENCE else "")
           + (f" --leads {MITDB_LEADS}" if MITDB_LEADS != 2 else "")
-          + (f" --feed {VFWIN_FEED_S:g}" if VFWIN_FEED_S != 1.0 else "") + (" --tried" if VFWIN_TRIED else ""))
+          + (f" --feed {VFWIN_FEED_S:g}" if VFWIN_FEED_S != 1.0 else "") + (" --tried" if VFWIN_TRIED else "")
+          + (" --no-baselines" if not MITDB_BASELINES else ""))
     for name in names:
         SECTIONS[name]()
     return 0

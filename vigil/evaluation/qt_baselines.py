@@ -123,11 +123,11 @@ def fmt(v: list[float]) -> str:
 def table_rows(ours: dict[str, tuple[float, list[list[LeadMarks | None]], list[tuple[int, int]]]],
                theirs: dict[str, list[list[LeadMarks | None]]], leads: Sequence[int]) -> list[str]:
     """Lines comparing ours and neurokit2 over the same annotated beats, per lead, mean and best lead."""
-    rows = [f"{'method':<10} {'leads':<22} {'beats':>5} {'failed':>6} {'QRS onset':>15} {'T end':>15} "
+    rows = [f"{'method':<10} {'leads':<24} {'beats':>5} {'failed':>6} {'QRS onset':>15} {'T end':>15} "
             f"{'QT':>15} {'|QT err|<=25ms':>14}"]
     choices: list[tuple[str, list[int], bool]] = [(f"lead {k}", [k], False) for k in leads]
     if len(leads) > 1:
-        choices += [("mean of leads", list(leads), False), ("best lead (after fact)", list(leads), True)]
+        choices += [("mean of leads", list(leads), False), ("best lead (QT, post hoc)", list(leads), True)]
     for name, use, best in choices:
         for method, source in (("ours", None), ("neurokit2", theirs)):
             tot = Summary([], [], [], 0)
@@ -136,7 +136,7 @@ def table_rows(ours: dict[str, tuple[float, list[list[LeadMarks | None]], list[t
                 s = summarise(marks, refs, fs, use, best)
                 tot = Summary(tot.on + s.on, tot.te + s.te, tot.qt + s.qt, tot.failed + s.failed)
             within = 100.0 * np.mean(np.abs(tot.qt) <= 25.0) if tot.qt else float("nan")
-            rows.append(f"{method:<10} {name:<22} {len(tot.qt):5d} {tot.failed:6d} {fmt(tot.on):>15} "
+            rows.append(f"{method:<10} {name:<24} {len(tot.qt):5d} {tot.failed:6d} {fmt(tot.on):>15} "
                         f"{fmt(tot.te):>15} {fmt(tot.qt):>15} {within:13.1f}%")
     return rows
 
