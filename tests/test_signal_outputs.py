@@ -80,6 +80,35 @@ def test_hrv_excludes_ectopic_neighbours():
     assert rmssd and max(rmssd) < 1.0  # the V beats and both of their intervals were excluded
 
 
+def test_hrv_successive_differences_skip_an_excluded_interval():
+    """RMSSD/pNN50 count differences of adjacent NN intervals only (Task Force 1996): NN 800 ms, a premature
+    V beat, then NN 900 ms — every adjacent difference is 0; the 100 ms step lies across the V beat."""
+    fs = 250.0
+    est = HrvEstimator(fs)
+    s, beats = 0, []
+    for i in range(300):
+        s += int((0.8 if i < 150 else 0.9 if i > 151 else 0.5) * fs)
+        beats.append(Beat(s, "V" if i == 150 else "N"))
+    out = est.update(beats, s)
+    rmssd = [m.value for m in out if m.metric == Metric.RMSSD]
+    pnn50 = [m.value for m in out if m.metric == Metric.PNN50]
+    sdnn = [m.value for m in out if m.metric == Metric.SDNN]
+    assert rmssd and max(rmssd) == 0.0 and max(pnn50) == 0.0
+    assert max(sdnn) > 40.0  # the step itself is in SDNN
+
+
+def test_hrv_in_trigeminy_reports_sdnn_but_no_successive_differences():
+    fs = 250.0
+    est = HrvEstimator(fs)
+    s, beats = 0, []
+    for i in range(600):  # N -1.2 s- N -0.4 s- V -0.6 s- N …: NN time 1.2 of every 2.2 s, no two NN adjacent
+        s += int((1.2, 0.4, 0.6)[i % 3] * fs)
+        beats.append(Beat(s, "V" if i % 3 == 1 else "N"))
+    out = est.update(beats, s)
+    metrics = {m.metric for m in out}
+    assert Metric.SDNN in metrics and Metric.RMSSD not in metrics and Metric.PNN50 not in metrics
+
+
 def _quality(x: np.ndarray, fs: float) -> list[QualityReport]:
     an = EcgAnalyzer(fs, rhythm=False, qt=False)
     out = []

@@ -5,6 +5,9 @@
 Only intervals between two consecutive normal (N) beats count; intervals touching an ectopic or
 unclassified beat are excluded, as are physiologically implausible intervals (< 0.3 s or > 2 s)
 and intervals differing by more than 20 % from the previous accepted NN (artefact filter).
+RMSSD and pNN50 use differences of *adjacent* NN intervals only (the Task Force's definition): the
+difference across an excluded interval (an ectopic beat, a rejected interval) is not a successive
+difference and is left out.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class HrvEstimator:
 
     def reset(self, start: int) -> None:
         """Forget all beats (after a gap)."""
-        self._nn: deque[tuple[int, float]] = deque()  # (sample of the ending beat, NN ms)
+        self._nn: deque[tuple[int, float, bool]] = deque()  # (sample of the ending beat, NN ms, adjacent to the previous)
         self._prev: Beat | None = None
         self._next = start + int(EVERY_S * self.fs)
 
@@ -70,7 +73,7 @@ class HrvEstimator:
                         and b.sample - self._nn[-1][0] < 3 * self.fs:
                     ok = False
                 if ok:
-                    self._nn.append((b.sample, nn))
+                    self._nn.append((b.sample, nn, bool(self._nn) and self._nn[-1][0] == p.sample))
             self._prev = b
         while self._next <= upto:
             out += self._emit(self._next)
@@ -81,20 +84,22 @@ class HrvEstimator:
         lo = at - int(WINDOW_S * self.fs)
         while self._nn and self._nn[0][0] < lo:
             self._nn.popleft()
-        pts = [(s, v) for s, v in self._nn if s <= at]
+        pts = [(s, v, adj) for s, v, adj in self._nn if s <= at]
         if not pts:
             return []
-        nn = np.array([v for _, v in pts])
+        nn = np.array([v for _, v, _ in pts])
         if nn.sum() / 1000.0 < MIN_TIME_S:
             return []
-        d = np.diff(nn)
+        adjacent = np.array([adj for _, _, adj in pts[1:]], dtype=bool)
+        d = np.diff(nn)[adjacent]
         ch = self.channel
         detail = {"n_nn": len(nn), "window_s": WINDOW_S}
-        out = [Measurement(Metric.SDNN, round(float(np.std(nn, ddof=1)), 2), at, ch, detail),
-               Measurement(Metric.RMSSD, round(float(np.sqrt(np.mean(d * d))), 2), at, ch, detail),
-               Measurement(Metric.PNN50, round(float(np.mean(np.abs(d) > 50.0) * 100.0), 2), at, ch, detail)]
+        out = [Measurement(Metric.SDNN, round(float(np.std(nn, ddof=1)), 2), at, ch, detail)]
+        if d.size:  # none in trigeminy (N N V): no two NN intervals are adjacent
+            out += [Measurement(Metric.RMSSD, round(float(np.sqrt(np.mean(d * d))), 2), at, ch, detail),
+                    Measurement(Metric.PNN50, round(float(np.mean(np.abs(d) > 50.0) * 100.0), 2), at, ch, detail)]
         if nn.sum() / 1000.0 >= MIN_FREQ_S:
-            t = np.array([s for s, _ in pts]) / self.fs
+            t = np.array([s for s, _, _ in pts]) / self.fs
             res = spectrum_lf_hf(t, nn)
             if res is not None:
                 lf, hf = res
