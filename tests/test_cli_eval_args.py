@@ -32,12 +32,13 @@ ENTRY_POINTS: dict[str, tuple[list[str], list[str]]] = {
                                      ["load_tapes", "eval_time_to_alarm", "data_root"]),
     "vigil.evaluation.eval_ectopy": ([], ["data_root", "get_context"]),
     "vigil.evaluation.eval_qt": (["--lead", "{0,1,multi}", "--resample", "--no-stream", "--two-lead-stream",
-                                  "--stream-rows", "--stream", "RECORD"], ["data_root", "load_record"]),
-    "vigil.evaluation.eval_rhythm": (["--ref", "--leads", "--feed", "--tried", "afdb", "mitdb", "vfwin",
+                                  "--stream-rows", "--stream", "--no-baselines", "RECORD"], ["data_root", "load_record"]),
+    "vigil.evaluation.eval_hrv": (["--no-baselines", "--workers", "RECORD"], ["data_root"]),
+    "vigil.evaluation.eval_rhythm": (["--ref", "--leads", "--feed", "--tried", "--no-baselines", "afdb", "mitdb", "vfwin",
                                       "challenge", "noise"], ["data_root"]),
     "vigil.benchmarks.bench_alarms": (["--seconds"], ["cpu_load"]),
     "vigil.benchmarks.bench_store": (["seconds"], ["write_throughput", "data_root"]),
-    "vigil.evaluation.__main__": (["afl", "alarms", "ectopy", "qt", "rhythm", "qrs"], []),
+    "vigil.evaluation.__main__": (["afl", "alarms", "ectopy", "hrv", "qt", "rhythm", "qrs"], []),
     "vigil.benchmarks.__main__": (["alarms", "store", "signal"], []),
 }
 

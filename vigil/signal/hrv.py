@@ -7,7 +7,8 @@ unclassified beat are excluded, as are physiologically implausible intervals (< 
 and intervals differing by more than 20 % from the previous accepted NN (artefact filter).
 RMSSD and pNN50 use differences of *adjacent* NN intervals only (the Task Force's definition): the
 difference across an excluded interval (an ectopic beat, a rejected interval) is not a successive
-difference and is left out.
+difference and is left out.  pNN50 is that NN50 count over the number of NN intervals (the Task Force's
+wording, and neurokit2's `hrv_time`), not over the number of differences.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class HrvEstimator:
         out = [Measurement(Metric.SDNN, round(float(np.std(nn, ddof=1)), 2), at, ch, detail)]
         if d.size:  # none in trigeminy (N N V): no two NN intervals are adjacent
             out += [Measurement(Metric.RMSSD, round(float(np.sqrt(np.mean(d * d))), 2), at, ch, detail),
-                    Measurement(Metric.PNN50, round(float(np.mean(np.abs(d) > 50.0) * 100.0), 2), at, ch, detail)]
+                    Measurement(Metric.PNN50, round(float(np.sum(np.abs(d) > 50.0) / len(nn) * 100.0), 2), at, ch, detail)]
         if nn.sum() / 1000.0 >= MIN_FREQ_S:
             t = np.array([s for s, _, _ in pts]) / self.fs
             res = spectrum_lf_hf(t, nn)
