@@ -128,7 +128,7 @@ def _row(name: str, pairs: dict[Metric, list[tuple[float, float]]]) -> str:
         rel = np.abs(p[:, 1] - p[:, 0]) / np.maximum(np.abs(p[:, 0]), 1e-9)
         tol = TOLERANCE.get(m, 0.10)
         cells.append(f"{len(p):5d} {100 * np.median(rel):5.1f} {100 * np.mean(rel <= tol):5.1f}%")
-    return f"{name:<26}" + " ".join(cells)
+    return f"{name:<32}" + " ".join(cells)
 
 
 def main(argv: list[str]) -> int:
@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
             continue
         print(f"\n{db}: n = windows both emitted, med% = median |error| / reference value, "
               "<=tol = share within 10 % (LF/HF 20 %); pNN50: median |error| in points, share within 5 points")
-        print(f"{'method / record':<26}{head}")
+        print(f"{'method / record':<32}{head}")
         for m in methods:
             total: dict[Metric, list[tuple[float, float]]] = {k: [] for k in METRICS}
             ref_w = test_w = 0
