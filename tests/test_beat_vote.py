@@ -110,11 +110,14 @@ def test_live_labels_equal_the_offline_vote_that_validation_scores(rec203, n_lea
     z = np.array([lm.logit(f.vector()) for _, f, _ in rows])
     zz = voted(z, cand, np.array([t for _, _, t in rows]), lm.vote, every)
     offline_v = (zz > lm.threshold) if every else cand & (zz > lm.threshold)
-    by_sample = {b.sample: b for b in live}
+    times = np.array([b.sample for b in live])
     assert len(rows) >= len(live) - 4  # beats too close to the start for a window, and the first, have no features
     compared = 0
     for (r, _, _), v in zip(rows, offline_v, strict=True):
-        b = by_sample[r]
+        # a normal beat's time may sit on its other deflection (EcgAnalyzer._fiducial), within the QRS
+        k = int(np.argmin(np.abs(times - r)))
+        assert abs(int(times[k]) - r) <= 0.12 * fs, r
+        b = live[k]
         if b.label != "Q":
             assert (b.label == "V") == bool(v), r
             compared += 1

@@ -214,7 +214,7 @@ class EcgAnalyzer:
         if win.shape[1] == pre + w + 1:
             label, strict = self.classifier.labels(win, r)
         clean = self._obscured_end is None or r - self._obscured_end >= Q_AFTER_NOISE_S * self.fs
-        t_bp = a + self._fiducial(dev) if dev is not None and label in ("N", "S") else r_bp  # the beat's time
+        t_bp = a + self._fiducial(dev) if dev is not None and strict in ("N", "S") else r_bp  # the beat's time
         if not clean:
             label = "Q"  # noise in the last seconds: the shape is not to be trusted (rhythm keeps `strict`)
         qrs = self.bp.get(r_bp - self.qrs_half, r_bp + self.qrs_half)
@@ -230,8 +230,9 @@ class EcgAnalyzer:
         a polarity, the other one must be `FIDUCIAL_SWITCH` times larger to be taken.  With R and S of
         similar size (right bundle branch block, mitdb 118) the larger one alternated from beat to beat and
         the beat time jumped by the R–S distance (~40 ms on 37 % of 118's normal beats): jitter in every RR
-        interval, RMSSD and pNN50 about 2× too high.  Only beats labelled N or S are timed this way and update
-        the memory (an ectopic beat of the other polarity keeps its largest deflection, as before), and
+        interval, RMSSD and pNN50 about 2× too high.  Only beats whose strict (rhythm) label is N or S are timed
+        this way and update the memory (an ectopic beat of the other polarity keeps its largest deflection, as
+        before; the strict label, not the reported one, so the time does not depend on the label model), and
         the classifier keeps the largest-deflection alignment its models were trained on.
         """
         hi, lo = int(np.argmax(dev)), int(np.argmin(dev))
