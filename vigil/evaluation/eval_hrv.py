@@ -50,13 +50,11 @@ def hrv_from_beats(beats: Iterable[Beat], fs: float, n_samples: int) -> Series:
 
 def hrv_from_analyzer(path: Path) -> tuple[Series, float, int]:
     """HRV emitted by `EcgAnalyzer` (2 leads, 1 s feeds) over a WFDB record; its fs and length."""
-    import wfdb
-
+    from vigil.evaluation.eval_qrs import read_signal
     from vigil.signal.analyzer import EcgAnalyzer
 
-    rec = wfdb.rdrecord(str(path))
-    fs = float(rec.fs)
-    x = np.nan_to_num(rec.p_signal[:, : min(2, rec.n_sig)] * 1000.0)
+    sig, fs, _ = read_signal(path)
+    x = sig[:, :2]
     a = EcgAnalyzer(fs, n_leads=x.shape[1])
     found: Series = {}
     step = int(fs)
@@ -69,17 +67,9 @@ def hrv_from_analyzer(path: Path) -> tuple[Series, float, int]:
 
 def reference_beats(path: Path) -> list[Beat]:
     """The annotation's beats with their AAMI class (N, S, V, F, Q)."""
-    import wfdb
+    from vigil.evaluation.ec57 import read_reference
 
-    from vigil.evaluation.ec57 import aami_class
-
-    ann = wfdb.rdann(str(path), "atr")
-    out = []
-    for s, sym in zip(ann.sample, ann.symbol, strict=True):
-        c = aami_class(sym)
-        if c is not None:
-            out.append(Beat(int(s), c))  # type: ignore[arg-type]
-    return out
+    return [Beat(s, c) for s, c in read_reference(str(path))[0]]  # type: ignore[arg-type]
 
 
 def compare(ref: Series, test: Series) -> dict[Metric, list[tuple[float, float]]]:
